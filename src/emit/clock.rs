@@ -1,0 +1,57 @@
+//! Time and id sources for the emitter.
+
+use crate::span_line::{SpanId, TraceId};
+use std::cell::Cell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Microseconds since the Unix epoch (0 if the clock is before 1970).
+#[inline]
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+thread_local! {
+    static RNG: Cell<u64> = Cell::new(seed());
+}
+
+/// A per-thread seed from the process's random hasher keys, the time and the thread.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_us());
+    h.write_u32(std::process::id());
+    h.finish() | 1
+}
+
+/// SplitMix64: fast, statistically sound for ids (not for secrets).
+#[inline]
+fn next_u64() -> u64 {
+    RNG.with(|s| {
+        let x = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+        s.set(x);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+}
+
+/// A fresh non-zero span id.
+pub(crate) fn new_span_id() -> SpanId {
+    loop {
+        let v = next_u64();
+        if v != 0 {
+            return SpanId(v.to_be_bytes());
+        }
+    }
+}
+
+/// A fresh non-zero trace id.
+pub(crate) fn new_trace_id() -> TraceId {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&next_u64().to_be_bytes());
+    b[8..].copy_from_slice(&new_span_id().0);
+    TraceId(b)
+}
