@@ -1,1 +1,6 @@
+//! Integration tests: one binary, modules per area (ripgrep's layout).
 
+mod conformance;
+mod model;
+mod properties;
+mod reference;

@@ -323,12 +323,7 @@ fn parse_field(t: &str, offset: usize, in_batch: bool) -> Result<Field<'_>> {
             }
         }
         b'+' => Field::Resource(parse_attr(&t[1..], offset + 1)?),
-        b'"' if in_batch => {
-            if t.len() != 1 {
-                return err(DecodeErrorKind::BadBatch, offset);
-            }
-            Field::Ditto
-        }
+        b'"' if in_batch && t.len() == 1 => Field::Ditto,
         b'|' if in_batch => Field::Entry,
         b'_' | b'.' | b'%' | b'=' | b'#' | b'~' | b'!' => Field::Attr(parse_attr(t, offset)?),
         c if c.is_ascii_punctuation() => Field::Skip,
