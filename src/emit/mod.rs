@@ -23,7 +23,7 @@
 mod clock;
 mod context;
 mod output;
-//TMP pub mod propagation;
+pub mod propagation;
 mod tracer;
 
 #[cfg(feature = "tracing")]
