@@ -313,7 +313,7 @@ pub fn encode_batch(spans: &[Span]) -> String {
     );
     for s in spans {
         let enc = fields(s, 0);
-        assert!(b.push(&head(s), &enc, s.status_message.as_ref().map(Str::text)), "batch full");
+        assert!(b.push(&head(s), &enc, s.status_message.as_ref().map(Str::text), None), "batch full");
     }
     let mut out = Vec::new();
     b.take(&mut out);

@@ -50,7 +50,6 @@ fn give_back(s: Box<Scratch>) {
 
 struct BatchState {
     enc: BatchEncoder,
-    request_id: String,
     line: Vec<u8>,
 }
 
@@ -215,9 +214,11 @@ impl TracerBuilder {
         self
     }
 
-    /// Batch records: spans of one trace are written together when a local root span finishes,
-    /// on [`Tracer::flush`], or when the batch is full. Fewer bytes, but a crash loses the spans
-    /// not yet flushed.
+    /// Batch records: spans of one trace are written together when the span carrying the
+    /// request id (the invocation's span) finishes, on [`Tracer::flush`], when a span of another
+    /// trace or request arrives, when the batch is full, and when the tracer is dropped. Fewer
+    /// bytes, but a crash or timeout loses the spans not yet flushed: call [`Tracer::flush`] at
+    /// the end of each invocation if no span carries a request id.
     pub fn batch(mut self, on: bool) -> Self {
         self.batch = on;
         self
@@ -258,7 +259,6 @@ impl TracerBuilder {
                 batch: self.batch.then(|| {
                     Mutex::new(BatchState {
                         enc: BatchEncoder::new(),
-                        request_id: String::new(),
                         line: Vec::new(),
                     })
                 }),
@@ -296,7 +296,6 @@ impl Tracer {
             tracer: self,
             name,
             parent: None,
-            local_parent: false,
             kind: SpanKind::Internal,
             links: [None; MAX_LINKS],
             dropped_links: 0,
@@ -326,7 +325,6 @@ pub struct SpanBuilder<'a> {
     tracer: &'a Tracer,
     name: &'a str,
     parent: Option<&'a SpanContext>,
-    local_parent: bool,
     kind: SpanKind,
     links: [Option<(TraceId, SpanId)>; MAX_LINKS],
     dropped_links: u32,
@@ -338,14 +336,12 @@ impl<'a> SpanBuilder<'a> {
     /// Child of a span in this process (OpenTracing `childOf`).
     pub fn child_of(mut self, parent: &'a Span) -> Self {
         self.parent = Some(&parent.ctx);
-        self.local_parent = true;
         self
     }
 
     /// Child of a context extracted from another process (OpenTracing `childOf(SpanContext)`).
     pub fn child_of_context(mut self, parent: &'a SpanContext) -> Self {
         self.parent = Some(parent);
-        self.local_parent = false;
         self
     }
 
@@ -419,7 +415,6 @@ impl<'a> SpanBuilder<'a> {
             tracer,
             ctx,
             parent,
-            local_root: !self.local_parent,
             start_us: self.start_us.unwrap_or_else(now_us),
             kind: self.kind,
             status: StatusCode::Unset,
@@ -433,7 +428,6 @@ pub struct Span {
     tracer: Tracer,
     ctx: SpanContext,
     parent: Option<SpanId>,
-    local_root: bool,
     start_us: u64,
     kind: SpanKind,
     status: StatusCode,
@@ -594,21 +588,22 @@ impl Span {
             Some(batch) => {
                 if let Ok(mut state) = batch.lock() {
                     let state = &mut *state;
-                    let req = request_id.unwrap_or("");
-                    if state.enc.trace_id() != Some(head.trace_id) || state.request_id != req {
+                    if state.enc.trace_id() != Some(head.trace_id) {
                         inner.flush_batch(state);
                     }
+                    // Request ids travel in the entries (`*r=`): usually only the invocation's
+                    // span carries one, and it finishes last.
                     if state.enc.is_empty() {
-                        state.request_id.clear();
-                        state.request_id.push_str(req);
-                        state.enc.begin(head.trace_id, head.start_us, request_id, &inner.suffix);
+                        state.enc.begin(head.trace_id, head.start_us, None, &inner.suffix);
                     }
-                    if !state.enc.push(&head, &s.enc, message) {
+                    if !state.enc.push(&head, &s.enc, message, request_id) {
                         inner.flush_batch(state);
-                        state.enc.begin(head.trace_id, head.start_us, request_id, &inner.suffix);
-                        state.enc.push(&head, &s.enc, message);
+                        state.enc.begin(head.trace_id, head.start_us, None, &inner.suffix);
+                        state.enc.push(&head, &s.enc, message, request_id);
                     }
-                    if self.local_root {
+                    // The invocation's span (the one carrying the request id) ends the
+                    // invocation: flush before Lambda freezes the sandbox.
+                    if request_id.is_some() {
                         inner.flush_batch(state);
                     }
                 }
@@ -707,10 +702,10 @@ mod tests {
     }
 
     #[test]
-    fn batch_mode_writes_one_line_when_the_local_root_finishes() {
+    fn batch_mode_writes_one_line_when_the_invocation_span_finishes() {
         let out = CaptureOutput::new();
         let t = Tracer::builder().batch(true).output(out.clone()).build();
-        let root = t.start("handler");
+        let root = t.span("handler").request_id("req-1").start();
         for _ in 0..10 {
             let mut c = root.child("service-egress").kind(SpanKind::Client).start();
             c.set_tag("http.method", "POST");

@@ -22,30 +22,45 @@ pub(crate) enum Class {
     Value,
 }
 
-/// Bytes escaped in every string: controls, space, DEL, `%` and `;`.
-const fn base_table() -> [bool; 256] {
-    let mut t = [false; 256];
+/// Escape tables (FORMAT.md §2): `rest` applies to every byte, `first` to the first byte.
+struct Tables {
+    rest: [bool; 256],
+    first: [bool; 256],
+}
+
+const fn tables(class: Class) -> Tables {
+    let mut rest = [false; 256];
+    let mut first = [false; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = i <= 0x20 || i == 0x7f || i == b'%' as usize || i == b';' as usize;
+        let b = i as u8;
+        // Escaped in every string: controls, space, DEL, `%` and `;`.
+        let base = b <= 0x20 || b == 0x7f || b == b'%' || b == b';';
+        let (r, f) = match class {
+            Class::Value => (base, base),
+            Class::Name => (base, base || b == b'"' || b == b'|'),
+            Class::Key => {
+                let r = base || b == b'=' || b == b'#' || b == b'~' || b == b'!';
+                (r, r || (b.is_ascii_punctuation() && b != b'_' && b != b'.'))
+            }
+        };
+        rest[i] = r;
+        first[i] = f;
         i += 1;
     }
-    t
+    Tables { rest, first }
 }
-static ESCAPE: [bool; 256] = base_table();
+
+static VALUE: Tables = tables(Class::Value);
+static NAME: Tables = tables(Class::Name);
+static KEY: Tables = tables(Class::Key);
 
 #[inline]
-fn needs_escape(b: u8, class: Class, first: bool) -> bool {
-    if ESCAPE[b as usize] {
-        return true;
-    }
+fn table(class: Class) -> &'static Tables {
     match class {
-        Class::Value => false,
-        Class::Name => first && (b == b'"' || b == b'|'),
-        Class::Key => {
-            matches!(b, b'=' | b'#' | b'~' | b'!')
-                || (first && b.is_ascii_punctuation() && b != b'_' && b != b'.')
-        }
+        Class::Value => &VALUE,
+        Class::Name => &NAME,
+        Class::Key => &KEY,
     }
 }
 
@@ -67,15 +82,26 @@ fn truncate(s: &str, limit: usize) -> (&str, bool) {
 pub(crate) fn write_escaped(buf: &mut Vec<u8>, s: &str, class: Class, limit: usize) {
     let (s, cut) = truncate(s, limit);
     let bytes = s.as_bytes();
-    let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if needs_escape(b, class, i == 0) {
-            buf.extend_from_slice(&bytes[run..i]);
-            buf.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-            run = i + 1;
+    let t = table(class);
+    // Fast path: most names, keys and values need no escaping at all.
+    let clean = match bytes.split_first() {
+        None => true,
+        Some((&b0, rest)) => !t.first[b0 as usize] && !rest.iter().any(|&b| t.rest[b as usize]),
+    };
+    if clean {
+        buf.extend_from_slice(bytes);
+    } else {
+        let mut run = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let esc = if i == 0 { t.first[b as usize] } else { t.rest[b as usize] };
+            if esc {
+                buf.extend_from_slice(&bytes[run..i]);
+                buf.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                run = i + 1;
+            }
         }
+        buf.extend_from_slice(&bytes[run..]);
     }
-    buf.extend_from_slice(&bytes[run..]);
     if cut {
         buf.extend_from_slice(b"%*");
     }
@@ -84,35 +110,32 @@ pub(crate) fn write_escaped(buf: &mut Vec<u8>, s: &str, class: Class, limit: usi
 /// Length of `s` once escaped for `class` and cut to `limit`.
 pub(crate) fn escaped_len(s: &str, class: Class, limit: usize) -> usize {
     let (s, cut) = truncate(s, limit);
+    let t = table(class);
     let extra: usize = s
         .bytes()
         .enumerate()
-        .map(|(i, b)| if needs_escape(b, class, i == 0) { 2 } else { 0 })
+        .map(|(i, b)| {
+            let esc = if i == 0 { t.first[b as usize] } else { t.rest[b as usize] };
+            if esc {
+                2
+            } else {
+                0
+            }
+        })
         .sum();
     s.len() + extra + if cut { 2 } else { 0 }
 }
 
 /// Appends the decimal form of `n`.
-pub(crate) fn write_u64(buf: &mut Vec<u8>, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&tmp[i..]);
+#[inline]
+pub(crate) fn write_u64(buf: &mut Vec<u8>, n: u64) {
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Appends the decimal form of `n`, with `-` when negative.
+#[inline]
 pub(crate) fn write_i64(buf: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        buf.push(b'-');
-    }
-    write_u64(buf, n.unsigned_abs());
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// A fixed stack buffer for `core::fmt` output (no allocation).
@@ -276,7 +299,8 @@ pub struct SpanHead<'a> {
 }
 
 /// Upper bound of the bytes a span record needs besides its fields: marker, ids, times, flags,
-/// name, request id and the constant suffix.
+/// name, request id and the constant suffix. Strings count three bytes per byte (all escaped),
+/// which avoids scanning them on the hot path at the price of a slightly smaller field budget.
 pub fn fixed_len(name: &str, request_id: Option<&str>, suffix_len: usize) -> usize {
     // "SPLN1 " + 44 ids + " " + 20 digits + " " + 20 digits + 2 flags + " " + name
     PREFIX.len()
@@ -286,8 +310,9 @@ pub fn fixed_len(name: &str, request_id: Option<&str>, suffix_len: usize) -> usi
         + 1
         + 22
         + 1
-        + escaped_len(name, Class::Name, MAX_NAME)
-        + request_id.map_or(0, |r| 4 + escaped_len(r, Class::Value, MAX_VALUE))
+        + 3 * name.len().min(MAX_NAME)
+        + 2
+        + request_id.map_or(0, |r| 4 + 3 * r.len().min(MAX_VALUE) + 2)
         + suffix_len
 }
 
@@ -467,6 +492,9 @@ impl SpanEncoder {
         suffix: &[u8],
     ) {
         let start = out.len();
+        out.reserve(
+            128 + head.name.len() + self.attrs.len() + self.tail.len() + suffix.len(),
+        );
         for drop_all in [false, true] {
             out.truncate(start);
             out.extend_from_slice(PREFIX);
@@ -552,11 +580,14 @@ impl BatchEncoder {
     /// (line length or span count): take the batch, begin a new one and push again. A span that
     /// does not fit even an empty batch is still added (the line then exceeds the bound only by
     /// that span's own size, which [`SpanEncoder`]'s budget keeps below `MAX_LINE`).
+    /// `request_id` is written into the entry (`*r=`), for spans whose request id the batch
+    /// header does not carry.
     pub fn push(
         &mut self,
         head: &SpanHead<'_>,
         fields: &SpanEncoder,
         status_message: Option<&str>,
+        request_id: Option<&str>,
     ) -> bool {
         if self.count >= MAX_BATCH_SPANS {
             return false;
@@ -591,7 +622,7 @@ impl BatchEncoder {
             (name_start, name_end)
         };
         let fields_start = b.len();
-        fields.write_fields(b, status_message, None, b"", false);
+        fields.write_fields(b, status_message, request_id, b"", false);
         let fields_end = b.len();
         let (pf0, pf1) = self.prev_fields;
         let same_fields =

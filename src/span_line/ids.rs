@@ -34,18 +34,32 @@ fn b64_value(c: u8) -> Option<u8> {
 
 /// Encodes `bytes` as unpadded base64url into `out`, which must be exactly
 /// `ceil(bytes.len() * 4 / 3)` long.
+#[inline]
 fn encode_b64(bytes: &[u8], out: &mut [u8]) {
-    let mut o = 0;
-    for chunk in bytes.chunks(3) {
-        let b0 = chunk[0];
-        let b1 = chunk.get(1).copied().unwrap_or(0);
-        let b2 = chunk.get(2).copied().unwrap_or(0);
-        let n = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out[o + i] = B64[((n >> (18 - 6 * i)) & 63) as usize];
+    let mut chunks = bytes.chunks_exact(3);
+    let mut outs = out.chunks_exact_mut(4);
+    for (c, o) in (&mut chunks).zip(&mut outs) {
+        let n = (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]);
+        o[0] = B64[(n >> 18) as usize & 63];
+        o[1] = B64[(n >> 12) as usize & 63];
+        o[2] = B64[(n >> 6) as usize & 63];
+        o[3] = B64[n as usize & 63];
+    }
+    let rem = chunks.remainder();
+    let tail = outs.into_remainder();
+    match rem.len() {
+        1 => {
+            let n = u32::from(rem[0]) << 16;
+            tail[0] = B64[(n >> 18) as usize & 63];
+            tail[1] = B64[(n >> 12) as usize & 63];
         }
-        o += chars;
+        2 => {
+            let n = (u32::from(rem[0]) << 16) | (u32::from(rem[1]) << 8);
+            tail[0] = B64[(n >> 18) as usize & 63];
+            tail[1] = B64[(n >> 12) as usize & 63];
+            tail[2] = B64[(n >> 6) as usize & 63];
+        }
+        _ => {}
     }
 }
 
