@@ -152,18 +152,31 @@ fn measure(name: &str, spans: u64, bytes: impl Fn() -> u64, mut f: impl FnMut(u6
         .collect();
     bytes();
     samples.sort_by(|a, b| a.total_cmp(b));
-    let row = Row { name: name.to_owned(), ns: samples[3], allocs, bytes: b };
+    let row = Row {
+        name: name.to_owned(),
+        ns: samples[3],
+        allocs,
+        bytes: b,
+    };
     eprintln!("measured {name}: {:.0} ns/span", row.ns);
     row
 }
 
 fn remote_parent() -> SpanContext {
-    SpanContext::new(TraceId::from_hex(TRACE).unwrap(), SpanId::from_hex(PARENT).unwrap())
+    SpanContext::new(
+        TraceId::from_hex(TRACE).unwrap(),
+        SpanId::from_hex(PARENT).unwrap(),
+    )
 }
 
 fn spanline_span(tracer: &Tracer, parent: &SpanContext) {
-    let mut s = tracer.span("service-egress").child_of_context(parent).kind(SpanKind::Client).start();
-    s.set_tag("http.method", "POST").set_tag("peer.service", "lambda");
+    let mut s = tracer
+        .span("service-egress")
+        .child_of_context(parent)
+        .kind(SpanKind::Client)
+        .start();
+    s.set_tag("http.method", "POST")
+        .set_tag("peer.service", "lambda");
     s.finish();
 }
 
@@ -182,7 +195,10 @@ fn otel_span(tracer: &opentelemetry_sdk::trace::SdkTracer, cx: &Context) {
     let span = tracer
         .span_builder("service-egress")
         .with_kind(OtelKind::Client)
-        .with_attributes([KeyValue::new("http.method", "POST"), KeyValue::new("peer.service", "lambda")])
+        .with_attributes([
+            KeyValue::new("http.method", "POST"),
+            KeyValue::new("peer.service", "lambda"),
+        ])
         .start_with_context(tracer, cx);
     drop(span);
 }
@@ -192,18 +208,26 @@ fn main() {
         println!("emit: bench");
         return;
     }
-    let n: u64 = std::env::var("SPANLINE_BENCH_SPANS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let n: u64 = std::env::var("SPANLINE_BENCH_SPANS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let parent = remote_parent();
     let mut rows = Vec::new();
 
     // spanline, line built in memory and handed to a discarding output.
     let sink = CountingSink::default();
     let tracer = Tracer::builder().output(sink.clone()).build();
-    rows.push(measure("spanline, span record, in memory", n, || sink.take(), |k| {
-        for _ in 0..k {
-            spanline_span(&tracer, &parent);
-        }
-    }));
+    rows.push(measure(
+        "spanline, span record, in memory",
+        n,
+        || sink.take(),
+        |k| {
+            for _ in 0..k {
+                spanline_span(&tracer, &parent);
+            }
+        },
+    ));
 
     // The encoder alone: the same line from fixed ids and times (no clock, no id generation,
     // no span bookkeeping), to show where the time goes.
@@ -220,25 +244,38 @@ fn main() {
         name: "service-egress",
     };
     let line_bytes = AtomicU64::new(0);
-    rows.push(measure("spanline, encoder only (fixed ids and times)", n * 5, || line_bytes.swap(0, Ordering::Relaxed), |k| {
-        for _ in 0..k {
-            enc.reset(200);
-            enc.attr("http.method", spanline::span_line::Value::Str("POST"));
-            enc.attr("peer.service", spanline::span_line::Value::Str("lambda"));
-            line.clear();
-            enc.write_record(&mut line, &head, None, None, b"");
-            line.push(b'\n');
-            line_bytes.fetch_add(std::hint::black_box(&line).len() as u64, Ordering::Relaxed);
-        }
-    }));
+    rows.push(measure(
+        "spanline, encoder only (fixed ids and times)",
+        n * 5,
+        || line_bytes.swap(0, Ordering::Relaxed),
+        |k| {
+            for _ in 0..k {
+                enc.reset(200);
+                enc.attr("http.method", spanline::span_line::Value::Str("POST"));
+                enc.attr("peer.service", spanline::span_line::Value::Str("lambda"));
+                line.clear();
+                enc.write_record(&mut line, &head, None, None, b"");
+                line.push(b'\n');
+                line_bytes.fetch_add(std::hint::black_box(&line).len() as u64, Ordering::Relaxed);
+            }
+        },
+    ));
     let clock = AtomicU64::new(0);
-    rows.push(measure("two clock reads (SystemTime::now)", n * 5, || 0, |k| {
-        for _ in 0..k {
-            let a = std::time::SystemTime::now();
-            let b = std::time::SystemTime::now();
-            clock.fetch_add(std::hint::black_box(b.duration_since(a).map_or(0, |d| d.as_nanos() as u64)), Ordering::Relaxed);
-        }
-    }));
+    rows.push(measure(
+        "two clock reads (SystemTime::now)",
+        n * 5,
+        || 0,
+        |k| {
+            for _ in 0..k {
+                let a = std::time::SystemTime::now();
+                let b = std::time::SystemTime::now();
+                clock.fetch_add(
+                    std::hint::black_box(b.duration_since(a).map_or(0, |d| d.as_nanos() as u64)),
+                    Ordering::Relaxed,
+                );
+            }
+        },
+    ));
     if std::env::var("SPANLINE_BENCH_ONLY").is_ok_and(|v| v == "memory") {
         print_table(&rows);
         return;
@@ -291,13 +328,20 @@ fn peers_rows(n: u64, rows: &mut Vec<Row>) {
     let exporter = otlp_stdout_span_exporter::OtlpStdoutSpanExporter::builder()
         .output(Arc::new(out.clone()))
         .build();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(exporter).build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_simple_exporter(exporter)
+        .build();
     let otel = provider.tracer("bench");
-    rows.push(measure("otlp-stdout-span-exporter, simple processor", n / 4, || out.take(), |k| {
-        for _ in 0..k {
-            otel_span(&otel, &cx);
-        }
-    }));
+    rows.push(measure(
+        "otlp-stdout-span-exporter, simple processor",
+        n / 4,
+        || out.take(),
+        |k| {
+            for _ in 0..k {
+                otel_span(&otel, &cx);
+            }
+        },
+    ));
     let _ = provider.shutdown();
 
     // Peer: otlp-stdout-span-exporter, batch processor flushed every 1/10/100 spans.
@@ -306,7 +350,9 @@ fn peers_rows(n: u64, rows: &mut Vec<Row>) {
         let exporter = otlp_stdout_span_exporter::OtlpStdoutSpanExporter::builder()
             .output(Arc::new(out.clone()))
             .build();
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).build();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .build();
         let otel = provider.tracer("bench");
         rows.push(measure(
             &format!("otlp-stdout-span-exporter, batch, flush every {per}"),
@@ -332,11 +378,16 @@ fn peers_rows(n: u64, rows: &mut Vec<Row>) {
     let otel = provider.tracer("bench");
     let (row, _) = with_stdout_captured(|| {
         let counted = Arc::new(AtomicU64::new(0));
-        let mut row = measure("opentelemetry-stdout, simple processor", n / 4, || 0, |k| {
-            for _ in 0..k {
-                otel_span(&otel, &cx);
-            }
-        });
+        let mut row = measure(
+            "opentelemetry-stdout, simple processor",
+            n / 4,
+            || 0,
+            |k| {
+                for _ in 0..k {
+                    otel_span(&otel, &cx);
+                }
+            },
+        );
         let _ = counted;
         // Bytes: one more pass, measured through the pipe below.
         row.bytes = f64::NAN;
@@ -347,7 +398,10 @@ fn peers_rows(n: u64, rows: &mut Vec<Row>) {
             otel_span(&otel, &cx);
         }
     });
-    rows.push(Row { bytes: stdout_bytes as f64 / 1000.0, ..row });
+    rows.push(Row {
+        bytes: stdout_bytes as f64 / 1000.0,
+        ..row
+    });
     let _ = provider.shutdown();
 
     // Peer: tracing-subscriber's JSON formatter with span close events.
@@ -358,14 +412,22 @@ fn peers_rows(n: u64, rows: &mut Vec<Row>) {
         .with_writer(out.clone())
         .finish();
     tracing::subscriber::with_default(subscriber, || {
-        rows.push(measure("tracing-subscriber JSON, close events", n, || out.take(), |k| {
-            for _ in 0..k {
-                let s = tracing::info_span!("service-egress", http.method = "POST", peer.service = "lambda");
-                drop(s);
-            }
-        }));
+        rows.push(measure(
+            "tracing-subscriber JSON, close events",
+            n,
+            || out.take(),
+            |k| {
+                for _ in 0..k {
+                    let s = tracing::info_span!(
+                        "service-egress",
+                        http.method = "POST",
+                        peer.service = "lambda"
+                    );
+                    drop(s);
+                }
+            },
+        ));
     });
-
 }
 
 fn print_table(rows: &[Row]) {

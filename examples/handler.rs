@@ -28,7 +28,8 @@ fn handler(tracer: &Tracer, req: &Request) -> Result<String, String> {
 
     // A child span per downstream call, with the context injected into its headers.
     let mut call = root.child("dynamodb.get").kind(SpanKind::Client).start();
-    call.set_tag("db.system", "dynamodb").set_tag("aws.dynamodb.consistent_read", true);
+    call.set_tag("db.system", "dynamodb")
+        .set_tag("aws.dynamodb.consistent_read", true);
     let mut outgoing: HashMap<String, String> = HashMap::new();
     propagation::inject(call.context(), propagation::Formats::W3C, &mut outgoing);
     call.set_tag("rows", 1);

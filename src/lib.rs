@@ -8,7 +8,10 @@
 //!
 //! Build with `default-features = false` to get the emitter alone.
 #![warn(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod emit;
 pub mod span_line;

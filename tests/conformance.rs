@@ -47,7 +47,12 @@ fn valid_vectors_decode() {
     for v in &valid.vectors {
         let got = model::decode_line(&v.line);
         assert_eq!(got, Ok(v.spans.clone()), "vector {:?}", v.name);
-        assert_eq!(reference::decode(&v.line), Ok(v.spans.clone()), "reference, vector {:?}", v.name);
+        assert_eq!(
+            reference::decode(&v.line),
+            Ok(v.spans.clone()),
+            "reference, vector {:?}",
+            v.name
+        );
     }
 }
 
@@ -75,7 +80,11 @@ fn malformed_vectors_are_rejected_with_their_reason() {
     for v in &malformed.vectors {
         let got = model::decode_line(&v.line).map(|_| ());
         assert_eq!(got, Err(v.error.clone()), "vector {:?}", v.name);
-        assert!(reference::decode(&v.line).is_err(), "reference accepted {:?}", v.name);
+        assert!(
+            reference::decode(&v.line).is_err(),
+            "reference accepted {:?}",
+            v.name
+        );
     }
 }
 
@@ -85,7 +94,10 @@ fn reference_span_is_at_most_130_bytes() {
     let reference = valid
         .vectors
         .iter()
-        .find(|v| v.spans[0].name == model::Str::Plain("service-egress".into()) && v.record == "span")
+        .find(|v| {
+            v.spans[0].name == model::Str::Plain("service-egress".into()) && v.record == "span"
+        })
         .expect("a reference span vector");
-    assert!(reference.line.len() + 1 <= 130, "{} bytes", reference.line.len() + 1);
+    let with_newline = reference.line.len() + 1;
+    assert!(with_newline <= 130, "{} bytes", reference.line.len() + 1);
 }

@@ -25,14 +25,20 @@ impl Str {
     }
     fn normal(self) -> Str {
         match self {
-            Str::Cut { text, truncated: false } => Str::Plain(text),
+            Str::Cut {
+                text,
+                truncated: false,
+            } => Str::Plain(text),
             s => s,
         }
     }
     pub fn from_esc(e: EscStr<'_>) -> Str {
         let text = e.text().into_owned();
         if e.is_truncated() {
-            Str::Cut { text, truncated: true }
+            Str::Cut {
+                text,
+                truncated: true,
+            }
         } else {
             Str::Plain(text)
         }
@@ -71,7 +77,9 @@ impl PartialEq for Typed {
 impl Attr {
     pub fn typed(&self) -> Typed {
         match self.ty.as_str() {
-            "string" => Typed::Str(serde_json::from_value(self.value.clone()).expect("string value")),
+            "string" => {
+                Typed::Str(serde_json::from_value(self.value.clone()).expect("string value"))
+            }
             "int" => Typed::Int(match &self.value {
                 serde_json::Value::String(s) => s.parse().expect("int as decimal string"),
                 v => v.as_i64().expect("int"),
@@ -110,7 +118,11 @@ impl Attr {
             AttrValue::Float(f) => ("float", serde_json::json!(f)),
             AttrValue::Bool(b) => ("bool", b.into()),
         };
-        Attr { key: Str::from_esc(a.key), ty: ty.into(), value }
+        Attr {
+            key: Str::from_esc(a.key),
+            ty: ty.into(),
+            value,
+        }
     }
 }
 
@@ -276,7 +288,10 @@ fn head(span: &Span) -> SpanHead<'_> {
     SpanHead {
         trace_id: TraceId::from_hex(&span.trace_id).unwrap(),
         span_id: SpanId::from_hex(&span.span_id).unwrap(),
-        parent: span.parent_span_id.as_deref().map(|p| SpanId::from_hex(p).unwrap()),
+        parent: span
+            .parent_span_id
+            .as_deref()
+            .map(|p| SpanId::from_hex(p).unwrap()),
         start_us: span.start_us,
         duration_us: span.duration_us,
         kind: kind(&span.kind),
@@ -313,7 +328,15 @@ pub fn encode_batch(spans: &[Span]) -> String {
     );
     for s in spans {
         let enc = fields(s, 0);
-        assert!(b.push(&head(s), &enc, s.status_message.as_ref().map(Str::text), None), "batch full");
+        assert!(
+            b.push(
+                &head(s),
+                &enc,
+                s.status_message.as_ref().map(Str::text),
+                None
+            ),
+            "batch full"
+        );
     }
     let mut out = Vec::new();
     b.take(&mut out);

@@ -9,8 +9,8 @@ fn text(max_chars: usize) -> impl Strategy<Value = String> {
     // Any Unicode scalar, controls and separators included, biased towards the bytes the
     // format treats specially.
     let special = prop::sample::select(vec![
-        ' ', '\n', '\t', '\r', ';', '%', '=', '#', '~', '!', '@', '^', '*', '+', '|', '"', '\u{7f}',
-        '\u{2028}', 'é', '😀', 'S', 'P', 'L', 'N', '1',
+        ' ', '\n', '\t', '\r', ';', '%', '=', '#', '~', '!', '@', '^', '*', '+', '|', '"',
+        '\u{7f}', '\u{2028}', 'é', '😀', 'S', 'P', 'L', 'N', '1',
     ]);
     let ch = prop_oneof![3 => any::<char>(), 2 => special, 3 => prop::char::range('a', 'z')];
     prop::collection::vec(ch, 0..max_chars).prop_map(|v| v.into_iter().collect())
@@ -35,7 +35,11 @@ fn attr() -> impl Strategy<Value = Attr> {
             let v = if f.is_nan() {
                 "nan".into()
             } else if f.is_infinite() {
-                if f > 0.0 { "inf".into() } else { "-inf".into() }
+                if f > 0.0 {
+                    "inf".into()
+                } else {
+                    "-inf".into()
+                }
             } else {
                 serde_json::json!(f)
             };
@@ -43,7 +47,11 @@ fn attr() -> impl Strategy<Value = Attr> {
         }),
         any::<bool>().prop_map(|b| ("bool", b.into())),
     ];
-    (key(), value).prop_map(|(k, (ty, value))| Attr { key: Str::Plain(k), ty: ty.into(), value })
+    (key(), value).prop_map(|(k, (ty, value))| Attr {
+        key: Str::Plain(k),
+        ty: ty.into(),
+        value,
+    })
 }
 
 fn kind() -> impl Strategy<Value = String> {

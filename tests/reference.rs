@@ -37,7 +37,11 @@ fn unescape(s: &str) -> Result<Str, String> {
     let mut i = 0;
     while i < chars.len() {
         if chars[i] == '%' {
-            let h: String = chars.get(i + 1..i + 3).ok_or("bad_escape")?.iter().collect();
+            let h: String = chars
+                .get(i + 1..i + 3)
+                .ok_or("bad_escape")?
+                .iter()
+                .collect();
             if h.len() != 2 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err("bad_escape".into());
             }
@@ -50,12 +54,22 @@ fn unescape(s: &str) -> Result<Str, String> {
         }
     }
     let text = String::from_utf8(out).map_err(|_| "bad_utf8")?;
-    Ok(if truncated { Str::Cut { text, truncated: true } } else { Str::Plain(text) })
+    Ok(if truncated {
+        Str::Cut {
+            text,
+            truncated: true,
+        }
+    } else {
+        Str::Plain(text)
+    })
 }
 
 fn int(s: &str, code: &str) -> Result<i64, String> {
     let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0')) {
+    if digits.is_empty()
+        || !digits.chars().all(|c| c.is_ascii_digit())
+        || (digits.len() > 1 && digits.starts_with('0'))
+    {
         return Err(code.into());
     }
     s.parse().map_err(|_| code.to_string())
@@ -70,12 +84,17 @@ fn attr(tok: &str) -> Result<Attr, String> {
     let raw = &tok[pos + 1..];
     let (ty, value) = match &tok[pos..pos + 1] {
         "=" => ("string", serde_json::to_value(unescape(raw)?).unwrap()),
-        "#" => ("int", serde_json::Value::String(int(raw, "bad_number")?.to_string())),
+        "#" => (
+            "int",
+            serde_json::Value::String(int(raw, "bad_number")?.to_string()),
+        ),
         "~" => match raw {
             "nan" | "inf" | "-inf" => ("float", raw.into()),
             _ => {
                 // A decimal literal: digits, sign, point, exponent (no "infinity", no "NaN").
-                if !raw.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
+                if !raw
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || "+-.eE".contains(c))
                     || !raw.chars().any(|c| c.is_ascii_digit())
                 {
                     return Err("bad_number".into());
@@ -94,7 +113,11 @@ fn attr(tok: &str) -> Result<Attr, String> {
             _ => return Err("bad_bool".into()),
         },
     };
-    Ok(Attr { key, ty: ty.into(), value })
+    Ok(Attr {
+        key,
+        ty: ty.into(),
+        value,
+    })
 }
 
 #[derive(Default, Clone)]
@@ -245,7 +268,11 @@ pub fn decode(line: &str) -> Result<Vec<Span>, String> {
     }
     let trace = b64_to_hex(&ids[..22], 16)?;
     let span_id = b64_to_hex(&ids[22..33], 8)?;
-    let parent = if ids.len() == 44 { Some(b64_to_hex(&ids[33..], 8)?) } else { None };
+    let parent = if ids.len() == 44 {
+        Some(b64_to_hex(&ids[33..], 8)?)
+    } else {
+        None
+    };
     let mut span = empty_span(trace, span_id, parent);
     span.start_us = int(toks.get(1).ok_or("bad_time")?, "bad_time")? as u64;
     if toks[1].starts_with('-') {
@@ -278,7 +305,10 @@ fn decode_batch(trace_b64: &str, toks: &[&str]) -> Result<Vec<Span>, String> {
     }
     let base = int(base_tok, "bad_time")?;
     // Batch fields up to the first entry.
-    let first_entry = toks.iter().position(|t| t.starts_with('|')).ok_or("bad_batch")?;
+    let first_entry = toks
+        .iter()
+        .position(|t| t.starts_with('|'))
+        .ok_or("bad_batch")?;
     let mut shared = Extras::default();
     let mut dummy = empty_span(String::new(), String::new(), None);
     fields(&mut dummy, &toks[1..first_entry], &mut shared)?;
@@ -293,7 +323,12 @@ fn decode_batch(trace_b64: &str, toks: &[&str]) -> Result<Vec<Span>, String> {
     while i < toks.len() {
         let head = &toks[i..];
         if head.len() < 5 {
-            return Err(if head.len() < 4 { "bad_time" } else { "bad_field" }.into());
+            return Err(if head.len() < 4 {
+                "bad_time"
+            } else {
+                "bad_field"
+            }
+            .into());
         }
         let span_id = b64_to_hex(&head[0][1..], 8)?;
         let prev = spans.last();
@@ -303,7 +338,9 @@ fn decode_batch(trace_b64: &str, toks: &[&str]) -> Result<Vec<Span>, String> {
             p => Some(b64_to_hex(p, 8)?),
         };
         let mut span = empty_span(trace.clone(), span_id, parent);
-        let start = base.checked_add(int(head[2], "bad_time")?).ok_or("bad_time")?;
+        let start = base
+            .checked_add(int(head[2], "bad_time")?)
+            .ok_or("bad_time")?;
         if start < 0 {
             return Err("bad_time".into());
         }
@@ -312,7 +349,11 @@ fn decode_batch(trace_b64: &str, toks: &[&str]) -> Result<Vec<Span>, String> {
         span.duration_us = dur;
         span.kind = kind;
         span.status = status;
-        span.name = if head[4] == "\"" { prev.ok_or("bad_batch")?.name.clone() } else { unescape(head[4])? };
+        span.name = if head[4] == "\"" {
+            prev.ok_or("bad_batch")?.name.clone()
+        } else {
+            unescape(head[4])?
+        };
         let mut j = i + 5;
         while j < toks.len() && !toks[j].starts_with('|') {
             j += 1;

@@ -22,7 +22,12 @@ pub struct SpanContext {
 impl SpanContext {
     /// A sampled context without trace state.
     pub fn new(trace_id: TraceId, span_id: SpanId) -> Self {
-        Self { trace_id, span_id, sampled: true, trace_state: None }
+        Self {
+            trace_id,
+            span_id,
+            sampled: true,
+            trace_state: None,
+        }
     }
 
     /// Whether both ids are non-zero.

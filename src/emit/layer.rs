@@ -142,7 +142,8 @@ impl Visit for EventVisitor {
         if field.name() == "message" {
             self.message = Some(value.to_owned());
         } else {
-            self.fields.push((field.name(), Owned::Str(value.to_owned())));
+            self.fields
+                .push((field.name(), Owned::Str(value.to_owned())));
         }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -198,9 +199,13 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let Some(span_ref) = ctx.event_span(event) else { return };
+        let Some(span_ref) = ctx.event_span(event) else {
+            return;
+        };
         let mut ext = span_ref.extensions_mut();
-        let Some(Recording(span)) = ext.get_mut::<Recording>() else { return };
+        let Some(Recording(span)) = ext.get_mut::<Recording>() else {
+            return;
+        };
         let mut v = EventVisitor::default();
         event.record(&mut v);
         let name = v.message.as_deref().unwrap_or(event.metadata().name());
@@ -224,7 +229,9 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span_ref) = ctx.span(&id) else { return };
+        let Some(span_ref) = ctx.span(&id) else {
+            return;
+        };
         let recording = span_ref.extensions_mut().remove::<Recording>();
         if let Some(Recording(span)) = recording {
             span.finish();
@@ -257,10 +264,20 @@ mod tests {
         });
         let lines = out.lines();
         assert_eq!(lines.len(), 2, "{lines:?}");
-        let Record::Span(inner) = decode(&lines[0]).unwrap() else { panic!() };
-        let Record::Span(outer) = decode(&lines[1]).unwrap() else { panic!() };
-        assert_eq!(outer.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(outer.parent_span_id.unwrap().to_string(), "00f067aa0ba902b7");
+        let Record::Span(inner) = decode(&lines[0]).unwrap() else {
+            panic!()
+        };
+        let Record::Span(outer) = decode(&lines[1]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            outer.trace_id.to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(
+            outer.parent_span_id.unwrap().to_string(),
+            "00f067aa0ba902b7"
+        );
         assert_eq!(outer.kind, SpanKind::Server);
         assert_eq!(inner.parent_span_id, Some(outer.span_id));
         assert_eq!(inner.status, StatusCode::Error);

@@ -29,6 +29,8 @@ struct Scratch {
 }
 
 thread_local! {
+    // Boxed so that a `Span` moves a pointer, not the buffers' headers.
+    #[allow(clippy::vec_box)]
     static POOL: RefCell<Vec<Box<Scratch>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -383,10 +385,20 @@ impl<'a> SpanBuilder<'a> {
     /// Starts the span.
     pub fn start(self) -> Span {
         let (trace_id, parent, sampled, trace_state) = match self.parent {
-            Some(p) => (p.trace_id, Some(p.span_id), p.sampled, p.trace_state.clone()),
+            Some(p) => (
+                p.trace_id,
+                Some(p.span_id),
+                p.sampled,
+                p.trace_state.clone(),
+            ),
             None => (new_trace_id(), None, true, None),
         };
-        let ctx = SpanContext { trace_id, span_id: new_span_id(), sampled, trace_state };
+        let ctx = SpanContext {
+            trace_id,
+            span_id: new_span_id(),
+            sampled,
+            trace_state,
+        };
         let tracer = self.tracer.clone();
         let recording = sampled && tracer.inner.enabled;
         let scratch = recording.then(|| {
@@ -401,7 +413,11 @@ impl<'a> SpanBuilder<'a> {
             }
             s.message.clear();
             s.has_message = false;
-            s.enc.reset(fixed_len(self.name, self.request_id, tracer.inner.suffix.len()));
+            s.enc.reset(fixed_len(
+                self.name,
+                self.request_id,
+                tracer.inner.suffix.len(),
+            ));
             for (t, sp) in self.links.iter().flatten() {
                 s.enc.link(*t, *sp);
             }
@@ -562,7 +578,9 @@ impl Span {
     }
 
     fn finish_at(&mut self, end_us: u64) {
-        let Some(mut s) = self.scratch.take() else { return };
+        let Some(mut s) = self.scratch.take() else {
+            return;
+        };
         let inner = &self.tracer.inner;
         let head = SpanHead {
             trace_id: self.ctx.trace_id,
@@ -580,7 +598,8 @@ impl Span {
             None => {
                 let mut line = std::mem::take(&mut s.line);
                 line.clear();
-                s.enc.write_record(&mut line, &head, message, request_id, &inner.suffix);
+                s.enc
+                    .write_record(&mut line, &head, message, request_id, &inner.suffix);
                 line.push(b'\n');
                 inner.write(&line);
                 s.line = line;
@@ -594,11 +613,15 @@ impl Span {
                     // Request ids travel in the entries (`*r=`): usually only the invocation's
                     // span carries one, and it finishes last.
                     if state.enc.is_empty() {
-                        state.enc.begin(head.trace_id, head.start_us, None, &inner.suffix);
+                        state
+                            .enc
+                            .begin(head.trace_id, head.start_us, None, &inner.suffix);
                     }
                     if !state.enc.push(&head, &s.enc, message, request_id) {
                         inner.flush_batch(state);
-                        state.enc.begin(head.trace_id, head.start_us, None, &inner.suffix);
+                        state
+                            .enc
+                            .begin(head.trace_id, head.start_us, None, &inner.suffix);
                         state.enc.push(&head, &s.enc, message, request_id);
                     }
                     // The invocation's span (the one carrying the request id) ends the
@@ -650,14 +673,19 @@ mod tests {
         let (t, out) = capture();
         let root = t.start("root");
         let mut child = root.child("child").kind(SpanKind::Client).start();
-        child.set_tag("http.method", "POST").set_tag("n", 3).set_tag("error", true);
+        child
+            .set_tag("http.method", "POST")
+            .set_tag("n", 3)
+            .set_tag("error", true);
         child.log_event_with("retry", &[("attempt", Value::Int(2))]);
         let (root_ctx, child_ctx) = (root.context().clone(), child.context().clone());
         child.finish();
         root.finish();
         let lines = out.lines();
         assert_eq!(lines.len(), 2);
-        let Record::Span(c) = decode(&lines[0]).unwrap() else { panic!() };
+        let Record::Span(c) = decode(&lines[0]).unwrap() else {
+            panic!()
+        };
         assert_eq!(c.trace_id, root_ctx.trace_id);
         assert_eq!(c.span_id, child_ctx.span_id);
         assert_eq!(c.parent_span_id, Some(root_ctx.span_id));
@@ -666,7 +694,9 @@ mod tests {
         let ev: Vec<_> = c.events().collect();
         assert_eq!(ev[0].name.raw(), "retry");
         assert_eq!(ev[0].attributes().count(), 1);
-        let Record::Span(r) = decode(&lines[1]).unwrap() else { panic!() };
+        let Record::Span(r) = decode(&lines[1]).unwrap() else {
+            panic!()
+        };
         assert_eq!(r.parent_span_id, None);
         assert!(r.start_us <= c.start_us);
     }
@@ -698,7 +728,10 @@ mod tests {
             let _s = t.span("op").request_id("req-1").start();
         }
         let line = out.lines().pop().unwrap();
-        assert!(line.ends_with(" *r=req-1 *s=svc%20a +deployment.environment=prod;"), "{line}");
+        assert!(
+            line.ends_with(" *r=req-1 *s=svc%20a +deployment.environment=prod;"),
+            "{line}"
+        );
     }
 
     #[test]
@@ -744,6 +777,9 @@ mod tests {
     #[test]
     fn resource_attributes_parse_like_otel() {
         let r = parse_resource_attributes("a=1, b = x%20y ,bad,=novalue");
-        assert_eq!(r, vec![("a".into(), "1".into()), ("b".into(), "x y".into())]);
+        assert_eq!(
+            r,
+            vec![("a".into(), "1".into()), ("b".into(), "x y".into())]
+        );
     }
 }

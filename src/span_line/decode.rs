@@ -91,7 +91,9 @@ pub fn find_marker(message: &str) -> Option<usize> {
     let finder = memchr::memmem::find_iter(bytes, MARKER.as_bytes());
     for pos in finder {
         let before_ok = pos == 0 || matches!(bytes[pos - 1], b' ' | b'\t');
-        let digit_ok = bytes.get(pos + MARKER.len()).is_some_and(u8::is_ascii_digit);
+        let digit_ok = bytes
+            .get(pos + MARKER.len())
+            .is_some_and(u8::is_ascii_digit);
         if before_ok && digit_ok {
             return Some(pos);
         }
@@ -192,7 +194,9 @@ fn parse_f64(s: &str) -> Option<f64> {
         "nan" => Some(f64::NAN),
         "inf" => Some(f64::INFINITY),
         "-inf" => Some(f64::NEG_INFINITY),
-        _ if s.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
+        _ if s
+            .bytes()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
             && s.bytes().any(|c| c.is_ascii_digit()) =>
         {
             s.parse().ok()
@@ -247,7 +251,10 @@ enum Special<'a> {
 
 fn parse_attr(t: &str, offset: usize) -> Result<Attr<'_>> {
     let b = t.as_bytes();
-    let Some(sep) = b.iter().position(|&c| matches!(c, b'=' | b'#' | b'~' | b'!')) else {
+    let Some(sep) = b
+        .iter()
+        .position(|&c| matches!(c, b'=' | b'#' | b'~' | b'!'))
+    else {
         return err(DecodeErrorKind::BadField, offset);
     };
     if sep == 0 {
@@ -313,7 +320,10 @@ fn parse_field(t: &str, offset: usize, in_batch: bool) -> Result<Field<'_>> {
                 (Some(&l @ (b'a' | b'e' | b'l')), Some(b'#')) => {
                     let n = parse_u64(&t[3..])
                         .and_then(|n| u32::try_from(n).ok())
-                        .ok_or(DecodeError { kind: DecodeErrorKind::BadNumber, offset: offset + 3 })?;
+                        .ok_or(DecodeError {
+                            kind: DecodeErrorKind::BadNumber,
+                            offset: offset + 3,
+                        })?;
                     Field::Special(l, Special::Count(n))
                 }
                 (Some(b's' | b'r' | b'm' | b'a' | b'e' | b'l'), _) => {
@@ -341,7 +351,11 @@ struct Tokens<'a> {
 
 impl<'a> Tokens<'a> {
     fn new(s: &'a str, offset: usize) -> Self {
-        Tokens { rest: s, offset, done: false }
+        Tokens {
+            rest: s,
+            offset,
+            done: false,
+        }
     }
 }
 
@@ -516,12 +530,12 @@ impl<'a> SpanLine<'a> {
     /// Resource attributes (`+` fields): the batch's, then the span's own.
     pub fn resource(&self) -> impl Iterator<Item = Attr<'a>> + 'a {
         let own = Tokens::new(self.fields, 0);
-        Tokens::new(self.shared, 0).chain(own).filter_map(|(t, o)| {
-            match parse_field(t, o, false) {
+        Tokens::new(self.shared, 0)
+            .chain(own)
+            .filter_map(|(t, o)| match parse_field(t, o, false) {
                 Ok(Field::Resource(a)) => Some(a),
                 _ => None,
-            }
-        })
+            })
     }
 }
 
@@ -623,7 +637,13 @@ impl<'a> BatchSpans<'a> {
             offset: off,
         })?;
         let parent_span_id = match ptok {
-            "\"" => prev.ok_or(DecodeError { kind: DecodeErrorKind::BadBatch, offset: poff })?.parent_span_id,
+            "\"" => {
+                prev.ok_or(DecodeError {
+                    kind: DecodeErrorKind::BadBatch,
+                    offset: poff,
+                })?
+                .parent_span_id
+            }
             "-" => None,
             p => Some(decode_span_id(p.as_bytes(), poff)?),
         };
@@ -633,7 +653,10 @@ impl<'a> BatchSpans<'a> {
         })?;
         let start = parse_i64(otok)
             .and_then(|o| b.base_us.checked_add_signed(o))
-            .ok_or(DecodeError { kind: DecodeErrorKind::BadTime, offset: ooff })?;
+            .ok_or(DecodeError {
+                kind: DecodeErrorKind::BadTime,
+                offset: ooff,
+            })?;
         let (dtok, doff) = self.tokens.next().ok_or(DecodeError {
             kind: DecodeErrorKind::BadTime,
             offset: ooff,
@@ -644,7 +667,11 @@ impl<'a> BatchSpans<'a> {
             offset: doff,
         })?;
         let name = if ntok == "\"" {
-            prev.ok_or(DecodeError { kind: DecodeErrorKind::BadBatch, offset: noff })?.name
+            prev.ok_or(DecodeError {
+                kind: DecodeErrorKind::BadBatch,
+                offset: noff,
+            })?
+            .name
         } else {
             EscStr::check(ntok, noff)?
         };
@@ -652,11 +679,10 @@ impl<'a> BatchSpans<'a> {
         let fields_start = self.tokens.offset;
         let mut fields_end = fields_start;
         let mut ditto = false;
-        let mut count = 0;
         let mut specials = self.batch.shared_specials;
         specials.status_message = None;
         specials.dropped = Dropped::default();
-        while let Some((t, o)) = self.tokens.next() {
+        for (count, (t, o)) in self.tokens.by_ref().enumerate() {
             match parse_field(t, o, true)? {
                 Field::Entry => {
                     self.pending = Some((t, o));
@@ -672,7 +698,6 @@ impl<'a> BatchSpans<'a> {
                 Field::Special(l, s) => specials.apply(l, s),
                 _ => {}
             }
-            count += 1;
             fields_end = o + t.len();
         }
         let base = self.entries_offset();
@@ -732,7 +757,10 @@ impl<'a> Iterator for BatchSpans<'a> {
 }
 
 fn decode_span_id(b: &[u8], offset: usize) -> Result<SpanId> {
-    let id = SpanId::from_b64(b).ok_or(DecodeError { kind: DecodeErrorKind::BadIds, offset })?;
+    let id = SpanId::from_b64(b).ok_or(DecodeError {
+        kind: DecodeErrorKind::BadIds,
+        offset,
+    })?;
     if id.is_zero() {
         return err(DecodeErrorKind::ZeroId, offset);
     }
@@ -741,7 +769,10 @@ fn decode_span_id(b: &[u8], offset: usize) -> Result<SpanId> {
 
 fn parse_dur_flags(t: &str, offset: usize) -> Result<(u64, SpanKind, StatusCode)> {
     let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-    let dur = parse_u64(&t[..digits]).ok_or(DecodeError { kind: DecodeErrorKind::BadTime, offset })?;
+    let dur = parse_u64(&t[..digits]).ok_or(DecodeError {
+        kind: DecodeErrorKind::BadTime,
+        offset,
+    })?;
     let mut kind = SpanKind::Internal;
     let mut status = StatusCode::Unset;
     for (i, c) in t.bytes().enumerate().skip(digits) {
@@ -767,7 +798,10 @@ pub fn decode(line: &str) -> Result<Record<'_>> {
     if !line.starts_with(MARKER) {
         return err(DecodeErrorKind::NoMarker, 0);
     }
-    let vdigits = b[MARKER.len()..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let vdigits = b[MARKER.len()..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
     let vend = MARKER.len() + vdigits;
     if vdigits == 0 || b.get(vend) != Some(&b' ') {
         return err(DecodeErrorKind::NoMarker, 0);
@@ -798,14 +832,21 @@ fn decode_span(body: &str, base: usize) -> Result<SpanLine<'_>> {
         44 => SPAN_ID_B64_LEN,
         _ => return err(DecodeErrorKind::BadIds, ioff),
     };
-    let trace_id = TraceId::from_b64(&ib[..TRACE_ID_B64_LEN])
-        .ok_or(DecodeError { kind: DecodeErrorKind::BadIds, offset: ioff })?;
+    let trace_id = TraceId::from_b64(&ib[..TRACE_ID_B64_LEN]).ok_or(DecodeError {
+        kind: DecodeErrorKind::BadIds,
+        offset: ioff,
+    })?;
     let span_id = SpanId::from_b64(&ib[TRACE_ID_B64_LEN..TRACE_ID_B64_LEN + SPAN_ID_B64_LEN])
-        .ok_or(DecodeError { kind: DecodeErrorKind::BadIds, offset: ioff })?;
+        .ok_or(DecodeError {
+            kind: DecodeErrorKind::BadIds,
+            offset: ioff,
+        })?;
     let parent_span_id = if parent_len > 0 {
         Some(
-            SpanId::from_b64(&ib[TRACE_ID_B64_LEN + SPAN_ID_B64_LEN..])
-                .ok_or(DecodeError { kind: DecodeErrorKind::BadIds, offset: ioff })?,
+            SpanId::from_b64(&ib[TRACE_ID_B64_LEN + SPAN_ID_B64_LEN..]).ok_or(DecodeError {
+                kind: DecodeErrorKind::BadIds,
+                offset: ioff,
+            })?,
         )
     } else {
         None
@@ -813,11 +854,23 @@ fn decode_span(body: &str, base: usize) -> Result<SpanLine<'_>> {
     if trace_id.is_zero() || span_id.is_zero() || parent_span_id.is_some_and(|p| p.is_zero()) {
         return err(DecodeErrorKind::ZeroId, ioff);
     }
-    let (st, soff) = tokens.next().ok_or(DecodeError { kind: DecodeErrorKind::BadTime, offset: ioff })?;
-    let start_us = parse_u64(st).ok_or(DecodeError { kind: DecodeErrorKind::BadTime, offset: soff })?;
-    let (dt, doff) = tokens.next().ok_or(DecodeError { kind: DecodeErrorKind::BadTime, offset: soff })?;
+    let (st, soff) = tokens.next().ok_or(DecodeError {
+        kind: DecodeErrorKind::BadTime,
+        offset: ioff,
+    })?;
+    let start_us = parse_u64(st).ok_or(DecodeError {
+        kind: DecodeErrorKind::BadTime,
+        offset: soff,
+    })?;
+    let (dt, doff) = tokens.next().ok_or(DecodeError {
+        kind: DecodeErrorKind::BadTime,
+        offset: soff,
+    })?;
     let (duration_us, kind, status) = parse_dur_flags(dt, doff)?;
-    let (nt, noff) = tokens.next().ok_or(DecodeError { kind: DecodeErrorKind::BadField, offset: doff })?;
+    let (nt, noff) = tokens.next().ok_or(DecodeError {
+        kind: DecodeErrorKind::BadField,
+        offset: doff,
+    })?;
     let name = EscStr::check(nt, noff)?;
     let fields = if tokens.done { "" } else { tokens.rest };
     let mut specials = Specials::default();
@@ -849,13 +902,22 @@ fn decode_span(body: &str, base: usize) -> Result<SpanLine<'_>> {
 fn decode_batch(body: &str, base: usize) -> Result<BatchLine<'_>> {
     let mut tokens = Tokens::new(body, base);
     let (tt, toff) = tokens.next().unwrap_or(("", base));
-    let trace_id = TraceId::from_b64(tt[1..].as_bytes())
-        .ok_or(DecodeError { kind: DecodeErrorKind::BadIds, offset: toff })?;
+    let trace_id =
+        TraceId::from_b64(tt.as_bytes().get(1..).unwrap_or_default()).ok_or(DecodeError {
+            kind: DecodeErrorKind::BadIds,
+            offset: toff,
+        })?;
     if trace_id.is_zero() {
         return err(DecodeErrorKind::ZeroId, toff);
     }
-    let (bt, boff) = tokens.next().ok_or(DecodeError { kind: DecodeErrorKind::BadTime, offset: toff })?;
-    let base_us = parse_u64(bt).ok_or(DecodeError { kind: DecodeErrorKind::BadTime, offset: boff })?;
+    let (bt, boff) = tokens.next().ok_or(DecodeError {
+        kind: DecodeErrorKind::BadTime,
+        offset: toff,
+    })?;
+    let base_us = parse_u64(bt).ok_or(DecodeError {
+        kind: DecodeErrorKind::BadTime,
+        offset: boff,
+    })?;
     if tokens.done {
         return err(DecodeErrorKind::BadBatch, boff + bt.len());
     }
@@ -878,7 +940,9 @@ fn decode_batch(body: &str, base: usize) -> Result<BatchLine<'_>> {
     let Some(entries_offset) = entries else {
         return err(DecodeErrorKind::BadBatch, base + body.len());
     };
-    let shared = body.get(shared_start - base..shared_end - base).unwrap_or("");
+    let shared = body
+        .get(shared_start - base..shared_end - base)
+        .unwrap_or("");
     let mut batch = BatchLine {
         trace_id,
         base_us,
@@ -905,7 +969,9 @@ mod tests {
 
     #[test]
     fn decodes_the_reference_span() {
-        let Record::Span(s) = decode(REFERENCE).unwrap() else { panic!("not a span") };
+        let Record::Span(s) = decode(REFERENCE).unwrap() else {
+            panic!("not a span")
+        };
         assert_eq!(s.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(s.span_id.to_string(), "00f067aa0ba902b7");
         assert_eq!(s.parent_span_id.unwrap().to_string(), "53995c3f42cd8ad8");
@@ -931,27 +997,66 @@ mod tests {
             ("SPLN2 x;", DecodeErrorKind::UnsupportedVersion),
             ("SPLN1 S_kvNX", DecodeErrorKind::Truncated),
             ("SPLN1 abc 1 1 n;", DecodeErrorKind::BadIds),
-            ("SPLN1 AAAAAAAAAAAAAAAAAAAAAAAPBnqgupArc 1 1 n;", DecodeErrorKind::ZeroId),
-            ("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 01 1 n;", DecodeErrorKind::BadTime),
-            ("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1C n;", DecodeErrorKind::BadFlags),
-            ("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n%G1;", DecodeErrorKind::BadEscape),
-            ("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n%C3%28;", DecodeErrorKind::BadUtf8),
-            ("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n word;", DecodeErrorKind::BadField),
-            ("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n k#1x;", DecodeErrorKind::BadNumber),
-            ("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n k!x;", DecodeErrorKind::BadBool),
-            ("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n =v;", DecodeErrorKind::EmptyKey),
-            ("SPLN1 +S_kvNXezTaajzpKdDg5HNg 1;", DecodeErrorKind::BadBatch),
-            ("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n\tx;", DecodeErrorKind::ControlChar),
+            (
+                "SPLN1 AAAAAAAAAAAAAAAAAAAAAAAPBnqgupArc 1 1 n;",
+                DecodeErrorKind::ZeroId,
+            ),
+            (
+                "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 01 1 n;",
+                DecodeErrorKind::BadTime,
+            ),
+            (
+                "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1C n;",
+                DecodeErrorKind::BadFlags,
+            ),
+            (
+                "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n%G1;",
+                DecodeErrorKind::BadEscape,
+            ),
+            (
+                "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n%C3%28;",
+                DecodeErrorKind::BadUtf8,
+            ),
+            (
+                "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n word;",
+                DecodeErrorKind::BadField,
+            ),
+            (
+                "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n k#1x;",
+                DecodeErrorKind::BadNumber,
+            ),
+            (
+                "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n k!x;",
+                DecodeErrorKind::BadBool,
+            ),
+            (
+                "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n =v;",
+                DecodeErrorKind::EmptyKey,
+            ),
+            (
+                "SPLN1 +S_kvNXezTaajzpKdDg5HNg 1;",
+                DecodeErrorKind::BadBatch,
+            ),
+            (
+                "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1 1 n\tx;",
+                DecodeErrorKind::ControlChar,
+            ),
         ];
         for (line, kind) in cases {
-            assert_eq!(decode(line).map(|_| ()).map_err(|e| e.kind), Err(kind), "{line}");
+            assert_eq!(
+                decode(line).map(|_| ()).map_err(|e| e.kind),
+                Err(kind),
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn batch_dittos_resolve() {
         let line = "SPLN1 +S_kvNXezTaajzpKdDg5HNg 1000 *r=req |APBnqgupArc U5lcP0LNitg 0 5c n a=1 |U5lcP0LNitg \" 7 3c \" \";";
-        let Record::Batch(b) = decode(line).unwrap() else { panic!() };
+        let Record::Batch(b) = decode(line).unwrap() else {
+            panic!()
+        };
         let spans: Vec<_> = b.spans().collect();
         assert_eq!(spans.len(), 2);
         assert_eq!(spans[1].parent_span_id, spans[0].parent_span_id);

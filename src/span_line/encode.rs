@@ -93,7 +93,11 @@ pub(crate) fn write_escaped(buf: &mut Vec<u8>, s: &str, class: Class, limit: usi
     } else {
         let mut run = 0;
         for (i, &b) in bytes.iter().enumerate() {
-            let esc = if i == 0 { t.first[b as usize] } else { t.rest[b as usize] };
+            let esc = if i == 0 {
+                t.first[b as usize]
+            } else {
+                t.rest[b as usize]
+            };
             if esc {
                 buf.extend_from_slice(&bytes[run..i]);
                 buf.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
@@ -105,25 +109,6 @@ pub(crate) fn write_escaped(buf: &mut Vec<u8>, s: &str, class: Class, limit: usi
     if cut {
         buf.extend_from_slice(b"%*");
     }
-}
-
-/// Length of `s` once escaped for `class` and cut to `limit`.
-pub(crate) fn escaped_len(s: &str, class: Class, limit: usize) -> usize {
-    let (s, cut) = truncate(s, limit);
-    let t = table(class);
-    let extra: usize = s
-        .bytes()
-        .enumerate()
-        .map(|(i, b)| {
-            let esc = if i == 0 { t.first[b as usize] } else { t.rest[b as usize] };
-            if esc {
-                2
-            } else {
-                0
-            }
-        })
-        .sum();
-    s.len() + extra + if cut { 2 } else { 0 }
 }
 
 /// Appends the decimal form of `n`.
@@ -170,7 +155,10 @@ pub(crate) fn write_f64(buf: &mut Vec<u8>, x: f64) {
         return;
     }
     // `{:e}` gives the shortest round-trip digits as `d[.ddd]e<exp>`.
-    let mut text = StackText { bytes: [0; 40], len: 0 };
+    let mut text = StackText {
+        bytes: [0; 40],
+        len: 0,
+    };
     if write!(text, "{:e}", x.abs()).is_err() {
         buf.extend_from_slice(b"nan");
         return;
@@ -214,7 +202,7 @@ pub(crate) fn write_f64(buf: &mut Vec<u8>, x: f64) {
             buf.extend_from_slice(&digits[1..]);
         }
         buf.push(b'e');
-        buf.push(if n - 1 >= 0 { b'+' } else { b'-' });
+        buf.push(if n > 0 { b'+' } else { b'-' });
         write_u64(buf, u64::from((n - 1).unsigned_abs()));
     }
 }
@@ -492,9 +480,7 @@ impl SpanEncoder {
         suffix: &[u8],
     ) {
         let start = out.len();
-        out.reserve(
-            128 + head.name.len() + self.attrs.len() + self.tail.len() + suffix.len(),
-        );
+        out.reserve(128 + head.name.len() + self.attrs.len() + self.tail.len() + suffix.len());
         for drop_all in [false, true] {
             out.truncate(start);
             out.extend_from_slice(PREFIX);
@@ -625,8 +611,9 @@ impl BatchEncoder {
         fields.write_fields(b, status_message, request_id, b"", false);
         let fields_end = b.len();
         let (pf0, pf1) = self.prev_fields;
-        let same_fields =
-            self.count > 0 && fields_end > fields_start && b[fields_start..fields_end] == b[pf0..pf1];
+        let same_fields = self.count > 0
+            && fields_end > fields_start
+            && b[fields_start..fields_end] == b[pf0..pf1];
         let field_range = if same_fields {
             b.truncate(fields_start);
             b.extend_from_slice(b" \"");
@@ -708,7 +695,6 @@ mod tests {
         assert_eq!(esc("|x\"", Class::Name), "%7Cx\"");
         assert_eq!(esc("\"", Class::Name), "%22");
         assert_eq!(esc("é😀", Class::Value), "é😀");
-        assert_eq!(escaped_len("a b;", Class::Value, 512), "a%20b%3B".len());
     }
 
     #[test]
@@ -726,6 +712,9 @@ mod tests {
         write_u64(&mut b, 0);
         b.push(b' ');
         write_u64(&mut b, u64::MAX);
-        assert_eq!(String::from_utf8(b).unwrap(), "-9223372036854775808 0 18446744073709551615");
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "-9223372036854775808 0 18446744073709551615"
+        );
     }
 }

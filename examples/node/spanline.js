@@ -1,0 +1,746 @@
+'use strict';
+// spanline emitter for Node.js: writes one span line (FORMAT.md, format v1) per finished span.
+//
+// Dependency-free, CommonJS, Node >= 18 (uses Buffer 'base64url'). Two layers:
+//
+//   * encodeSpan(span) / encodeBatch(spans) / encodeBatches(spans): pure encoders from the span
+//     model of the conformance vectors (fixtures/conformance/valid.json) to record text.
+//   * Tracer / Span / SpanContext: a tiny emitter with an OpenTracing-shaped surface
+//     (startSpan, setTag, log, logEvent, context, finish) that an OpenTracing wrapper can build on.
+//
+// The contract is src/span_line/FORMAT.md; an emitter is correct when it reproduces every canonical
+// vector byte for byte (see conformance.test.js).
+
+const crypto = require('crypto');
+
+const VERSION = 1;
+const PREFIX = 'SPLN1 ';
+const MAX_LINE = 8192;
+const RESERVE = 64;
+const MAX_NAME = 128;
+const MAX_KEY = 128;
+const MAX_VALUE = 512;
+const MAX_ATTRIBUTES = 64;
+const MAX_EVENTS = 32;
+const MAX_LINKS = 8;
+const MAX_BATCH_SPANS = 64;
+
+const I64_MIN = -(2n ** 63n);
+const I64_MAX = 2n ** 63n - 1n;
+
+// ------------------------------------------------------------------------------------ strings
+
+const CLASS_NAME = 0; // span name position: also a leading `"` or `|`
+const CLASS_KEY = 1; // keys: also `= # ~ !` and a leading ASCII punctuation byte except `_` `.`
+const CLASS_VALUE = 2; // values, event names, specials
+
+const HEX = '0123456789ABCDEF';
+
+function isAsciiPunct(b) {
+  return (b >= 0x21 && b <= 0x2f) || (b >= 0x3a && b <= 0x40) || (b >= 0x5b && b <= 0x60) ||
+    (b >= 0x7b && b <= 0x7e);
+}
+
+function needsEscape(b, cls, first) {
+  if (b <= 0x20 || b === 0x7f || b === 0x25 /* % */ || b === 0x3b /* ; */) return true;
+  if (cls === CLASS_KEY) {
+    if (b === 0x3d || b === 0x23 || b === 0x7e || b === 0x21) return true; // = # ~ !
+    return first && isAsciiPunct(b) && b !== 0x5f && b !== 0x2e;
+  }
+  if (cls === CLASS_NAME) return first && (b === 0x22 || b === 0x7c); // " |
+  return false;
+}
+
+// A model string is either a plain string or {text, truncated}. Returns [text, alreadyTruncated].
+function strParts(s) {
+  if (s !== null && typeof s === 'object') return [String(s.text === undefined ? '' : s.text), !!s.truncated];
+  return [s === undefined || s === null ? '' : String(s), false];
+}
+
+// Escapes `s` for `cls`, cut to `limit` UTF-8 bytes at a character boundary, with `%*` when cut.
+function escapeString(s, cls, limit) {
+  const [text, wasCut] = strParts(s);
+  let buf = Buffer.from(text, 'utf8');
+  let cut = wasCut;
+  if (buf.length > limit) {
+    let end = limit;
+    while (end > 0 && (buf[end] & 0xc0) === 0x80) end--;
+    buf = buf.subarray(0, end);
+    cut = true;
+  }
+  let out = '';
+  let run = 0;
+  for (let i = 0; i < buf.length; i++) {
+    const b = buf[i];
+    if (needsEscape(b, cls, i === 0)) {
+      // escaped bytes are ASCII, so runs between them are whole characters
+      if (i > run) out += buf.toString('utf8', run, i);
+      out += '%' + HEX[b >> 4] + HEX[b & 15];
+      run = i + 1;
+    }
+  }
+  if (run < buf.length) out += buf.toString('utf8', run, buf.length);
+  return cut ? out + '%*' : out;
+}
+
+// ------------------------------------------------------------------------------------ numbers
+
+// ECMAScript Number.prototype.toString, with nan / inf / -inf.
+function formatFloat(x) {
+  if (typeof x === 'string') {
+    if (x === 'nan') return 'nan';
+    if (x === 'inf') return 'inf';
+    if (x === '-inf') return '-inf';
+  }
+  const n = Number(x);
+  if (Number.isNaN(n)) return 'nan';
+  if (n === Infinity) return 'inf';
+  if (n === -Infinity) return '-inf';
+  return String(n); // String(-0) === '0'
+}
+
+function toBigInt(v) {
+  if (typeof v === 'bigint') return v;
+  if (typeof v === 'number') return BigInt(Math.trunc(v));
+  return BigInt(String(v).trim());
+}
+
+function intText(v) {
+  let n = toBigInt(v);
+  if (n < I64_MIN) n = I64_MIN;
+  if (n > I64_MAX) n = I64_MAX;
+  return n.toString();
+}
+
+function uintText(v) {
+  const n = toBigInt(v);
+  return (n < 0n ? 0n : n).toString();
+}
+
+// ------------------------------------------------------------------------------------ ids
+
+const HEX_RE = /^[0-9a-fA-F]+$/;
+
+function idB64(hex, bytes) {
+  const h = String(hex);
+  if (h.length !== bytes * 2 || !HEX_RE.test(h)) {
+    throw new TypeError(`spanline: expected ${bytes * 2} hex digits, got ${JSON.stringify(h)}`);
+  }
+  return Buffer.from(h, 'hex').toString('base64url');
+}
+
+function randomId(bytes) {
+  for (;;) {
+    const b = crypto.randomBytes(bytes);
+    if (b.some((x) => x !== 0)) return b.toString('hex');
+  }
+}
+
+// ------------------------------------------------------------------------------------ fields
+
+const KIND_LETTER = { internal: '', server: 's', client: 'c', producer: 'p', consumer: 'o' };
+const STATUS_LETTER = { unset: '', ok: 'k', error: 'e' };
+
+function flags(kind, status) {
+  return (KIND_LETTER[kind] || '') + (STATUS_LETTER[status] || '');
+}
+
+// ` <prefix><key><sep><value>` for one attribute of the model ({key, type, value}).
+function attrField(prefix, a) {
+  let key = a.key;
+  if (strParts(key)[0] === '' && !(key && key.truncated)) key = '_'; // keys are never empty
+  let out = ' ' + prefix + escapeString(key, CLASS_KEY, MAX_KEY);
+  switch (a.type) {
+    case 'int':
+      return out + '#' + intText(a.value);
+    case 'float':
+      return out + '~' + formatFloat(a.value);
+    case 'bool':
+      return out + (a.value === true || a.value === 't' || a.value === 'true' ? '!t' : '!f');
+    default:
+      return out + '=' + escapeString(a.value, CLASS_VALUE, MAX_VALUE);
+  }
+}
+
+function special(letter, value) {
+  return ' *' + letter + '=' + escapeString(value, CLASS_VALUE, MAX_VALUE);
+}
+
+// Collects the attribute, link and event fields of one span within a byte budget and the count
+// limits; whatever does not fit is dropped and counted.
+class FieldWriter {
+  constructor(budget, dropped) {
+    this.budget = budget;
+    this.used = 0;
+    this.text = '';
+    this.nAttrs = 0;
+    this.nLinks = 0;
+    this.nEvents = 0;
+    this.target = null; // attributes on the current event/link, null when it was dropped
+    const d = dropped || {};
+    this.da = Number(d.attributes) || 0;
+    this.de = Number(d.events) || 0;
+    this.dl = Number(d.links) || 0;
+  }
+
+  _add(field) {
+    const n = Buffer.byteLength(field, 'utf8');
+    if (this.used + n > this.budget) return false;
+    this.used += n;
+    this.text += field;
+    return true;
+  }
+
+  attr(a) {
+    if (this.nAttrs >= MAX_ATTRIBUTES || !this._add(attrField('', a))) this.da++;
+    else this.nAttrs++;
+  }
+
+  link(l) {
+    if (this.nLinks >= MAX_LINKS || !this._add(' ^' + idB64(l.trace_id, 16) + idB64(l.span_id, 8))) {
+      this.dl++;
+      this.target = null;
+      return false;
+    }
+    this.nLinks++;
+    this.target = 0;
+    return true;
+  }
+
+  event(e) {
+    const field = ' @' + intText(e.offset_us || 0) + '=' + escapeString(e.name, CLASS_VALUE, MAX_NAME);
+    if (this.nEvents >= MAX_EVENTS || !this._add(field)) {
+      this.de++;
+      this.target = null;
+      return false;
+    }
+    this.nEvents++;
+    this.target = 0;
+    return true;
+  }
+
+  // An attribute of the last link or event; ignored when that link or event was dropped.
+  targetAttr(a) {
+    if (this.target === null) return;
+    if (this.target >= MAX_ATTRIBUTES || !this._add(attrField('', a))) this.da++;
+    else this.target++;
+  }
+
+  addSpan(span) {
+    for (const a of span.attributes || []) this.attr(a);
+    for (const l of span.links || []) if (this.link(l)) for (const a of l.attributes || []) this.targetAttr(a);
+    for (const e of span.events || []) if (this.event(e)) for (const a of e.attributes || []) this.targetAttr(a);
+    return this;
+  }
+
+  counters() {
+    let out = '';
+    if (this.da > 0) out += ' *a#' + this.da;
+    if (this.de > 0) out += ' *e#' + this.de;
+    if (this.dl > 0) out += ' *l#' + this.dl;
+    return out;
+  }
+}
+
+// ------------------------------------------------------------------------------------ records
+
+/** Encodes one span record (FORMAT.md §3) from the conformance span model; no newline. */
+function encodeSpan(span) {
+  const head = PREFIX + idB64(span.trace_id, 16) + idB64(span.span_id, 8) +
+    (span.parent_span_id ? idB64(span.parent_span_id, 8) : '') +
+    ' ' + uintText(span.start_us) + ' ' + uintText(span.duration_us) + flags(span.kind, span.status) +
+    ' ' + escapeString(span.name, CLASS_NAME, MAX_NAME);
+  let tail = '';
+  if (span.status_message !== null && span.status_message !== undefined) tail += special('m', span.status_message);
+  if (span.request_id !== null && span.request_id !== undefined) tail += special('r', span.request_id);
+  if (span.service !== null && span.service !== undefined) tail += special('s', span.service);
+  for (const a of span.resource || []) tail += attrField('+', a);
+  const budget = MAX_LINE - RESERVE - Buffer.byteLength(head, 'utf8') - Buffer.byteLength(tail, 'utf8');
+  const f = new FieldWriter(budget, span.dropped).addSpan(span);
+  return head + f.text + tail + f.counters() + ';';
+}
+
+function sameB64Parent(span) {
+  return span.parent_span_id ? idB64(span.parent_span_id, 8) : null;
+}
+
+// Builds batch records (FORMAT.md §4): header, then entries with `"` dittos.
+class BatchBuilder {
+  constructor(first) {
+    this.traceId = String(first.trace_id).toLowerCase();
+    this.base = toBigInt(first.start_us);
+    let h = PREFIX + '+' + idB64(first.trace_id, 16) + ' ' + uintText(first.start_us);
+    if (first.request_id !== null && first.request_id !== undefined) h += special('r', first.request_id);
+    if (first.service !== null && first.service !== undefined) h += special('s', first.service);
+    for (const a of first.resource || []) h += attrField('+', a);
+    this.text = h;
+    this.bytes = Buffer.byteLength(h, 'utf8');
+    this.count = 0;
+    this.prevParent = undefined;
+    this.prevName = null;
+    this.prevFields = null;
+  }
+
+  // Adds a span; returns false (batch unchanged) when it is full or the line would pass MAX_LINE.
+  push(span) {
+    if (this.count >= MAX_BATCH_SPANS) return false;
+    if (String(span.trace_id).toLowerCase() !== this.traceId) throw new RangeError('spanline: batch spans must share one trace id');
+    const parent = sameB64Parent(span);
+    let e = ' |' + idB64(span.span_id, 8) + ' ' +
+      (this.count > 0 && parent === this.prevParent ? '"' : parent === null ? '-' : parent) +
+      ' ' + (toBigInt(span.start_us) - this.base).toString() +
+      ' ' + uintText(span.duration_us) + flags(span.kind, span.status) + ' ';
+    const name = escapeString(span.name, CLASS_NAME, MAX_NAME);
+    e += this.count > 0 && name === this.prevName ? '"' : name;
+    const budget = MAX_LINE - RESERVE - this.bytes - Buffer.byteLength(e, 'utf8');
+    const f = new FieldWriter(budget, span.dropped).addSpan(span);
+    let fields = f.text;
+    if (span.status_message !== null && span.status_message !== undefined) fields += special('m', span.status_message);
+    fields += f.counters();
+    const entry = e + (this.count > 0 && fields !== '' && fields === this.prevFields ? ' "' : fields);
+    const n = Buffer.byteLength(entry, 'utf8');
+    if (this.count > 0 && this.bytes + n + 1 > MAX_LINE) return false;
+    this.text += entry;
+    this.bytes += n;
+    this.count++;
+    this.prevParent = parent;
+    this.prevName = name;
+    this.prevFields = fields;
+    return true;
+  }
+
+  line() {
+    return this.text + ';';
+  }
+}
+
+/**
+ * Encodes spans of one trace as batch records, as many as needed (at most 64 spans and 8192
+ * bytes each). Returns the lines without newlines.
+ */
+function encodeBatches(spans) {
+  const lines = [];
+  let b = null;
+  for (const s of spans) {
+    if (b === null) b = new BatchBuilder(s);
+    if (!b.push(s)) {
+      lines.push(b.line());
+      b = new BatchBuilder(s);
+      b.push(s);
+    }
+  }
+  if (b !== null && b.count > 0) lines.push(b.line());
+  return lines;
+}
+
+/** Encodes spans of one trace as one batch record; throws RangeError when they need more. */
+function encodeBatch(spans) {
+  if (!spans || spans.length === 0) throw new RangeError('spanline: empty batch');
+  const lines = encodeBatches(spans);
+  if (lines.length !== 1) throw new RangeError(`spanline: spans need ${lines.length} batch records`);
+  return lines[0];
+}
+
+// ------------------------------------------------------------------------------------ clock
+
+// Wall clock in microseconds: Date.now() has millisecond resolution, so the microseconds come
+// from process.hrtime.bigint() deltas against an anchor that is re-synchronised when it drifts
+// from the wall clock by more than a millisecond (a frozen Lambda sandbox stops the monotonic
+// clock, not the wall clock).
+let anchorWallUs = BigInt(Date.now()) * 1000n;
+let anchorHr = process.hrtime.bigint();
+
+function nowUs() {
+  const hr = process.hrtime.bigint();
+  const wallUs = BigInt(Date.now()) * 1000n;
+  let est = anchorWallUs + (hr - anchorHr) / 1000n;
+  const drift = est - wallUs;
+  if (drift > 1000n || drift < -1000n) {
+    anchorWallUs = wallUs;
+    anchorHr = hr;
+    est = wallUs;
+  }
+  return Number(est);
+}
+
+// ------------------------------------------------------------------------------------ emitter
+
+const KIND_NAMES = {
+  internal: 'internal', server: 'server', client: 'client', producer: 'producer', consumer: 'consumer',
+  'rpc.server': 'server', 'rpc.client': 'client',
+};
+
+function kindName(k) {
+  return KIND_NAMES[String(k).toLowerCase()] || null;
+}
+
+function typedAttr(key, value) {
+  switch (typeof value) {
+    case 'string':
+      return { key, type: 'string', value };
+    case 'boolean':
+      return { key, type: 'bool', value };
+    case 'number':
+      if (Number.isInteger(value) && Math.abs(value) < 2 ** 63) return { key, type: 'int', value: BigInt(value).toString() };
+      return { key, type: 'float', value };
+    case 'bigint':
+      if (value >= I64_MIN && value <= I64_MAX) return { key, type: 'int', value: value.toString() };
+      return { key, type: 'string', value: value.toString() };
+    default: {
+      let text;
+      try {
+        text = value !== null && typeof value === 'object' && !(value instanceof Error) ? JSON.stringify(value) : String(value);
+      } catch (_) {
+        text = Object.prototype.toString.call(value);
+      }
+      return { key, type: 'string', value: text === undefined ? String(value) : text };
+    }
+  }
+}
+
+/** Trace id and span id (lowercase hex) of a span; OpenTracing-style accessors included. */
+class SpanContext {
+  constructor(traceId, spanId) {
+    this.traceId = traceId;
+    this.spanId = spanId;
+  }
+
+  toTraceId() {
+    return this.traceId;
+  }
+
+  toSpanId() {
+    return this.spanId;
+  }
+}
+
+const TRACE_RE = /^[0-9a-f]{32}$/;
+const SPAN_RE = /^[0-9a-f]{16}$/;
+
+// Accepts a Span, a SpanContext, or anything with traceId/spanId (or toTraceId()/toSpanId()).
+function toContext(x) {
+  if (!x) return null;
+  if (x instanceof Span) return x.context();
+  let t = typeof x.toTraceId === 'function' ? x.toTraceId() : x.traceId;
+  let s = typeof x.toSpanId === 'function' ? x.toSpanId() : x.spanId;
+  if (typeof x.context === 'function' && (t === undefined || s === undefined)) return toContext(x.context());
+  t = String(t === undefined ? '' : t).toLowerCase();
+  s = String(s === undefined ? '' : s).toLowerCase();
+  if (t.length === 16) t = t.padStart(32, '0'); // 64-bit trace ids (B3, Jaeger)
+  if (!TRACE_RE.test(t) || !SPAN_RE.test(s) || /^0+$/.test(t) || /^0+$/.test(s)) return null;
+  return new SpanContext(t, s);
+}
+
+class Span {
+  constructor(tracer, name, options) {
+    const opts = options || {};
+    this._tracer = tracer;
+    this._name = name === undefined || name === null ? '' : String(name);
+    const parent = toContext(opts.childOf);
+    this._traceId = parent ? parent.traceId : randomId(16);
+    this._spanId = randomId(8);
+    this._parentId = parent ? parent.spanId : null;
+    this._kind = kindName(opts.kind || 'internal') || 'internal';
+    this._status = 'unset';
+    this._statusMessage = null;
+    this._attrs = new Map();
+    this._droppedAttrs = 0;
+    this._events = [];
+    this._droppedEvents = 0;
+    this._links = [];
+    this._droppedLinks = 0;
+    this._requestId = opts.requestId !== undefined ? opts.requestId : tracer.requestId;
+    this._finished = false;
+    if (opts.startTime !== undefined && opts.startTime !== null) {
+      this._startUs = Math.round(Number(opts.startTime) * 1000); // OpenTracing: ms since epoch
+      this._startHr = null;
+    } else {
+      this._startUs = nowUs();
+      this._startHr = process.hrtime.bigint();
+    }
+    const follows = opts.followsFrom === undefined ? [] : [].concat(opts.followsFrom);
+    for (const f of follows) this.addLink(f);
+    if (opts.tags) for (const k of Object.keys(opts.tags)) this.setTag(k, opts.tags[k]);
+  }
+
+  context() {
+    return new SpanContext(this._traceId, this._spanId);
+  }
+
+  tracer() {
+    return this._tracer;
+  }
+
+  setOperationName(name) {
+    this._name = String(name);
+    return this;
+  }
+
+  /** string, integer number / bigint → int, other number → float, boolean → bool. */
+  setTag(key, value) {
+    try {
+      const k = String(key);
+      if (k === 'error') {
+        if (value === true || value === 'true') this._status = 'error';
+        else if (this._status === 'error') this._status = 'unset';
+        return this;
+      }
+      if (k === 'span.kind') {
+        const kind = kindName(value);
+        if (kind) this._kind = kind;
+        return this;
+      }
+      if (!this._attrs.has(k) && this._attrs.size >= MAX_ATTRIBUTES) this._droppedAttrs++;
+      else this._attrs.set(k, typedAttr(k, value));
+    } catch (e) {
+      this._tracer._fail(e);
+    }
+    return this;
+  }
+
+  addTags(tags) {
+    if (tags) for (const k of Object.keys(tags)) this.setTag(k, tags[k]);
+    return this;
+  }
+
+  _offsetUs(timestampMs) {
+    if (timestampMs !== undefined && timestampMs !== null) return Math.round(Number(timestampMs) * 1000) - this._startUs;
+    if (this._startHr !== null) return Number((process.hrtime.bigint() - this._startHr) / 1000n);
+    return nowUs() - this._startUs;
+  }
+
+  _addEvent(name, fields, timestampMs) {
+    if (this._events.length >= MAX_EVENTS) {
+      this._droppedEvents++;
+      return;
+    }
+    const attributes = [];
+    for (const k of Object.keys(fields || {})) attributes.push(typedAttr(k, fields[k]));
+    this._events.push({ offset_us: this._offsetUs(timestampMs), name: String(name), attributes });
+  }
+
+  /** OpenTracing log(): the `event` field (when a string) names the event, default "log". */
+  log(fields, timestamp) {
+    try {
+      const f = Object.assign({}, fields || {});
+      let name = 'log';
+      if (typeof f.event === 'string') {
+        name = f.event;
+        delete f.event;
+      }
+      this._addEvent(name, f, timestamp);
+    } catch (e) {
+      this._tracer._fail(e);
+    }
+    return this;
+  }
+
+  logEvent(name, payload) {
+    try {
+      const fields = payload !== null && typeof payload === 'object' && !Array.isArray(payload) ? payload
+        : payload === undefined ? {} : { payload };
+      this._addEvent(name, fields);
+    } catch (e) {
+      this._tracer._fail(e);
+    }
+    return this;
+  }
+
+  /** A link (OpenTracing followsFrom) to another span's context. */
+  addLink(ctx, attributes) {
+    try {
+      const c = toContext(ctx);
+      if (!c) return this;
+      if (this._links.length >= MAX_LINKS) {
+        this._droppedLinks++;
+        return this;
+      }
+      const attrs = [];
+      for (const k of Object.keys(attributes || {})) attrs.push(typedAttr(k, attributes[k]));
+      this._links.push({ trace_id: c.traceId, span_id: c.spanId, attributes: attrs });
+    } catch (e) {
+      this._tracer._fail(e);
+    }
+    return this;
+  }
+
+  /** Error status with a message (string or Error). */
+  setError(message) {
+    this._status = 'error';
+    if (message !== undefined && message !== null) {
+      this._statusMessage = message instanceof Error ? message.message : String(message);
+    }
+    return this;
+  }
+
+  setOk() {
+    this._status = 'ok';
+    return this;
+  }
+
+  /** The span in the conformance model (what finish() encodes). */
+  toModel(durationUs) {
+    return {
+      trace_id: this._traceId,
+      span_id: this._spanId,
+      parent_span_id: this._parentId,
+      start_us: this._startUs,
+      duration_us: durationUs,
+      name: this._name,
+      kind: this._kind,
+      status: this._status,
+      status_message: this._statusMessage,
+      service: this._tracer.service,
+      request_id: this._requestId === undefined || this._requestId === null ? null : String(this._requestId),
+      attributes: Array.from(this._attrs.values()),
+      events: this._events,
+      links: this._links,
+      resource: this._tracer.resource,
+      dropped: { attributes: this._droppedAttrs, events: this._droppedEvents, links: this._droppedLinks },
+    };
+  }
+
+  /** Writes the span line (once). finishTime: ms since epoch (OpenTracing). Never throws. */
+  finish(finishTime) {
+    if (this._finished) return;
+    this._finished = true;
+    try {
+      let dur;
+      if (finishTime !== undefined && finishTime !== null) dur = Math.round(Number(finishTime) * 1000) - this._startUs;
+      else if (this._startHr !== null) dur = Number((process.hrtime.bigint() - this._startHr) / 1000n);
+      else dur = nowUs() - this._startUs;
+      this._tracer._emit(this.toModel(Math.max(0, dur)));
+    } catch (e) {
+      this._tracer._fail(e);
+    }
+  }
+}
+
+// OTEL_RESOURCE_ATTRIBUTES: key1=value1,key2=value2 (percent-encoded values).
+function parseResourceAttributes(text) {
+  const out = [];
+  if (!text) return out;
+  for (const item of String(text).split(',')) {
+    const eq = item.indexOf('=');
+    if (eq <= 0) continue;
+    const dec = (s) => {
+      try {
+        return decodeURIComponent(s.trim());
+      } catch (_) {
+        return s.trim();
+      }
+    };
+    const key = dec(item.slice(0, eq));
+    if (key) out.push({ key, type: 'string', value: dec(item.slice(eq + 1)) });
+  }
+  return out;
+}
+
+function resourceFrom(r) {
+  if (Array.isArray(r)) return r;
+  if (r && typeof r === 'object') return Object.keys(r).map((k) => typedAttr(k, r[k]));
+  return [];
+}
+
+class Tracer {
+  /**
+   * options: service (default OTEL_SERVICE_NAME, else none), resource (object or attribute
+   * list; default parsed from OTEL_RESOURCE_ATTRIBUTES), requestId, buffered (collect spans per
+   * trace and write batch records on flush()).
+   */
+  constructor(options) {
+    const opts = options || {};
+    const env = process.env;
+    this.service = opts.service !== undefined ? opts.service : env.OTEL_SERVICE_NAME || null;
+    this.resource = opts.resource !== undefined ? resourceFrom(opts.resource)
+      : parseResourceAttributes(env.OTEL_RESOURCE_ATTRIBUTES);
+    this.requestId = opts.requestId !== undefined ? opts.requestId : null;
+    this.buffered = !!opts.buffered;
+    this.failures = 0;
+    this._warned = false;
+    this._buffer = new Map(); // trace id → span models
+  }
+
+  startSpan(name, options) {
+    return new Span(this, name, options);
+  }
+
+  /** The Lambda request id stamped on spans started from now on (*r=). */
+  setRequestId(id) {
+    this.requestId = id === undefined || id === null ? null : String(id);
+  }
+
+  _emit(model) {
+    if (!this.buffered) {
+      this._write(encodeSpan(model) + '\n');
+      return;
+    }
+    const list = this._buffer.get(model.trace_id) || [];
+    list.push(model);
+    this._buffer.set(model.trace_id, list);
+    if (list.length >= MAX_BATCH_SPANS) this._flushTrace(model.trace_id);
+  }
+
+  _flushTrace(traceId) {
+    const list = this._buffer.get(traceId);
+    this._buffer.delete(traceId);
+    if (!list) return;
+    try {
+      for (const line of encodeBatches(list)) this._write(line + '\n');
+    } catch (e) {
+      this._fail(e);
+    }
+  }
+
+  /** Writes buffered spans as batch records (buffered mode). Never throws. */
+  flush() {
+    for (const t of Array.from(this._buffer.keys())) this._flushTrace(t);
+  }
+
+  _write(text) {
+    try {
+      process.stdout.write(text, (err) => {
+        if (err) this._fail(err);
+      });
+    } catch (e) {
+      this._fail(e);
+    }
+  }
+
+  _fail(err) {
+    this.failures++;
+    if (this._warned) return;
+    this._warned = true;
+    try {
+      process.stderr.write(`spanline: dropping span output (${err && err.message ? err.message : err}); further failures are only counted\n`);
+    } catch (_) {
+      // nothing left to report to
+    }
+  }
+}
+
+module.exports = {
+  VERSION,
+  MAX_LINE,
+  RESERVE,
+  MAX_NAME,
+  MAX_KEY,
+  MAX_VALUE,
+  MAX_ATTRIBUTES,
+  MAX_EVENTS,
+  MAX_LINKS,
+  MAX_BATCH_SPANS,
+  encodeSpan,
+  encodeBatch,
+  encodeBatches,
+  formatFloat,
+  escapeString,
+  parseResourceAttributes,
+  nowUs,
+  Tracer,
+  Span,
+  SpanContext,
+  CLASS_NAME,
+  CLASS_KEY,
+  CLASS_VALUE,
+};

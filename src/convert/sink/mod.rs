@@ -1,0 +1,3 @@
+//! Sinks: where spans go. They know nothing of span lines.
+
+pub mod terminal;

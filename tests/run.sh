@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: `bash tests/run.sh`.
+# Installs what it needs from the project's own files (cargo-fuzz from crates.io); fails on the
+# first failing step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "emitter-only build: no tokio, AWS SDK, clap or serde_json in its dependency tree"
+deps=$(cargo tree --no-default-features -e normal --prefix none --format '{p}' | awk '{print $1}' | sort -u)
+echo "$deps" | tr '\n' ' '; echo
+for banned in tokio aws-config aws-sdk-cloudwatchlogs aws-sdk-s3 clap serde_json reqwest tonic; do
+  if grep -qx "$banned" <<<"$deps"; then
+    echo "FAIL: the emitter-only build depends on $banned"
+    exit 1
+  fi
+done
+cargo test --no-default-features --lib -q
+
+step "Rust: unit, property, conformance and doc tests"
+cargo test --all-features
+
+step "examples run"
+cargo run -q --example handler >/dev/null
+
+step "bounded fuzz run of the span line decoder"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+corpus=$(mktemp -d)
+cp fuzz/seeds/* "$corpus/"
+# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
+RUSTC_BOOTSTRAP=1 cargo fuzz run decode "$corpus" -- -max_total_time="${FUZZ_SECONDS:-60}"
+rm -rf "$corpus"
+
+echo
+echo "all tests passed"
