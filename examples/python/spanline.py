@@ -13,7 +13,6 @@ canonical vector byte for byte (see ``test_conformance.py``).
 """
 
 import base64
-import json
 import math
 import os
 import re
