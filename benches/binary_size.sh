@@ -3,9 +3,12 @@
 # span through spanline (emitter only, default features off), both stripped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build -q --release --no-default-features --example size_baseline --example size_emitter
+cargo build -q --release --no-default-features \
+  --example size_baseline --example size_emitter --example size_propagation
 dir=target/release/examples
-for b in size_baseline size_emitter; do strip -o "$dir/$b.stripped" "$dir/$b"; done
+for b in size_baseline size_emitter size_propagation; do strip -o "$dir/$b.stripped" "$dir/$b"; done
 base=$(stat -c %s "$dir/size_baseline.stripped")
-emit=$(stat -c %s "$dir/size_emitter.stripped")
-echo "baseline: $base bytes, with emitter: $emit bytes, added: $((emit - base)) bytes"
+for b in size_emitter size_propagation; do
+  size=$(stat -c %s "$dir/$b.stripped")
+  echo "$b: $size bytes, added to the $base-byte baseline: $((size - base)) bytes"
+done

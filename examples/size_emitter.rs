@@ -1,4 +1,5 @@
-//! For `benches/binary_size.sh`: the baseline program, plus one span through the emitter.
+//! For `benches/binary_size.sh`: the baseline program, plus one span through the emitter
+//! (no header propagation; see `size_propagation`).
 use std::io::Write;
 
 fn main() {
@@ -7,8 +8,9 @@ fn main() {
     let _ = writeln!(out, "service-egress {arg} http.method=POST peer.service=lambda");
     drop(out);
     let tracer = spanline::emit::Tracer::from_env();
-    let headers = [("traceparent", arg.as_str())];
-    let parent = spanline::emit::propagation::extract(&headers[..]);
+    let parent = spanline::span_line::TraceId::from_hex(&arg).map(|t| {
+        spanline::emit::SpanContext::new(t, spanline::span_line::SpanId([1; 8]))
+    });
     let mut span = tracer
         .span("service-egress")
         .child_of_opt(parent.as_ref())

@@ -275,6 +275,7 @@ class BatchBuilder {
     for (const a of first.resource || []) h += attrField('+', a);
     this.text = h;
     this.bytes = Buffer.byteLength(h, 'utf8');
+    this.headerBytes = this.bytes;
     this.count = 0;
     this.prevParent = undefined;
     this.prevName = null;
@@ -292,11 +293,12 @@ class BatchBuilder {
       ' ' + uintText(span.duration_us) + flags(span.kind, span.status) + ' ';
     const name = escapeString(span.name, CLASS_NAME, MAX_NAME);
     e += this.count > 0 && name === this.prevName ? '"' : name;
-    const budget = MAX_LINE - RESERVE - this.bytes - Buffer.byteLength(e, 'utf8');
+    const m = span.status_message !== null && span.status_message !== undefined ? special('m', span.status_message) : '';
+    // The budget is that of an empty batch, so a span never loses fields to its position in the
+    // batch: when it does not fit here it starts the next batch.
+    const budget = MAX_LINE - RESERVE - this.headerBytes - Buffer.byteLength(e, 'utf8') - Buffer.byteLength(m, 'utf8');
     const f = new FieldWriter(budget, span.dropped).addSpan(span);
-    let fields = f.text;
-    if (span.status_message !== null && span.status_message !== undefined) fields += special('m', span.status_message);
-    fields += f.counters();
+    const fields = f.text + m + f.counters();
     const entry = e + (this.count > 0 && fields !== '' && fields === this.prevFields ? ' "' : fields);
     const n = Buffer.byteLength(entry, 'utf8');
     if (this.count > 0 && this.bytes + n + 1 > MAX_LINE) return false;

@@ -298,7 +298,7 @@ class _BatchBuilder:
         for a in first.get("resource") or ():
             h += _attr_field("+", a)
         self.parts = [h]
-        self.nbytes = len(h.encode("utf-8"))
+        self.nbytes = self.header_bytes = len(h.encode("utf-8"))
         self.count = 0
         self.prev_parent = self.prev_name = self.prev_fields = None
 
@@ -317,12 +317,12 @@ class _BatchBuilder:
              + " " + _uint_text(span.get("duration_us", 0)) + _flags(span.get("kind"), span.get("status")) + " ")
         name = escape_string(span.get("name"), CLASS_NAME, MAX_NAME)
         e += '"' if self.count > 0 and name == self.prev_name else name
-        budget = MAX_LINE - RESERVE - self.nbytes - len(e.encode("utf-8"))
+        m = _special("m", span["status_message"]) if span.get("status_message") is not None else ""
+        # The budget is that of an empty batch, so a span never loses fields to its position in
+        # the batch: when it does not fit here it starts the next batch.
+        budget = MAX_LINE - RESERVE - self.header_bytes - len(e.encode("utf-8")) - len(m.encode("utf-8"))
         f = _FieldWriter(budget, span.get("dropped")).add_span(span)
-        fields = f.text()
-        if span.get("status_message") is not None:
-            fields += _special("m", span["status_message"])
-        fields += f.counters()
+        fields = f.text() + m + f.counters()
         entry = e + (' "' if self.count > 0 and fields and fields == self.prev_fields else fields)
         n = len(entry.encode("utf-8"))
         if self.count > 0 and self.nbytes + n + 1 > MAX_LINE:

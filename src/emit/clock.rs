@@ -18,13 +18,21 @@ thread_local! {
     static RNG: Cell<u64> = Cell::new(seed());
 }
 
-/// A per-thread seed from the process's random hasher keys, the time and the thread.
+/// A per-thread seed from the time, the process and the thread's stack address. Ids need to
+/// be unique, not secret; std's `RandomState` would pull SipHash and `getrandom` into every
+/// binary for no gain here.
 fn seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(now_us());
-    h.write_u32(std::process::id());
-    h.finish() | 1
+    let local = 0u8;
+    let addr = &local as *const u8 as u64;
+    let t = now_us();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let mut x = t ^ nanos.rotate_left(40) ^ addr.rotate_left(17) ^ u64::from(std::process::id()).rotate_left(48);
+    // One SplitMix64 round to spread the bits.
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x ^ (x >> 27)) | 1
 }
 
 /// SplitMix64: fast, statistically sound for ids (not for secrets).

@@ -3,7 +3,7 @@
 use super::clock::{new_span_id, new_trace_id, now_us};
 use super::output::{Output, StdoutOutput};
 use super::SpanContext;
-use crate::span_line::encode::{fixed_len, write_resource, write_service};
+use crate::span_line::encode::{fixed_len, write_resource_str, write_service};
 use crate::span_line::{
     BatchEncoder, SpanEncoder, SpanHead, SpanId, SpanKind, StatusCode, TraceId, Value, MAX_LINKS,
 };
@@ -55,6 +55,19 @@ struct BatchState {
     line: Vec<u8>,
 }
 
+fn error_kind(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::BrokenPipe => "broken pipe",
+        K::WouldBlock => "would block",
+        K::Interrupted => "interrupted",
+        K::WriteZero => "write zero",
+        K::PermissionDenied => "permission denied",
+        K::NotFound => "not found",
+        _ => "I/O error",
+    }
+}
+
 struct Inner {
     enabled: bool,
     service: Option<String>,
@@ -70,7 +83,12 @@ impl Inner {
         if let Err(e) = self.output.write_line(line) {
             self.failures.fetch_add(1, Ordering::Relaxed);
             if !self.reported.swap(true, Ordering::Relaxed) {
-                eprintln!("spanline: could not write a span line ({e}); further failures are counted silently");
+                // The error's kind, without the formatting machinery (kept out of the binary).
+                let mut msg = Vec::with_capacity(128);
+                msg.extend_from_slice(b"spanline: could not write a span line (");
+                msg.extend_from_slice(error_kind(&e).as_bytes());
+                msg.extend_from_slice(b"); further failures are counted silently\n");
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), &msg);
             }
         }
     }
@@ -243,7 +261,7 @@ impl TracerBuilder {
         let mut dropped = 0;
         for (k, v) in &self.resource {
             let mark = suffix.len();
-            write_resource(&mut suffix, k, Value::Str(v));
+            write_resource_str(&mut suffix, k, v);
             if suffix.len() > MAX_SUFFIX {
                 suffix.truncate(mark);
                 dropped += 1;
@@ -478,6 +496,7 @@ impl Span {
 
     /// Sets a tag (OpenTracing `setTag`). `error=true` sets the error status and `span.kind`
     /// sets the kind instead of adding attributes, as OpenTracing defines.
+    #[inline]
     pub fn set_tag<'v>(&mut self, key: &str, value: impl Into<Value<'v>>) -> &mut Self {
         let value = value.into();
         match (key, value) {
@@ -532,7 +551,11 @@ impl Span {
 
     /// Records an event now (OpenTracing `logEvent(name)`).
     pub fn log_event(&mut self, name: &str) -> &mut Self {
-        self.log_event_with(name, &[])
+        if let Some(s) = self.scratch.as_mut() {
+            let offset = now_us() as i64 - self.start_us as i64;
+            s.enc.event(offset, name);
+        }
+        self
     }
 
     /// Records an event with fields now.

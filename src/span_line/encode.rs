@@ -208,6 +208,7 @@ pub(crate) fn write_f64(buf: &mut Vec<u8>, x: f64) {
 }
 
 /// Appends ` <key><sep><value>` (an attribute field; `prefix` is `b""` or `b"+"`).
+#[inline]
 fn write_attr_field(buf: &mut Vec<u8>, prefix: &[u8], key: &str, value: Value<'_>) {
     buf.push(b' ');
     buf.extend_from_slice(prefix);
@@ -252,8 +253,18 @@ pub fn write_service(buf: &mut Vec<u8>, service: &str) {
 }
 
 /// Appends a resource attribute field ` +key=value` (for a tracer's constant suffix).
+#[inline]
 pub fn write_resource(buf: &mut Vec<u8>, key: &str, value: Value<'_>) {
     write_attr_field(buf, b"+", key, value);
+}
+
+/// Appends a string resource attribute field ` +key=value`; unlike [`write_resource`] it never
+/// links float formatting into the binary.
+pub fn write_resource_str(buf: &mut Vec<u8>, key: &str, value: &str) {
+    buf.extend_from_slice(b" +");
+    write_escaped(buf, if key.is_empty() { "_" } else { key }, Class::Key, MAX_KEY);
+    buf.push(b'=');
+    write_escaped(buf, value, Class::Value, MAX_VALUE);
 }
 
 fn write_flags(buf: &mut Vec<u8>, kind: SpanKind, status: StatusCode) {
@@ -349,6 +360,7 @@ impl SpanEncoder {
     }
 
     /// Adds a span attribute (OpenTracing `setTag`). Beyond the limits it is dropped and counted.
+    #[inline]
     pub fn attr(&mut self, key: &str, value: Value<'_>) {
         if self.n_attrs >= MAX_ATTRIBUTES {
             self.dropped_attrs += 1;
@@ -413,6 +425,7 @@ impl SpanEncoder {
 
     /// Adds an attribute to the event or link added last. Ignored when that event or link was
     /// dropped (its attributes are not counted twice).
+    #[inline]
     pub fn target_attr(&mut self, key: &str, value: Value<'_>) {
         let Some(n) = self.target_attrs else { return };
         if n >= MAX_ATTRIBUTES {
