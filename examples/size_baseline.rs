@@ -4,5 +4,8 @@ use std::io::Write;
 fn main() {
     let arg = std::env::args().nth(1).unwrap_or_default();
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "service-egress {arg} http.method=POST peer.service=lambda");
+    let _ = writeln!(
+        out,
+        "service-egress {arg} http.method=POST peer.service=lambda"
+    );
 }

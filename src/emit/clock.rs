@@ -28,7 +28,10 @@ fn seed() -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::from(d.subsec_nanos()));
-    let mut x = t ^ nanos.rotate_left(40) ^ addr.rotate_left(17) ^ u64::from(std::process::id()).rotate_left(48);
+    let mut x = t
+        ^ nanos.rotate_left(40)
+        ^ addr.rotate_left(17)
+        ^ u64::from(std::process::id()).rotate_left(48);
     // One SplitMix64 round to spread the bits.
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

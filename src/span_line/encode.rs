@@ -78,6 +78,45 @@ fn truncate(s: &str, limit: usize) -> (&str, bool) {
     (s.get(..end).unwrap_or(""), true)
 }
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of the word equals `b`.
+#[inline(always)]
+fn has_byte(x: u64, b: u8) -> bool {
+    let y = x ^ (LO * u64::from(b));
+    y.wrapping_sub(LO) & !y & HI != 0
+}
+
+/// Whether any byte of `bytes` (after the first, which the caller checks) needs escaping.
+/// Eight bytes at a time: a word is clean when no byte is below 0x21 (controls and space),
+/// 0x7F, `%` or `;` (and, for keys, `=`, `#`, `~`, `!`). Non-ASCII bytes are all ≥ 0x80 and
+/// never escaped.
+#[inline]
+fn any_escaped(bytes: &[u8], class: Class, t: &Tables) -> bool {
+    let rest = bytes.get(1..).unwrap_or_default();
+    let mut chunks = rest.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        // Bytes below 0x21 that are ASCII (high bit clear): (x - 0x21..) & !x & 0x80...
+        let low = x.wrapping_sub(LO * 0x21) & !x & HI;
+        let mut hit = low != 0 || has_byte(x, 0x7f) || has_byte(x, b'%') || has_byte(x, b';');
+        if class == Class::Key {
+            hit = hit
+                || has_byte(x, b'=')
+                || has_byte(x, b'#')
+                || has_byte(x, b'~')
+                || has_byte(x, b'!');
+        }
+        if hit {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| t.rest[b as usize])
+}
+
 /// Appends `s` escaped for `class`, cut to `limit` bytes with the `%*` marker when longer.
 pub(crate) fn write_escaped(buf: &mut Vec<u8>, s: &str, class: Class, limit: usize) {
     let (s, cut) = truncate(s, limit);
@@ -86,7 +125,7 @@ pub(crate) fn write_escaped(buf: &mut Vec<u8>, s: &str, class: Class, limit: usi
     // Fast path: most names, keys and values need no escaping at all.
     let clean = match bytes.split_first() {
         None => true,
-        Some((&b0, rest)) => !t.first[b0 as usize] && !rest.iter().any(|&b| t.rest[b as usize]),
+        Some((&b0, _)) => !t.first[b0 as usize] && !any_escaped(bytes, class, t),
     };
     if clean {
         buf.extend_from_slice(bytes);
@@ -262,7 +301,12 @@ pub fn write_resource(buf: &mut Vec<u8>, key: &str, value: Value<'_>) {
 /// links float formatting into the binary.
 pub fn write_resource_str(buf: &mut Vec<u8>, key: &str, value: &str) {
     buf.extend_from_slice(b" +");
-    write_escaped(buf, if key.is_empty() { "_" } else { key }, Class::Key, MAX_KEY);
+    write_escaped(
+        buf,
+        if key.is_empty() { "_" } else { key },
+        Class::Key,
+        MAX_KEY,
+    );
     buf.push(b'=');
     write_escaped(buf, value, Class::Value, MAX_VALUE);
 }
