@@ -26,6 +26,10 @@ cargo test --no-default-features --lib -q
 step "Rust: unit, property, conformance and doc tests"
 cargo test --all-features
 
+step "Node and Python emitters against the conformance vectors"
+node --test examples/node/
+python3 -m unittest discover -s examples/python -p 'test_*.py' -v
+
 step "examples run"
 cargo run -q --example handler >/dev/null
 

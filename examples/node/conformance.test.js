@@ -74,7 +74,7 @@ test('Tracer.finish prints exactly one well-formed span line', () => {
   assert.equal(out.length, 2);
   for (const chunk of out) assertSpanLine(chunk);
   const [child, root] = out;
-  assert.match(child, / 0?\d*pe GET%20\/orders%0A\{id\}%3B /);
+  assert.match(child, / \d+pe GET%20\/orders%0A\{id\}%3B /);
   assert.match(child, / http\.status_code#200 ratio~0\.5 big#1099511627776 ok!t msg=line1%0Aline2%09tab%3B%20100%25 /);
   assert.match(child, / @\d+=retry attempt#2 @\d+=cache\.miss key=user:42 \*m=boom%3B%20again /);
   assert.match(child, / \*r=8e2a1f4c-6b1d-4e0a-9c7b-2f5d3e1a9b07 \*s=checkout%20svc \+cloud\.region=eu-west-1;\n$/);
