@@ -5,15 +5,17 @@
 
 pub mod assemble;
 pub mod parse;
+pub mod platform;
 pub mod record;
 pub mod sink;
 pub mod source;
 
 use crate::span_line::DecodeErrorKind;
-use assemble::{Assembler, Origin};
-use parse::{message_text, parse_text, Parsed};
+use assemble::{Assembler, Invocation, Origin};
+use parse::{parse_text, unwrap_message, Message, Parsed};
+use platform::Platform;
 use record::LogRecord;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What a conversion saw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,11 +24,15 @@ pub struct Summary {
     pub records: u64,
     /// Records that carried a span or batch record.
     pub span_lines: u64,
-    /// Spans produced (after de-duplication).
+    /// Lambda platform lines (START, END, REPORT, timeouts, crashes).
+    pub platform_lines: u64,
+    /// Invocation spans built from platform lines.
+    pub invocations: u64,
+    /// Spans produced (after de-duplication), invocation spans included.
     pub spans: u64,
     /// Spans seen twice and dropped.
     pub duplicates: u64,
-    /// Records that were not span lines.
+    /// Records that were neither span lines nor platform lines.
     pub foreign: u64,
     /// Span lines that could not be decoded, by reason code.
     pub malformed: BTreeMap<&'static str, u64>,
@@ -41,10 +47,12 @@ impl Summary {
     /// One human line.
     pub fn line(&self) -> String {
         let mut s = format!(
-            "{} records, {} span lines, {} spans, {} duplicates, {} other lines, {} malformed",
+            "{} records, {} span lines, {} platform lines, {} spans ({} invocations), {} duplicates, {} other lines, {} malformed",
             self.records,
             self.span_lines,
+            self.platform_lines,
             self.spans,
+            self.invocations,
             self.duplicates,
             self.foreign,
             self.malformed_total()
@@ -61,22 +69,32 @@ impl Summary {
     }
 }
 
-/// Parses and assembles records, counting as it goes.
+/// Parses and assembles records, counting as it goes. Records of one log stream must arrive in
+/// stream order (spans printed between a request's START and END belong to that request).
 #[derive(Debug, Default)]
 pub struct Converter {
     /// Collected spans.
     pub assembler: Assembler,
     /// Counters.
     pub summary: Summary,
+    /// `cloud.region` for invocation spans, when known.
+    pub region: Option<String>,
+    invocations: BTreeMap<(String, String), Invocation>,
+    current: HashMap<(String, String), String>,
+    cold_pending: HashMap<(String, String), i64>,
 }
 
 impl Converter {
     /// Feeds one record.
     pub fn push(&mut self, rec: &LogRecord) {
         self.summary.records += 1;
-        let (text, json_req) = message_text(&rec.message);
+        let (text, json_req) = match unwrap_message(&rec.message) {
+            Message::Platform(p) => return self.platform(rec, p),
+            Message::Text(t, r) => (t, r),
+        };
         match parse_text(&text) {
             Parsed::Foreign => self.summary.foreign += 1,
+            Parsed::Platform(p) => self.platform(rec, p),
             Parsed::Malformed(kind) => {
                 *self
                     .summary
@@ -86,20 +104,97 @@ impl Converter {
             }
             Parsed::Spans { record, request_id } => {
                 self.summary.span_lines += 1;
+                let stream_key = (rec.log_group.clone(), rec.log_stream.clone());
+                let stream_req = self.current.get(&stream_key).map(String::as_str);
                 let origin = Origin {
                     log_group: &rec.log_group,
                     log_stream: &rec.log_stream,
-                    request_id: request_id.or(json_req.as_deref()),
+                    request_id: request_id.or(json_req.as_deref()).or(stream_req),
                 };
                 for line in record.spans() {
-                    self.assembler.push(assemble::to_span(&line, &origin));
+                    let req = line
+                        .request_id
+                        .map(|r| r.text().into_owned())
+                        .or_else(|| origin.request_id.map(str::to_owned));
+                    let span = assemble::to_span(&line, &origin);
+                    let key = req.map(|r| (rec.log_group.clone(), r));
+                    self.assembler.push_from(span, key);
                 }
             }
         }
     }
 
-    /// Takes the spans grouped by trace and brings the counters up to date.
+    fn invocation(&mut self, rec: &LogRecord, request_id: &str) -> &mut Invocation {
+        let inv = self
+            .invocations
+            .entry((rec.log_group.clone(), request_id.to_owned()))
+            .or_insert_with(|| Invocation {
+                log_group: rec.log_group.clone(),
+                log_stream: rec.log_stream.clone(),
+                request_id: request_id.to_owned(),
+                ..Invocation::default()
+            });
+        if rec.timestamp_ms > 0 {
+            let t = rec.timestamp_ms;
+            inv.last_ms = Some(inv.last_ms.map_or(t, |l| l.max(t)));
+        }
+        inv
+    }
+
+    fn platform(&mut self, rec: &LogRecord, p: Platform) {
+        self.summary.platform_lines += 1;
+        let stream_key = (rec.log_group.clone(), rec.log_stream.clone());
+        let ts = (rec.timestamp_ms > 0).then_some(rec.timestamp_ms);
+        match p {
+            Platform::InitStart { .. } => {
+                self.cold_pending.insert(stream_key, ts.unwrap_or(0));
+            }
+            Platform::Start {
+                request_id,
+                version,
+                tracing,
+            } => {
+                let cold = self.cold_pending.remove(&stream_key);
+                let inv = self.invocation(rec, &request_id);
+                inv.start_ms = ts;
+                inv.version = Some(version).filter(|v| !v.is_empty());
+                inv.tracing = tracing.or(inv.tracing.take());
+                if let Some(c) = cold {
+                    inv.init_start_ms = Some(c).filter(|c| *c > 0);
+                }
+                self.current.insert(stream_key, request_id);
+            }
+            Platform::End { request_id } => {
+                self.invocation(rec, &request_id);
+            }
+            Platform::Report(r) => {
+                let req = r.request_id.clone();
+                self.invocation(rec, &req).report = Some(r);
+            }
+            Platform::Timeout {
+                request_id,
+                message,
+            } => {
+                self.invocation(rec, &request_id).timeout = Some(message);
+            }
+            Platform::Crash {
+                request_id,
+                message,
+                out_of_memory,
+            } => {
+                self.invocation(rec, &request_id).crash = Some((message, out_of_memory));
+            }
+        }
+    }
+
+    /// Builds invocation spans, takes the spans grouped by trace and brings the counters up to
+    /// date.
     pub fn take_traces(&mut self) -> Vec<Vec<assemble::Span>> {
+        let invocations = std::mem::take(&mut self.invocations);
+        self.summary.invocations += invocations.len() as u64;
+        self.assembler
+            .add_invocations(invocations.values(), self.region.as_deref());
+        self.current.clear();
         let traces = self.assembler.take_traces();
         self.summary.spans += traces.iter().map(|t| t.len() as u64).sum::<u64>();
         self.summary.duplicates = self.assembler.duplicates;

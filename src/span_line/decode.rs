@@ -42,6 +42,9 @@ pub enum DecodeErrorKind {
     BadBatch,
     /// A raw control character inside the record.
     ControlChar,
+    /// A piece of a line longer than Lambda's split point (reported by the converter, which
+    /// knows the event size; the decoder itself says `Truncated`).
+    Fragment,
 }
 
 impl DecodeErrorKind {
@@ -63,6 +66,7 @@ impl DecodeErrorKind {
             Self::EmptyKey => "empty_key",
             Self::BadBatch => "bad_batch",
             Self::ControlChar => "control_char",
+            Self::Fragment => "fragment",
         }
     }
 }

@@ -6,6 +6,10 @@ use crate::span_line::decode::{Attr as LineAttr, AttrValue};
 use crate::span_line::{EscStr, SpanId, SpanKind, SpanLine, StatusCode, TraceId};
 use std::collections::{HashMap, HashSet};
 
+pub mod invocation;
+
+pub use invocation::Invocation;
+
 /// An attribute value.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AnyValue {
@@ -161,15 +165,7 @@ pub fn to_span(line: &SpanLine<'_>, origin: &Origin<'_>) -> Span {
             service_from_log_group(origin.log_group),
         ));
     }
-    let mut attributes: Vec<KeyValue> =
-        line.attributes().map(|a| KeyValue::from_line(&a)).collect();
-    if let Some(r) = line
-        .request_id
-        .map(text)
-        .or(origin.request_id.map(str::to_owned))
-    {
-        attributes.push(KeyValue::str("faas.invocation_id", r));
-    }
+    let attributes: Vec<KeyValue> = line.attributes().map(|a| KeyValue::from_line(&a)).collect();
     Span {
         trace_id: line.trace_id,
         span_id: line.span_id,
@@ -208,11 +204,14 @@ pub fn to_span(line: &SpanLine<'_>, origin: &Origin<'_>) -> Span {
     }
 }
 
-/// Collects spans, dropping duplicates (the same line read twice, e.g. from overlapping reads).
+/// Collects spans, dropping duplicates (the same line read twice, e.g. from overlapping reads),
+/// and remembers which Lambda invocation each span came from.
 #[derive(Debug, Default)]
 pub struct Assembler {
     seen: HashSet<(TraceId, SpanId)>,
     spans: Vec<Span>,
+    /// (log group, request id) of each span, by index into `spans`.
+    requests: HashMap<usize, (String, String)>,
     /// Spans dropped as duplicates.
     pub duplicates: u64,
 }
@@ -220,15 +219,48 @@ pub struct Assembler {
 impl Assembler {
     /// Adds a span unless its (trace, span) pair was seen.
     pub fn push(&mut self, span: Span) {
+        self.push_from(span, None);
+    }
+
+    /// Adds a span that belongs to the invocation `(log group, request id)`.
+    pub fn push_from(&mut self, span: Span, request: Option<(String, String)>) {
         if self.seen.insert((span.trace_id, span.span_id)) {
+            if let Some(r) = request {
+                self.requests.insert(self.spans.len(), r);
+            }
             self.spans.push(span);
         } else {
             self.duplicates += 1;
         }
     }
 
+    /// Adds the invocation and init spans of `invocations`, re-parenting the functions' root
+    /// spans under them (see [`invocation`]).
+    pub fn add_invocations<'a>(
+        &mut self,
+        invocations: impl IntoIterator<Item = &'a Invocation>,
+        region: Option<&str>,
+    ) {
+        let mut by_request: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (i, key) in &self.requests {
+            by_request.entry(key.clone()).or_default().push(*i);
+        }
+        let mut built = Vec::new();
+        for inv in invocations {
+            let key = (inv.log_group.clone(), inv.request_id.clone());
+            let mut own = by_request.get(&key).cloned().unwrap_or_default();
+            own.sort_unstable();
+            built.extend(invocation::build(inv, &mut self.spans, &own, region));
+        }
+        self.requests.clear();
+        for s in built {
+            self.push(s);
+        }
+    }
+
     /// Takes the spans collected so far, grouped by trace in first-seen order.
     pub fn take_traces(&mut self) -> Vec<Vec<Span>> {
+        self.requests.clear();
         let mut order: Vec<TraceId> = Vec::new();
         let mut by: HashMap<TraceId, Vec<Span>> = HashMap::new();
         for s in self.spans.drain(..) {
