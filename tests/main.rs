@@ -1,6 +1,7 @@
 //! Integration tests: one binary, modules per area (ripgrep's layout).
 
 mod conformance;
+mod convert;
 mod model;
 mod properties;
 mod reference;

@@ -118,7 +118,11 @@ impl Converter {
                         .or_else(|| origin.request_id.map(str::to_owned));
                     let span = assemble::to_span(&line, &origin);
                     let key = req.map(|r| (rec.log_group.clone(), r));
-                    self.assembler.push_from(span, key);
+                    if line.open {
+                        self.assembler.push_open(span, key);
+                    } else {
+                        self.assembler.push_from(span, key);
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 use super::clock::{new_span_id, new_trace_id, now_us};
 use super::output::{Output, StdoutOutput};
 use super::SpanContext;
-use crate::span_line::encode::{fixed_len, write_resource_str, write_service};
+use crate::span_line::encode::{fixed_len, write_open_record, write_resource_str, write_service};
 use crate::span_line::{
     BatchEncoder, SpanEncoder, SpanHead, SpanId, SpanKind, StatusCode, TraceId, Value, MAX_LINKS,
 };
@@ -321,6 +321,7 @@ impl Tracer {
             dropped_links: 0,
             request_id: None,
             start_us: None,
+            announce: false,
         }
     }
 
@@ -350,6 +351,7 @@ pub struct SpanBuilder<'a> {
     dropped_links: u32,
     request_id: Option<&'a str>,
     start_us: Option<u64>,
+    announce: bool,
 }
 
 impl<'a> SpanBuilder<'a> {
@@ -391,6 +393,14 @@ impl<'a> SpanBuilder<'a> {
     /// The Lambda request id of the invocation (`*r=`), e.g. from `lambda_runtime::Context`.
     pub fn request_id(mut self, id: &'a str) -> Self {
         self.request_id = Some(id);
+        self
+    }
+
+    /// Also writes an *open* record now, when the span starts (FORMAT.md, "Open records"), so
+    /// that the span is known even if the process dies before it finishes. Use it for the
+    /// invocation's entry span: a timed-out invocation then still joins its caller's trace.
+    pub fn announce(mut self) -> Self {
+        self.announce = true;
         self
     }
 
@@ -445,11 +455,29 @@ impl<'a> SpanBuilder<'a> {
             }
             s
         });
+        let start_us = self.start_us.unwrap_or_else(now_us);
+        let mut scratch = scratch;
+        if let (true, Some(s)) = (self.announce, scratch.as_mut()) {
+            let head = SpanHead {
+                trace_id: ctx.trace_id,
+                span_id: ctx.span_id,
+                parent,
+                start_us,
+                duration_us: 0,
+                kind: self.kind,
+                status: StatusCode::Unset,
+                name: self.name,
+            };
+            s.line.clear();
+            write_open_record(&mut s.line, &head, self.request_id, &tracer.inner.suffix);
+            s.line.push(b'\n');
+            tracer.inner.write(&s.line);
+        }
         Span {
             tracer,
             ctx,
             parent,
-            start_us: self.start_us.unwrap_or_else(now_us),
+            start_us,
             kind: self.kind,
             status: StatusCode::Unset,
             scratch,
@@ -773,6 +801,32 @@ mod tests {
         assert_eq!(lines.len(), 1);
         let rec = decode(&lines[0]).unwrap();
         assert_eq!(rec.spans().count(), 11);
+    }
+
+    #[test]
+    fn announced_span_writes_an_open_record_first() {
+        let (t, out) = capture();
+        let s = t
+            .span("lambda-execution")
+            .kind(SpanKind::Server)
+            .request_id("r-1")
+            .announce()
+            .start();
+        assert_eq!(out.lines().len(), 1);
+        s.finish();
+        let lines = out.lines();
+        let Record::Span(open) = decode(&lines[0]).unwrap() else {
+            panic!()
+        };
+        let Record::Span(done) = decode(&lines[1]).unwrap() else {
+            panic!()
+        };
+        assert!(open.open && !done.open);
+        assert_eq!(
+            (open.span_id, open.start_us, open.kind),
+            (done.span_id, done.start_us, done.kind)
+        );
+        assert_eq!(open.request_id.unwrap().raw(), "r-1");
     }
 
     #[test]

@@ -484,6 +484,9 @@ pub struct SpanLine<'a> {
     pub request_id: Option<EscStr<'a>>,
     /// What the emitter dropped.
     pub dropped: Dropped,
+    /// An *open* record (flag `u`): the span started and has not finished yet; a later record
+    /// with the same ids supersedes it.
+    pub open: bool,
     fields: &'a str,
     shared: &'a str,
 }
@@ -665,7 +668,7 @@ impl<'a> BatchSpans<'a> {
             kind: DecodeErrorKind::BadTime,
             offset: ooff,
         })?;
-        let (duration_us, kind, status) = parse_dur_flags(dtok, doff)?;
+        let (duration_us, kind, status, open) = parse_dur_flags(dtok, doff)?;
         let (ntok, noff) = self.tokens.next().ok_or(DecodeError {
             kind: DecodeErrorKind::BadField,
             offset: doff,
@@ -740,6 +743,7 @@ impl<'a> BatchSpans<'a> {
             service: specials.service,
             request_id: specials.request_id,
             dropped: specials.dropped,
+            open,
             fields,
             shared: b.shared,
         };
@@ -771,7 +775,7 @@ fn decode_span_id(b: &[u8], offset: usize) -> Result<SpanId> {
     Ok(id)
 }
 
-fn parse_dur_flags(t: &str, offset: usize) -> Result<(u64, SpanKind, StatusCode)> {
+fn parse_dur_flags(t: &str, offset: usize) -> Result<(u64, SpanKind, StatusCode, bool)> {
     let digits = t.bytes().take_while(u8::is_ascii_digit).count();
     let dur = parse_u64(&t[..digits]).ok_or(DecodeError {
         kind: DecodeErrorKind::BadTime,
@@ -779,6 +783,7 @@ fn parse_dur_flags(t: &str, offset: usize) -> Result<(u64, SpanKind, StatusCode)
     })?;
     let mut kind = SpanKind::Internal;
     let mut status = StatusCode::Unset;
+    let mut open = false;
     for (i, c) in t.bytes().enumerate().skip(digits) {
         match c {
             b's' => kind = SpanKind::Server,
@@ -787,11 +792,12 @@ fn parse_dur_flags(t: &str, offset: usize) -> Result<(u64, SpanKind, StatusCode)
             b'o' => kind = SpanKind::Consumer,
             b'e' => status = StatusCode::Error,
             b'k' => status = StatusCode::Ok,
+            b'u' => open = true,
             b'a'..=b'z' => {}
             _ => return err(DecodeErrorKind::BadFlags, offset + i),
         }
     }
-    Ok((dur, kind, status))
+    Ok((dur, kind, status, open))
 }
 
 /// Decodes one record. `line` starts at the marker (see [`find_marker`]); trailing `\r`/`\n` are
@@ -870,7 +876,7 @@ fn decode_span(body: &str, base: usize) -> Result<SpanLine<'_>> {
         kind: DecodeErrorKind::BadTime,
         offset: soff,
     })?;
-    let (duration_us, kind, status) = parse_dur_flags(dt, doff)?;
+    let (duration_us, kind, status, open) = parse_dur_flags(dt, doff)?;
     let (nt, noff) = tokens.next().ok_or(DecodeError {
         kind: DecodeErrorKind::BadField,
         offset: doff,
@@ -898,6 +904,7 @@ fn decode_span(body: &str, base: usize) -> Result<SpanLine<'_>> {
         service: specials.service,
         request_id: specials.request_id,
         dropped: specials.dropped,
+        open,
         fields,
         shared: "",
     })

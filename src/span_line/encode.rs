@@ -562,6 +562,35 @@ impl SpanEncoder {
     }
 }
 
+/// Appends an *open* record (FORMAT.md §3, flag `u`): the span `head` has started. Duration,
+/// status and fields are not written.
+pub fn write_open_record(
+    out: &mut Vec<u8>,
+    head: &SpanHead<'_>,
+    request_id: Option<&str>,
+    suffix: &[u8],
+) {
+    out.extend_from_slice(PREFIX);
+    out.extend_from_slice(&head.trace_id.to_b64());
+    out.extend_from_slice(&head.span_id.to_b64());
+    if let Some(p) = head.parent {
+        out.extend_from_slice(&p.to_b64());
+    }
+    out.push(b' ');
+    write_u64(out, head.start_us);
+    out.extend_from_slice(b" 0");
+    if let Some(l) = head.kind.letter() {
+        out.push(l);
+    }
+    out.extend_from_slice(b"u ");
+    write_escaped(out, head.name, Class::Name, MAX_NAME);
+    if let Some(r) = request_id {
+        write_special(out, b'r', r);
+    }
+    out.extend_from_slice(suffix);
+    out.push(b';');
+}
+
 /// Builds one batch record (FORMAT.md §4) from spans of one trace.
 #[derive(Debug, Default, Clone)]
 pub struct BatchEncoder {

@@ -204,6 +204,9 @@ pub fn to_span(line: &SpanLine<'_>, origin: &Origin<'_>) -> Span {
     }
 }
 
+/// (log group, request id): one Lambda invocation.
+pub type RequestKey = (String, String);
+
 /// Collects spans, dropping duplicates (the same line read twice, e.g. from overlapping reads),
 /// and remembers which Lambda invocation each span came from.
 #[derive(Debug, Default)]
@@ -211,7 +214,9 @@ pub struct Assembler {
     seen: HashSet<(TraceId, SpanId)>,
     spans: Vec<Span>,
     /// (log group, request id) of each span, by index into `spans`.
-    requests: HashMap<usize, (String, String)>,
+    requests: HashMap<usize, RequestKey>,
+    /// Spans announced by an open record and not (yet) finished.
+    open: HashMap<(TraceId, SpanId), (Span, Option<RequestKey>)>,
     /// Spans dropped as duplicates.
     pub duplicates: u64,
 }
@@ -225,6 +230,7 @@ impl Assembler {
     /// Adds a span that belongs to the invocation `(log group, request id)`.
     pub fn push_from(&mut self, span: Span, request: Option<(String, String)>) {
         if self.seen.insert((span.trace_id, span.span_id)) {
+            self.open.remove(&(span.trace_id, span.span_id));
             if let Some(r) = request {
                 self.requests.insert(self.spans.len(), r);
             }
@@ -234,13 +240,38 @@ impl Assembler {
         }
     }
 
+    /// Remembers a span announced by an open record (FORMAT.md, "Open records"); its finished
+    /// record, if it comes, replaces it.
+    pub fn push_open(&mut self, span: Span, request: Option<(String, String)>) {
+        let key = (span.trace_id, span.span_id);
+        if !self.seen.contains(&key) {
+            self.open.entry(key).or_insert((span, request));
+        }
+    }
+
+    /// Turns the open spans that never finished into error spans; returns their indices.
+    fn close_unfinished(&mut self) -> HashSet<usize> {
+        let mut open: Vec<_> = self.open.drain().map(|(_, v)| v).collect();
+        open.sort_by_key(|(s, _)| (s.start_unix_nano, s.span_id));
+        let mut idx = HashSet::new();
+        for (mut span, req) in open {
+            span.status = StatusCode::Error;
+            span.status_message = "did not finish".to_owned();
+            idx.insert(self.spans.len());
+            self.push_from(span, req);
+        }
+        idx
+    }
+
     /// Adds the invocation and init spans of `invocations`, re-parenting the functions' root
-    /// spans under them (see [`invocation`]).
+    /// spans under them (see [`invocation`]). Spans that were announced and never finished end
+    /// with their invocation, as errors that carry its reason.
     pub fn add_invocations<'a>(
         &mut self,
         invocations: impl IntoIterator<Item = &'a Invocation>,
         region: Option<&str>,
     ) {
+        let unfinished = self.close_unfinished();
         let mut by_request: HashMap<(String, String), Vec<usize>> = HashMap::new();
         for (i, key) in &self.requests {
             by_request.entry(key.clone()).or_default().push(*i);
@@ -250,7 +281,17 @@ impl Assembler {
             let key = (inv.log_group.clone(), inv.request_id.clone());
             let mut own = by_request.get(&key).cloned().unwrap_or_default();
             own.sort_unstable();
-            built.extend(invocation::build(inv, &mut self.spans, &own, region));
+            let spans = invocation::build(inv, &mut self.spans, &own, region);
+            if let Some(inv_span) = spans.last() {
+                for &i in own.iter().filter(|i| unfinished.contains(i)) {
+                    let s = &mut self.spans[i];
+                    s.end_unix_nano = inv_span.end_unix_nano.max(s.start_unix_nano);
+                    if !inv_span.status_message.is_empty() {
+                        s.status_message = format!("did not finish: {}", inv_span.status_message);
+                    }
+                }
+            }
+            built.extend(spans);
         }
         self.requests.clear();
         for s in built {
@@ -260,6 +301,7 @@ impl Assembler {
 
     /// Takes the spans collected so far, grouped by trace in first-seen order.
     pub fn take_traces(&mut self) -> Vec<Vec<Span>> {
+        self.close_unfinished();
         self.requests.clear();
         let mut order: Vec<TraceId> = Vec::new();
         let mut by: HashMap<TraceId, Vec<Span>> = HashMap::new();

@@ -1,0 +1,92 @@
+//! The `spanline convert` command on the fixtures, compared with golden outputs.
+//! Regenerate the goldens with `SPANLINE_BLESS=1 cargo test --test main convert`.
+
+use std::path::Path;
+use std::process::Command;
+
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/golden")
+        .join(name);
+    if std::env::var_os("SPANLINE_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with SPANLINE_BLESS=1 to create it)",
+            path.display()
+        )
+    });
+    similar_asserts::assert_eq!(expected, actual, "golden {name}");
+}
+
+fn convert(args: &[&str]) -> (String, String, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spanline"))
+        .arg("convert")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+#[test]
+fn sample_waterfall_matches_golden() {
+    let (stdout, stderr, code) = convert(&["fixtures/sample", "--color", "never"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("25 records, 9 span lines, 11 platform lines, 11 spans (3 invocations)"),
+        "{stderr}"
+    );
+    golden("sample.txt", &stdout);
+}
+
+#[test]
+fn converting_twice_gives_the_same_ids() {
+    let a = convert(&["fixtures/sample", "--color", "never"]).0;
+    let b = convert(&["fixtures/sample", "--color", "never"]).0;
+    assert_eq!(a, b);
+}
+
+#[test]
+fn malformed_lines_are_counted_and_strict_fails() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("stdout.log"),
+        "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 ok;\nSPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupA\nSPLN9 x;\nhello\n",
+    )
+    .unwrap();
+    let p = dir.join("stdout.log");
+    let (_, stderr, code) = convert(&[p.to_str().unwrap(), "--color", "never"]);
+    assert_eq!(code, 0);
+    assert!(
+        stderr.contains("2 malformed (truncated: 1, unsupported_version: 1)"),
+        "{stderr}"
+    );
+    let (_, _, code) = convert(&[p.to_str().unwrap(), "--strict"]);
+    assert_eq!(code, 3);
+    let (_, stderr, code) = convert(&["/nonexistent/path"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/nonexistent/path"), "{stderr}");
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "spanline-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
+}
