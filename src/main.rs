@@ -1,11 +1,17 @@
 //! The `spanline` command: thin wiring from arguments to the converter.
 //!
-//! Exit codes: 0 success; 1 an input could not be read or a fatal error; 2 bad usage;
-//! 3 with `--strict`, when malformed span lines were found.
+//! Exit codes: 0 success; 1 an input could not be read or the configuration is invalid;
+//! 2 bad usage; 3 with `--strict`, when malformed span lines were found; 4 the backend could not
+//! be reached or kept failing until the retry deadline (try again later); 5 the backend rejected
+//! the data (sending it again will not help).
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use spanline::convert::assemble::{group_by_trace, Span};
+use spanline::convert::sink::file::FileSink;
+use spanline::convert::sink::otlp::{Compression, OtlpConfig, OtlpSink, Protocol};
 use spanline::convert::sink::terminal::{render_trace, Style};
+use spanline::convert::sink::{Delivery, Sink, SinkError};
 use spanline::convert::source::file::{list_files, read_file};
 use spanline::convert::Converter;
 use spanline::span_line::{TraceId, FILTER_PATTERN};
@@ -47,6 +53,8 @@ enum Command {
         /// Exit with code 3 when malformed span lines were found.
         #[arg(long)]
         strict: bool,
+        #[command(flatten)]
+        sinks: SinkArgs,
     },
     /// Print the CloudWatch filter pattern and Logs Insights query that find a trace's lines.
     Pattern {
@@ -54,6 +62,138 @@ enum Command {
         #[arg(long = "trace-id")]
         trace_id: Option<String>,
     },
+}
+
+/// Where spans go. Without any of these (and without `OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` in the environment) they are drawn in the terminal.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct SinkArgs {
+    /// OTLP endpoint: the base URL for HTTP (`/v1/traces` is appended), the target for gRPC.
+    /// Default: the standard OTEL_EXPORTER_OTLP_* variables.
+    #[arg(long = "otlp-endpoint", value_name = "URL")]
+    otlp_endpoint: Option<String>,
+    /// OTLP protocol: grpc, http/protobuf or http/json (default: OTEL_EXPORTER_OTLP_PROTOCOL,
+    /// else http/protobuf).
+    #[arg(long = "otlp-protocol", value_name = "PROTOCOL")]
+    otlp_protocol: Option<String>,
+    /// An OTLP request header, `key=value` (repeatable; added to OTEL_EXPORTER_OTLP_HEADERS).
+    #[arg(long = "otlp-header", value_name = "KEY=VALUE")]
+    otlp_headers: Vec<String>,
+    /// OTLP compression: gzip or none.
+    #[arg(long = "otlp-compression", value_name = "gzip|none")]
+    otlp_compression: Option<String>,
+    /// Zipkin v2 endpoint, e.g. http://127.0.0.1:9411/api/v2/spans.
+    #[arg(long = "zipkin-endpoint", value_name = "URL")]
+    zipkin_endpoint: Option<String>,
+    /// Write OTLP JSON lines (one ExportTraceServiceRequest per line) to a file, `-` for stdout.
+    #[arg(long, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Also draw the traces in the terminal when a backend is configured.
+    #[arg(long)]
+    terminal: bool,
+}
+
+/// The sinks the arguments ask for.
+enum AnySink {
+    Otlp(OtlpSink),
+    File(FileSink),
+}
+
+impl AnySink {
+    fn name(&self) -> String {
+        match self {
+            AnySink::Otlp(s) => format!(
+                "OTLP {} {}",
+                s.config().protocol.name(),
+                s.config().endpoint_redacted()
+            ),
+            AnySink::File(_) => "OTLP JSON file".to_owned(),
+        }
+    }
+
+    async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
+        match self {
+            AnySink::Otlp(s) => s.send(spans).await,
+            AnySink::File(s) => s.send(spans).await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> Result<(), SinkError> {
+        match self {
+            AnySink::Otlp(s) => s.shutdown().await,
+            AnySink::File(s) => s.shutdown().await,
+        }
+    }
+}
+
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Builds the OTLP configuration: environment first, flags on top (flag > env > default).
+fn otlp_config(args: &SinkArgs) -> anyhow::Result<Option<OtlpConfig>> {
+    let from_env = env_var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+        || env_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
+    if args.otlp_endpoint.is_none() && !from_env {
+        return Ok(None);
+    }
+    let mut config = OtlpConfig::from_env(env_var)?;
+    if let Some(p) = &args.otlp_protocol {
+        config.protocol = Protocol::from_name(p).with_context(|| {
+            format!("--otlp-protocol {p:?}: expected grpc, http/protobuf or http/json")
+        })?;
+    }
+    if let Some(e) = &args.otlp_endpoint {
+        config.endpoint = match config.protocol {
+            Protocol::Grpc => e.clone(),
+            _ => format!("{}/v1/traces", e.trim_end_matches('/')),
+        };
+    }
+    for h in &args.otlp_headers {
+        let (k, v) = h
+            .split_once('=')
+            .context("--otlp-header: expected key=value")?;
+        config
+            .headers
+            .retain(|(old, _)| !old.eq_ignore_ascii_case(k.trim()));
+        config
+            .headers
+            .push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    if let Some(c) = &args.otlp_compression {
+        config.compression = match c.as_str() {
+            "gzip" => Compression::Gzip,
+            "none" => Compression::None,
+            other => anyhow::bail!("--otlp-compression {other:?}: expected gzip or none"),
+        };
+    }
+    config.validate()?;
+    Ok(Some(config))
+}
+
+fn sinks(args: &SinkArgs) -> anyhow::Result<Vec<AnySink>> {
+    let mut out = Vec::new();
+    if let Some(c) = otlp_config(args)? {
+        out.push(AnySink::Otlp(OtlpSink::new(c)?));
+    }
+    if let Some(p) = &args.output {
+        out.push(AnySink::File(FileSink::open(p)?));
+    }
+    if let Some(z) = &args.zipkin_endpoint {
+        anyhow::bail!("--zipkin-endpoint {z}: the Zipkin sink is not available in this build");
+    }
+    Ok(out)
+}
+
+/// The exit code for a delivery failure.
+fn sink_exit(e: &SinkError) -> ExitCode {
+    if e.is_retryable() {
+        ExitCode::from(4)
+    } else if matches!(e, SinkError::Config(_)) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::from(5)
+    }
 }
 
 fn main() -> ExitCode {
@@ -96,31 +236,96 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_group_name,
             color,
             strict,
+            sinks: sink_args,
         } => {
             let files = list_files(&paths)?;
+            let mut sinks = sinks(&sink_args)?;
+            let draw = sinks.is_empty() || sink_args.terminal;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
             let mut conv = Converter::default();
-            for f in &files {
-                for rec in read_file(f, &log_group_name)? {
-                    conv.push(&rec);
+            let mut drawn: Vec<Span> = Vec::new();
+            let mut attempts = 0u32;
+            let mut rejected = 0u64;
+            // File by file: complete spans are sent as soon as a file is read, so memory
+            // stays bounded by what is still waiting for its invocation to end.
+            let total = files.len();
+            for i in 0..=total {
+                if let Some(f) = files.get(i) {
+                    for rec in read_file(f, &log_group_name)? {
+                        conv.push(&rec);
+                    }
+                }
+                let mut pending = conv.take_ready();
+                if i == total {
+                    pending.extend(conv.finish());
+                }
+                if pending.is_empty() {
+                    continue;
+                }
+                for sink in &mut sinks {
+                    match runtime.block_on(sink.send(&pending)) {
+                        Ok(d) => {
+                            rejected += d.rejected;
+                            attempts = attempts.max(d.attempts);
+                            if let Some(m) = d.message {
+                                eprintln!(
+                                    "spanline: {}: {} spans rejected: {m}",
+                                    sink.name(),
+                                    d.rejected
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("spanline: {}: {e}", sink.name());
+                            eprintln!("spanline: {} files: {}", total, conv.summary.line());
+                            return Ok(sink_exit(&e));
+                        }
+                    }
+                }
+                if draw {
+                    drawn.append(&mut pending);
                 }
             }
-            let traces = conv.take_traces();
-            let stdout = std::io::stdout();
-            let color = match color {
-                Color::Always => true,
-                Color::Never => false,
-                Color::Auto => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
-            };
-            let style = Style {
-                color,
-                ..Style::default()
-            };
-            let mut out = stdout.lock();
-            for t in &traces {
-                writeln!(out, "{}", render_trace(t, style))?;
+            for sink in &mut sinks {
+                if let Err(e) = runtime.block_on(sink.shutdown()) {
+                    eprintln!("spanline: {}: {e}", sink.name());
+                    return Ok(sink_exit(&e));
+                }
             }
-            out.flush()?;
-            eprintln!("spanline: {} files: {}", files.len(), conv.summary.line());
+            if draw {
+                let stdout = std::io::stdout();
+                let color = match color {
+                    Color::Always => true,
+                    Color::Never => false,
+                    Color::Auto => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+                };
+                let style = Style {
+                    color,
+                    ..Style::default()
+                };
+                let mut out = stdout.lock();
+                for t in group_by_trace(drawn) {
+                    writeln!(out, "{}", render_trace(&t, style))?;
+                }
+                out.flush()?;
+            }
+            eprintln!("spanline: {} files: {}", total, conv.summary.line());
+            for sink in &sinks {
+                eprintln!(
+                    "spanline: {}: {} spans accepted, {} rejected, at most {} attempts per batch",
+                    sink.name(),
+                    conv.summary.spans.saturating_sub(rejected),
+                    rejected,
+                    attempts.max(1)
+                );
+            }
+            if rejected > 0 {
+                return Ok(ExitCode::from(5));
+            }
             if strict && conv.summary.malformed_total() > 0 {
                 return Ok(ExitCode::from(3));
             }

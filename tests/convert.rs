@@ -90,3 +90,31 @@ fn rand_suffix() -> u64 {
     h.write_u8(0);
     h.finish()
 }
+
+#[test]
+fn json_log_format_matches_golden() {
+    let (stdout, stderr, code) = convert(&["fixtures/lambda/json", "--color", "never"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("10 platform lines, 9 spans (3 invocations)"),
+        "{stderr}"
+    );
+    golden("lambda-json.txt", &stdout);
+}
+
+#[test]
+fn export_tree_with_crash_and_interleaving_matches_golden() {
+    let (stdout, stderr, code) = convert(&[
+        "fixtures/lambda/export",
+        "--log-group-name",
+        "/aws/lambda/batcher",
+        "--color",
+        "never",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    // The aws-logs-write-test object is skipped: two files, four invocations.
+    assert!(stderr.contains("2 files:"), "{stderr}");
+    assert!(stderr.contains("(4 invocations)"), "{stderr}");
+    assert!(stdout.contains("out of memory"), "{stdout}");
+    golden("lambda-export.txt", &stdout);
+}

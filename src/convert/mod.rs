@@ -82,7 +82,14 @@ pub struct Converter {
     invocations: BTreeMap<(String, String), Invocation>,
     current: HashMap<(String, String), String>,
     cold_pending: HashMap<(String, String), i64>,
+    /// Invocations already finished (bounded), so that a line of theirs that arrives after the
+    /// REPORT (lines of one millisecond come in any order) does not start a new one.
+    finished: std::collections::HashSet<(String, String)>,
+    finished_order: std::collections::VecDeque<(String, String)>,
 }
+
+/// How many finished invocations the converter remembers.
+const FINISHED_CAPACITY: usize = 100_000;
 
 impl Converter {
     /// Feeds one record.
@@ -128,6 +135,17 @@ impl Converter {
         }
     }
 
+    fn mark_finished(&mut self, key: (String, String)) {
+        if self.finished.insert(key.clone()) {
+            self.finished_order.push_back(key);
+            if self.finished_order.len() > FINISHED_CAPACITY {
+                if let Some(old) = self.finished_order.pop_front() {
+                    self.finished.remove(&old);
+                }
+            }
+        }
+    }
+
     fn invocation(&mut self, rec: &LogRecord, request_id: &str) -> &mut Invocation {
         let inv = self
             .invocations
@@ -147,6 +165,21 @@ impl Converter {
 
     fn platform(&mut self, rec: &LogRecord, p: Platform) {
         self.summary.platform_lines += 1;
+        let late = match &p {
+            Platform::Start { request_id, .. }
+            | Platform::End { request_id }
+            | Platform::Timeout { request_id, .. }
+            | Platform::Crash { request_id, .. } => Some(request_id.as_str()),
+            Platform::Report(r) => Some(r.request_id.as_str()),
+            Platform::InitStart { .. } => None,
+        }
+        .is_some_and(|r| {
+            self.finished
+                .contains(&(rec.log_group.clone(), r.to_owned()))
+        });
+        if late {
+            return;
+        }
         let stream_key = (rec.log_group.clone(), rec.log_stream.clone());
         let ts = (rec.timestamp_ms > 0).then_some(rec.timestamp_ms);
         match p {
@@ -172,8 +205,17 @@ impl Converter {
                 self.invocation(rec, &request_id);
             }
             Platform::Report(r) => {
+                // REPORT is the last line Lambda writes for an invocation: finish it now, so
+                // its spans are released and memory stays bounded.
                 let req = r.request_id.clone();
                 self.invocation(rec, &req).report = Some(r);
+                let key = (rec.log_group.clone(), req);
+                if let Some(inv) = self.invocations.remove(&key) {
+                    self.summary.invocations += 1;
+                    self.assembler
+                        .finish_invocation(&inv, self.region.as_deref());
+                }
+                self.mark_finished(key);
             }
             Platform::Timeout {
                 request_id,
@@ -191,17 +233,35 @@ impl Converter {
         }
     }
 
-    /// Builds invocation spans, takes the spans grouped by trace and brings the counters up to
-    /// date.
-    pub fn take_traces(&mut self) -> Vec<Vec<assemble::Span>> {
-        let invocations = std::mem::take(&mut self.invocations);
-        self.summary.invocations += invocations.len() as u64;
-        self.assembler
-            .add_invocations(invocations.values(), self.region.as_deref());
-        self.current.clear();
-        let traces = self.assembler.take_traces();
-        self.summary.spans += traces.iter().map(|t| t.len() as u64).sum::<u64>();
+    /// Takes the spans that are complete (see [`Assembler`]).
+    pub fn take_ready(&mut self) -> Vec<assemble::Span> {
+        let spans = self.assembler.take_ready();
+        self.summary.spans += spans.len() as u64;
         self.summary.duplicates = self.assembler.duplicates;
-        traces
+        spans
+    }
+
+    /// Ends the input: finishes the invocations whose REPORT line never came (crashed, or cut
+    /// off by the time range) with what is known, and takes every remaining span.
+    pub fn finish(&mut self) -> Vec<assemble::Span> {
+        let invocations = std::mem::take(&mut self.invocations);
+        for inv in invocations.values() {
+            // An END alone says nothing worth a span.
+            if inv.start_ms.is_none() && inv.timeout.is_none() && inv.crash.is_none() {
+                continue;
+            }
+            self.summary.invocations += 1;
+            self.assembler
+                .finish_invocation(inv, self.region.as_deref());
+        }
+        self.current.clear();
+        self.cold_pending.clear();
+        self.assembler.flush();
+        self.take_ready()
+    }
+
+    /// [`Converter::finish`], grouped by trace (for the terminal).
+    pub fn take_traces(&mut self) -> Vec<Vec<assemble::Span>> {
+        assemble::group_by_trace(self.finish())
     }
 }

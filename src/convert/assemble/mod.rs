@@ -207,114 +207,169 @@ pub fn to_span(line: &SpanLine<'_>, origin: &Origin<'_>) -> Span {
 /// (log group, request id): one Lambda invocation.
 pub type RequestKey = (String, String);
 
-/// Collects spans, dropping duplicates (the same line read twice, e.g. from overlapping reads),
-/// and remembers which Lambda invocation each span came from.
+/// How many span ids the de-duplication remembers. Duplicates come from overlapping reads of
+/// the same window, which are close together; a bound keeps memory flat on any input size.
+pub const DEDUP_CAPACITY: usize = 1 << 20;
+
+/// A set of recently seen ids that forgets the oldest beyond its capacity.
+#[derive(Debug, Default)]
+struct RecentIds {
+    set: HashSet<(TraceId, SpanId)>,
+    order: std::collections::VecDeque<(TraceId, SpanId)>,
+}
+
+impl RecentIds {
+    fn insert(&mut self, id: (TraceId, SpanId)) -> bool {
+        if !self.set.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > DEDUP_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn contains(&self, id: &(TraceId, SpanId)) -> bool {
+        self.set.contains(id)
+    }
+}
+
+/// Collects spans as they are parsed and releases them as soon as they are complete, so memory
+/// stays bounded however long the input is:
+/// * spans that belong to no Lambda invocation are ready at once;
+/// * spans of an invocation are held until its REPORT line (the last line Lambda writes for it),
+///   then released together with the invocation and init spans built from the platform lines;
+/// * spans announced by an open record wait for their finished record, or for their invocation
+///   to end (then they become error spans).
+///
+/// Duplicates (the same line read twice, e.g. from overlapping reads) are dropped by
+/// (trace id, span id) among the last [`DEDUP_CAPACITY`] spans.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    seen: HashSet<(TraceId, SpanId)>,
-    spans: Vec<Span>,
-    /// (log group, request id) of each span, by index into `spans`.
-    requests: HashMap<usize, RequestKey>,
-    /// Spans announced by an open record and not (yet) finished.
+    seen: RecentIds,
+    ready: Vec<Span>,
+    held: HashMap<RequestKey, Vec<Span>>,
     open: HashMap<(TraceId, SpanId), (Span, Option<RequestKey>)>,
     /// Spans dropped as duplicates.
     pub duplicates: u64,
 }
 
 impl Assembler {
-    /// Adds a span unless its (trace, span) pair was seen.
+    /// Adds a span that belongs to no known invocation.
     pub fn push(&mut self, span: Span) {
         self.push_from(span, None);
     }
 
-    /// Adds a span that belongs to the invocation `(log group, request id)`.
-    pub fn push_from(&mut self, span: Span, request: Option<(String, String)>) {
-        if self.seen.insert((span.trace_id, span.span_id)) {
-            self.open.remove(&(span.trace_id, span.span_id));
-            if let Some(r) = request {
-                self.requests.insert(self.spans.len(), r);
-            }
-            self.spans.push(span);
-        } else {
+    /// Adds a span that belongs to the invocation `request`, if any.
+    pub fn push_from(&mut self, span: Span, request: Option<RequestKey>) {
+        let id = (span.trace_id, span.span_id);
+        if !self.seen.insert(id) {
             self.duplicates += 1;
+            return;
+        }
+        self.open.remove(&id);
+        match request {
+            Some(r) => self.held.entry(r).or_default().push(span),
+            None => self.ready.push(span),
         }
     }
 
     /// Remembers a span announced by an open record (FORMAT.md, "Open records"); its finished
     /// record, if it comes, replaces it.
-    pub fn push_open(&mut self, span: Span, request: Option<(String, String)>) {
+    pub fn push_open(&mut self, span: Span, request: Option<RequestKey>) {
         let key = (span.trace_id, span.span_id);
         if !self.seen.contains(&key) {
             self.open.entry(key).or_insert((span, request));
         }
     }
 
-    /// Turns the open spans that never finished into error spans; returns their indices.
-    fn close_unfinished(&mut self) -> HashSet<usize> {
-        let mut open: Vec<_> = self.open.drain().map(|(_, v)| v).collect();
-        open.sort_by_key(|(s, _)| (s.start_unix_nano, s.span_id));
-        let mut idx = HashSet::new();
-        for (mut span, req) in open {
-            span.status = StatusCode::Error;
-            span.status_message = "did not finish".to_owned();
-            idx.insert(self.spans.len());
-            self.push_from(span, req);
-        }
-        idx
+    fn unfinished(mut span: Span) -> Span {
+        span.status = StatusCode::Error;
+        span.status_message = "did not finish".to_owned();
+        span
     }
 
-    /// Adds the invocation and init spans of `invocations`, re-parenting the functions' root
-    /// spans under them (see [`invocation`]). Spans that were announced and never finished end
-    /// with their invocation, as errors that carry its reason.
-    pub fn add_invocations<'a>(
-        &mut self,
-        invocations: impl IntoIterator<Item = &'a Invocation>,
-        region: Option<&str>,
-    ) {
-        let unfinished = self.close_unfinished();
-        let mut by_request: HashMap<(String, String), Vec<usize>> = HashMap::new();
-        for (i, key) in &self.requests {
-            by_request.entry(key.clone()).or_default().push(*i);
-        }
-        let mut built = Vec::new();
-        for inv in invocations {
-            let key = (inv.log_group.clone(), inv.request_id.clone());
-            let mut own = by_request.get(&key).cloned().unwrap_or_default();
-            own.sort_unstable();
-            let spans = invocation::build(inv, &mut self.spans, &own, region);
-            if let Some(inv_span) = spans.last() {
-                for &i in own.iter().filter(|i| unfinished.contains(i)) {
-                    let s = &mut self.spans[i];
-                    s.end_unix_nano = inv_span.end_unix_nano.max(s.start_unix_nano);
-                    if !inv_span.status_message.is_empty() {
-                        s.status_message = format!("did not finish: {}", inv_span.status_message);
-                    }
+    /// Ends invocation `inv`: builds its invocation and init spans, nests the function's root
+    /// spans under them, closes its unfinished open spans, and releases everything.
+    pub fn finish_invocation(&mut self, inv: &Invocation, region: Option<&str>) {
+        let key = (inv.log_group.clone(), inv.request_id.clone());
+        let mut own = self.held.remove(&key).unwrap_or_default();
+        let open_ids: Vec<(TraceId, SpanId)> = self
+            .open
+            .iter()
+            .filter(|(_, (_, r))| r.as_ref() == Some(&key))
+            .map(|(id, _)| *id)
+            .collect();
+        let first_unfinished = own.len();
+        for id in open_ids {
+            if let Some((span, _)) = self.open.remove(&id) {
+                if self.seen.insert(id) {
+                    own.push(Self::unfinished(span));
                 }
             }
-            built.extend(spans);
         }
-        self.requests.clear();
+        let idx: Vec<usize> = (0..own.len()).collect();
+        let built = invocation::build(inv, &mut own, &idx, region);
+        if let Some(inv_span) = built.last() {
+            for s in &mut own[first_unfinished..] {
+                s.end_unix_nano = inv_span.end_unix_nano.max(s.start_unix_nano);
+                if !inv_span.status_message.is_empty() {
+                    s.status_message = format!("did not finish: {}", inv_span.status_message);
+                }
+            }
+        }
+        self.ready.extend(own);
         for s in built {
-            self.push(s);
+            if self.seen.insert((s.trace_id, s.span_id)) {
+                self.ready.push(s);
+            } else {
+                self.duplicates += 1;
+            }
         }
     }
 
-    /// Takes the spans collected so far, grouped by trace in first-seen order.
-    pub fn take_traces(&mut self) -> Vec<Vec<Span>> {
-        self.close_unfinished();
-        self.requests.clear();
-        let mut order: Vec<TraceId> = Vec::new();
-        let mut by: HashMap<TraceId, Vec<Span>> = HashMap::new();
-        for s in self.spans.drain(..) {
-            by.entry(s.trace_id)
-                .or_insert_with(|| {
-                    order.push(s.trace_id);
-                    Vec::new()
-                })
-                .push(s);
+    /// Releases everything still held: spans of invocations whose REPORT never came (they were
+    /// already finished by the caller with what is known), unfinished open spans as errors.
+    pub fn flush(&mut self) {
+        for (_, spans) in self.held.drain() {
+            self.ready.extend(spans);
         }
-        order.into_iter().filter_map(|t| by.remove(&t)).collect()
+        let mut open: Vec<_> = self.open.drain().map(|(_, v)| v.0).collect();
+        open.sort_by_key(|s| (s.start_unix_nano, s.span_id));
+        for s in open {
+            if self.seen.insert((s.trace_id, s.span_id)) {
+                self.ready.push(Self::unfinished(s));
+            }
+        }
     }
+
+    /// Takes the spans that are complete.
+    pub fn take_ready(&mut self) -> Vec<Span> {
+        std::mem::take(&mut self.ready)
+    }
+
+    /// Number of spans held back, waiting for their invocation to end.
+    pub fn held(&self) -> usize {
+        self.held.values().map(Vec::len).sum::<usize>() + self.open.len()
+    }
+}
+
+/// Groups spans by trace, in first-seen order.
+pub fn group_by_trace(spans: Vec<Span>) -> Vec<Vec<Span>> {
+    let mut order: Vec<TraceId> = Vec::new();
+    let mut by: HashMap<TraceId, Vec<Span>> = HashMap::new();
+    for s in spans {
+        by.entry(s.trace_id)
+            .or_insert_with(|| {
+                order.push(s.trace_id);
+                Vec::new()
+            })
+            .push(s);
+    }
+    order.into_iter().filter_map(|t| by.remove(&t)).collect()
 }
 
 #[cfg(test)]
@@ -348,6 +403,6 @@ mod tests {
         a.push(to_span(&line, &Origin::default()));
         a.push(to_span(&line, &Origin::default()));
         assert_eq!(a.duplicates, 1);
-        assert_eq!(a.take_traces().len(), 1);
+        assert_eq!(a.take_ready().len(), 1);
     }
 }

@@ -11,6 +11,8 @@
 //! * Secrets (header values) never appear in errors or logs.
 //! * `send` may be called concurrently only through separate clones; `shutdown` is idempotent.
 
+pub mod file;
+pub mod otlp;
 pub mod retry;
 pub mod terminal;
 

@@ -216,6 +216,11 @@ fn text_records(text: &str, log_group: &str, stream: &str) -> Vec<LogRecord> {
             });
         }
     }
+    if export {
+        // Export files are not time-sorted; the converter needs stream order. Stable, so lines
+        // of the same millisecond keep their file order.
+        out.sort_by_key(|r| r.timestamp_ms);
+    }
     out
 }
 
@@ -225,7 +230,7 @@ mod tests {
 
     #[test]
     fn export_lines_with_continuations() {
-        let text = "2024-02-09T08:42:44.078Z first\n  continued\n2024-02-09T08:42:45.000Z second\n";
+        let text = "2024-02-09T08:42:45.000Z second\n2024-02-09T08:42:44.078Z first\n  continued\n";
         let r = parse_content(text, "/aws/lambda/f", "s").unwrap();
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].message, "first\n  continued");

@@ -1,0 +1,612 @@
+//! OTLP exporter configuration: the OpenTelemetry environment variables
+//! (`OTEL_EXPORTER_OTLP_*`, "OpenTelemetry Protocol Exporter" spec), validated once, plus the
+//! batching and retry knobs. Header values are secrets: `Debug` redacts them, and no error
+//! built here quotes one.
+
+use crate::convert::sink::retry::Backoff;
+use crate::convert::sink::SinkError;
+use std::fmt;
+use std::time::Duration;
+
+/// The OTLP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// OTLP/gRPC (`grpc`).
+    Grpc,
+    /// OTLP/HTTP with a protobuf body (`http/protobuf`), the spec's default.
+    #[default]
+    HttpProtobuf,
+    /// OTLP/HTTP with a JSON body (`http/json`).
+    HttpJson,
+}
+
+impl Protocol {
+    /// Parses the `OTEL_EXPORTER_OTLP_PROTOCOL` values.
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        match name.trim() {
+            "grpc" => Some(Protocol::Grpc),
+            "http/protobuf" => Some(Protocol::HttpProtobuf),
+            "http/json" => Some(Protocol::HttpJson),
+            _ => None,
+        }
+    }
+
+    /// The `OTEL_EXPORTER_OTLP_PROTOCOL` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::HttpJson => "http/json",
+        }
+    }
+
+    /// The spec's default endpoint for this protocol (a base URL, without `/v1/traces`).
+    pub fn default_base(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "http://localhost:4317",
+            Protocol::HttpProtobuf | Protocol::HttpJson => "http://localhost:4318",
+        }
+    }
+}
+
+/// Request body compression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Uncompressed (the spec's default).
+    #[default]
+    None,
+    /// gzip (`Content-Encoding: gzip`, or gRPC message compression).
+    Gzip,
+}
+
+/// Everything an [`OtlpSink`](super::OtlpSink) needs. Start from [`OtlpConfig::default`] or
+/// [`OtlpConfig::from_env`] and adjust fields.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct OtlpConfig {
+    /// The full URL requests go to: for HTTP the traces URL (`…/v1/traces`), for gRPC the
+    /// server's base URL (`http://host:4317`).
+    pub endpoint: String,
+    /// Transport and body encoding.
+    pub protocol: Protocol,
+    /// Extra request headers (gRPC metadata). Values are secrets.
+    pub headers: Vec<(String, String)>,
+    /// Body compression.
+    pub compression: Compression,
+    /// Time limit of one request (connect, send, response).
+    pub timeout: Duration,
+    /// Most spans in one export request; larger sends are split.
+    pub max_batch_spans: usize,
+    /// Most export requests in flight at once within one `send`.
+    pub max_concurrency: usize,
+    /// How long one batch is retried before `send` gives up with `SinkError::Exhausted`.
+    pub retry_deadline: Duration,
+    /// Backoff between retries.
+    pub backoff: Backoff,
+}
+
+/// Default request timeout (the spec's 10 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default spans per request (the spec's `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`).
+pub const DEFAULT_MAX_BATCH_SPANS: usize = 512;
+/// Default requests in flight.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 4;
+/// Default retry deadline.
+pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(60);
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: http_traces_url(Protocol::HttpProtobuf.default_base()),
+            protocol: Protocol::HttpProtobuf,
+            headers: Vec::new(),
+            compression: Compression::None,
+            timeout: DEFAULT_TIMEOUT,
+            max_batch_spans: DEFAULT_MAX_BATCH_SPANS,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            retry_deadline: DEFAULT_RETRY_DEADLINE,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl fmt::Debug for OtlpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, _)| (k.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("OtlpConfig")
+            .field("endpoint", &redact_url(&self.endpoint))
+            .field("protocol", &self.protocol)
+            .field("headers", &headers)
+            .field("compression", &self.compression)
+            .field("timeout", &self.timeout)
+            .field("max_batch_spans", &self.max_batch_spans)
+            .field("max_concurrency", &self.max_concurrency)
+            .field("retry_deadline", &self.retry_deadline)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+const PREFIX: &str = "OTEL_EXPORTER_OTLP_";
+const TRACES_PREFIX: &str = "OTEL_EXPORTER_OTLP_TRACES_";
+
+impl OtlpConfig {
+    /// Reads the OTLP exporter variables through `get` (pass `|k| std::env::var(k).ok()`).
+    ///
+    /// For each setting the `OTEL_EXPORTER_OTLP_TRACES_*` variable wins over the generic
+    /// `OTEL_EXPORTER_OTLP_*` one (headers too: the signal-specific list replaces the generic
+    /// one, as the Python and Go SDKs do); empty values count as unset. With HTTP, the generic
+    /// endpoint is a base URL that gets `v1/traces` appended to its path, while the
+    /// signal-specific endpoint is used as is; gRPC uses either as is. Defaults:
+    /// `http/protobuf`, `http://localhost:4318` (gRPC: `http://localhost:4317`), no
+    /// compression, 10 000 ms.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<OtlpConfig, SinkError> {
+        let var = |suffix: &str| -> Option<(String, String)> {
+            [TRACES_PREFIX, PREFIX].iter().find_map(|p| {
+                let name = format!("{p}{suffix}");
+                get(&name)
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|v| (name, v))
+            })
+        };
+        let protocol = match var("PROTOCOL") {
+            None => Protocol::default(),
+            Some((name, v)) => Protocol::from_name(&v).ok_or_else(|| {
+                SinkError::Config(format!(
+                    "{name}={v:?}: expected grpc, http/protobuf or http/json"
+                ))
+            })?,
+        };
+        let endpoint = match (
+            get(&format!("{TRACES_PREFIX}ENDPOINT")).filter(|v| !v.trim().is_empty()),
+            get(&format!("{PREFIX}ENDPOINT")).filter(|v| !v.trim().is_empty()),
+        ) {
+            (Some(signal), _) => signal.trim().to_owned(),
+            (None, Some(base)) if protocol == Protocol::Grpc => base.trim().to_owned(),
+            (None, Some(base)) => http_traces_url(base.trim()),
+            (None, None) if protocol == Protocol::Grpc => protocol.default_base().to_owned(),
+            (None, None) => http_traces_url(protocol.default_base()),
+        };
+        validate_endpoint(&endpoint)?;
+        let headers = match var("HEADERS") {
+            None => Vec::new(),
+            Some((name, v)) => {
+                parse_headers(&v).map_err(|e| SinkError::Config(format!("{name}: {e}")))?
+            }
+        };
+        let compression = match var("COMPRESSION") {
+            None => Compression::None,
+            Some((name, v)) => match v.trim() {
+                "gzip" => Compression::Gzip,
+                "none" => Compression::None,
+                _ => {
+                    return Err(SinkError::Config(format!(
+                        "{name}={v:?}: expected gzip or none"
+                    )))
+                }
+            },
+        };
+        let timeout = match var("TIMEOUT") {
+            None => DEFAULT_TIMEOUT,
+            Some((name, v)) => match v.trim().parse::<u64>() {
+                Ok(ms) if ms > 0 => Duration::from_millis(ms),
+                _ => {
+                    return Err(SinkError::Config(format!(
+                        "{name}={v:?}: expected a positive number of milliseconds"
+                    )))
+                }
+            },
+        };
+        Ok(OtlpConfig {
+            endpoint,
+            protocol,
+            headers,
+            compression,
+            timeout,
+            ..OtlpConfig::default()
+        })
+    }
+
+    /// Checks the settings `from_env` cannot check for fields set by hand.
+    pub fn validate(&self) -> Result<(), SinkError> {
+        validate_endpoint(&self.endpoint)?;
+        if self.max_batch_spans == 0 {
+            return Err(SinkError::Config(
+                "max_batch_spans must be at least 1".into(),
+            ));
+        }
+        if self.max_concurrency == 0 {
+            return Err(SinkError::Config(
+                "max_concurrency must be at least 1".into(),
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(SinkError::Config("timeout must be positive".into()));
+        }
+        for (i, (k, v)) in self.headers.iter().enumerate() {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                return Err(SinkError::Config(format!(
+                    "header {}: the key is not a valid header name",
+                    i + 1
+                )));
+            }
+            if reqwest::header::HeaderValue::from_str(v).is_err() {
+                return Err(SinkError::Config(format!(
+                    "header {} ({k}): the value is not a valid header value",
+                    i + 1
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The endpoint without user info or query, safe to print.
+    pub fn endpoint_redacted(&self) -> String {
+        redact_url(&self.endpoint)
+    }
+}
+
+/// `base` + `v1/traces`, with exactly one `/` between them (spec: "…/v1/traces relative to the
+/// base URL"; a base with a path keeps it).
+fn http_traces_url(base: &str) -> String {
+    match reqwest::Url::parse(base) {
+        Ok(mut u) => {
+            let path = u.path().trim_end_matches('/').to_owned();
+            u.set_path(&format!("{path}/v1/traces"));
+            u.to_string()
+        }
+        // Reported by `validate_endpoint` with the original text.
+        Err(_) => format!("{}/v1/traces", base.trim_end_matches('/')),
+    }
+}
+
+fn validate_endpoint(endpoint: &str) -> Result<(), SinkError> {
+    let u = reqwest::Url::parse(endpoint)
+        .map_err(|e| SinkError::Config(format!("endpoint {:?}: {e}", redact_url(endpoint))))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(SinkError::Config(format!(
+            "endpoint {:?}: expected an http:// or https:// URL with a host",
+            redact_url(endpoint)
+        )));
+    }
+    Ok(())
+}
+
+/// Drops user info and the query (either may carry a credential) from a URL for printing.
+pub(crate) fn redact_url(endpoint: &str) -> String {
+    match reqwest::Url::parse(endpoint) {
+        Ok(mut u) => {
+            let had_user = !u.username().is_empty() || u.password().is_some();
+            // Both fail only for URLs that cannot have user info, which then have none.
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            let redacted_query = u.query().is_some();
+            u.set_query(None);
+            let mut s = u.to_string();
+            if redacted_query {
+                s.push_str("?<redacted>");
+            }
+            if had_user {
+                s = s.replacen("://", "://<redacted>@", 1);
+            }
+            s
+        }
+        Err(_) => "<unparsable endpoint>".to_owned(),
+    }
+}
+
+/// Why a headers list is malformed. Never carries a value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeadersError {
+    /// An entry without `=`.
+    #[error("entry {0} is not key=value")]
+    NotKeyValue(usize),
+    /// An empty key.
+    #[error("entry {0} has an empty key")]
+    EmptyKey(usize),
+    /// A key that is not a valid header name (not quoted: a malformed entry may be a
+    /// credential pasted in the wrong place).
+    #[error("entry {0}: the key is not a valid header name")]
+    BadName(usize),
+    /// A value that is not valid UTF-8 after percent-decoding, or not a valid header value.
+    #[error("entry {0} ({1}): the value is not a valid header value")]
+    BadValue(usize, String),
+}
+
+/// Parses the `OTEL_EXPORTER_OTLP_HEADERS` syntax: comma-separated `key=value` (W3C Baggage
+/// without properties), whitespace around entries, keys and values trimmed, values
+/// percent-decoded. Keys are lowercased (HTTP header names and gRPC metadata keys are).
+pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, HeadersError> {
+    let mut out = Vec::new();
+    for (i, entry) in text.split(',').enumerate() {
+        let n = i + 1;
+        let entry = entry.trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let (k, v) = entry.split_once('=').ok_or(HeadersError::NotKeyValue(n))?;
+        let k = k.trim();
+        if k.is_empty() {
+            return Err(HeadersError::EmptyKey(n));
+        }
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| HeadersError::BadName(n))?;
+        let value = percent_decode(v.trim())
+            .filter(|v| reqwest::header::HeaderValue::from_str(v).is_ok())
+            .ok_or_else(|| HeadersError::BadValue(n, name.as_str().to_owned()))?;
+        out.push((name.as_str().to_owned(), value));
+    }
+    Ok(out)
+}
+
+/// Percent-decodes `%XX` sequences (a `%` not followed by two hex digits stays literal);
+/// `None` when the result is not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hi = (b[i + 1] as char).to_digit(16);
+            let lo = (b[i + 2] as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hi, lo) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = OtlpConfig::from_env(env(&[])).unwrap();
+        assert_eq!(c.endpoint, "http://localhost:4318/v1/traces");
+        assert_eq!(c.protocol, Protocol::HttpProtobuf);
+        assert_eq!(c.compression, Compression::None);
+        assert_eq!(c.timeout, Duration::from_secs(10));
+        assert!(c.headers.is_empty());
+        assert_eq!(c.max_batch_spans, 512);
+        assert_eq!(c.max_concurrency, 4);
+        assert_eq!(c.retry_deadline, Duration::from_secs(60));
+        let g = OtlpConfig::from_env(env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])).unwrap();
+        assert_eq!(g.endpoint, "http://localhost:4317");
+    }
+
+    #[test]
+    fn endpoints_table() {
+        let g = "OTEL_EXPORTER_OTLP_ENDPOINT";
+        let t = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+        let p = "OTEL_EXPORTER_OTLP_PROTOCOL";
+        let table: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[(g, "http://collector:4318")],
+                "http://collector:4318/v1/traces",
+            ),
+            (
+                &[(g, "http://collector:4318/")],
+                "http://collector:4318/v1/traces",
+            ),
+            (&[(g, "https://h/otlp")], "https://h/otlp/v1/traces"),
+            (&[(g, "https://h/otlp/")], "https://h/otlp/v1/traces"),
+            (&[(t, "http://x:1/custom")], "http://x:1/custom"),
+            (
+                &[(t, "http://x:1/custom"), (g, "http://y:2")],
+                "http://x:1/custom",
+            ),
+            (&[(t, ""), (g, "http://y:2")], "http://y:2/v1/traces"),
+            (&[(g, "http://y:4317"), (p, "grpc")], "http://y:4317"),
+            (
+                &[(t, "http://z:4317"), (g, "http://y:4317"), (p, "grpc")],
+                "http://z:4317",
+            ),
+            (&[(p, "http/json")], "http://localhost:4318/v1/traces"),
+        ];
+        for (vars, want) in table {
+            let c = OtlpConfig::from_env(env(vars)).unwrap();
+            assert_eq!(c.endpoint, *want, "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn signal_specific_settings_win() {
+        let c = OtlpConfig::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "1000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "250"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "b=2"),
+        ]))
+        .unwrap();
+        assert_eq!(c.protocol, Protocol::Grpc);
+        assert_eq!(c.compression, Compression::Gzip);
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert_eq!(c.headers, vec![("b".to_owned(), "2".to_owned())]);
+        let c = OtlpConfig::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.protocol, Protocol::HttpJson);
+        assert_eq!(c.headers, vec![("a".to_owned(), "1".to_owned())]);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let table = [
+            (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                "http",
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                "zstd",
+                "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+                "10s",
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+                "0",
+                "OTEL_EXPORTER_OTLP_TIMEOUT",
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "endpoint"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://h", "endpoint"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "novalue",
+                "OTEL_EXPORTER_OTLP_HEADERS",
+            ),
+        ];
+        for (k, v, needle) in table {
+            let e = OtlpConfig::from_env(env(&[(k, v)])).unwrap_err();
+            assert!(matches!(e, SinkError::Config(_)), "{k}={v}");
+            assert!(e.to_string().contains(needle), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn headers_are_baggage_like_and_percent_decoded() {
+        let h = parse_headers(" Api-Key = abc%20def , x-tenant=t%2C1,,empty=,pct=100%").unwrap();
+        assert_eq!(
+            h,
+            vec![
+                ("api-key".to_owned(), "abc def".to_owned()),
+                ("x-tenant".to_owned(), "t,1".to_owned()),
+                ("empty".to_owned(), String::new()),
+                ("pct".to_owned(), "100%".to_owned()),
+            ]
+        );
+        assert_eq!(
+            parse_headers("authorization=Basic%20dXNlcjpwYXNz").unwrap()[0].1,
+            "Basic dXNlcjpwYXNz"
+        );
+        assert_eq!(
+            parse_headers("a=1,b").unwrap_err(),
+            HeadersError::NotKeyValue(2)
+        );
+        assert_eq!(parse_headers("=x").unwrap_err(), HeadersError::EmptyKey(1));
+        assert!(matches!(
+            parse_headers("bad key=x"),
+            Err(HeadersError::BadName(1))
+        ));
+        assert!(matches!(
+            parse_headers("k=%0Asecret"),
+            Err(HeadersError::BadValue(1, _))
+        ));
+        assert!(matches!(
+            parse_headers("k=%FF"),
+            Err(HeadersError::BadValue(1, _))
+        ));
+    }
+
+    #[test]
+    fn secrets_never_printed() {
+        let c = OtlpConfig::from_env(env(&[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://user:hunter2@collector/otlp?api_key=topsecret",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20s3cr3t-token,x-api-key=k3y-value",
+            ),
+        ]))
+        .unwrap();
+        let dbg = format!("{c:?}");
+        for secret in ["s3cr3t-token", "k3y-value", "hunter2", "topsecret", "user:"] {
+            assert!(!dbg.contains(secret), "{secret} in {dbg}");
+        }
+        assert!(dbg.contains("authorization"), "{dbg}");
+        assert!(dbg.contains("<redacted>"), "{dbg}");
+        // Header errors name the entry and key, never the value.
+        let e = OtlpConfig::from_env(env(&[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "authorization=Bearer%0Asupersecret",
+        )]))
+        .unwrap_err();
+        assert!(!e.to_string().contains("supersecret"), "{e}");
+        assert!(e.to_string().contains("authorization"), "{e}");
+        let e = OtlpConfig::from_env(env(&[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "supersecret-without-equals",
+        )]))
+        .unwrap_err();
+        assert!(!e.to_string().contains("supersecret"), "{e}");
+    }
+
+    #[test]
+    fn redacted_endpoints() {
+        let table = [
+            (
+                "http://localhost:4318/v1/traces",
+                "http://localhost:4318/v1/traces",
+            ),
+            ("https://u:p@h/v1/traces", "https://<redacted>@h/v1/traces"),
+            (
+                "https://h/v1/traces?key=s",
+                "https://h/v1/traces?<redacted>",
+            ),
+            ("not a url", "<unparsable endpoint>"),
+        ];
+        for (input, want) in table {
+            assert_eq!(redact_url(input), want);
+        }
+    }
+
+    #[test]
+    fn validate_rejects_zero_knobs() {
+        assert!(OtlpConfig::default().validate().is_ok());
+        let table = [
+            OtlpConfig {
+                max_batch_spans: 0,
+                ..OtlpConfig::default()
+            },
+            OtlpConfig {
+                max_concurrency: 0,
+                ..OtlpConfig::default()
+            },
+            OtlpConfig {
+                timeout: Duration::ZERO,
+                ..OtlpConfig::default()
+            },
+            OtlpConfig {
+                endpoint: "localhost:4318".into(),
+                ..OtlpConfig::default()
+            },
+        ];
+        for c in table {
+            assert!(matches!(c.validate(), Err(SinkError::Config(_))), "{c:?}");
+        }
+    }
+}

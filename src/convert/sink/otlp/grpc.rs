@@ -1,0 +1,228 @@
+//! OTLP/gRPC transport over tonic's generated `TraceServiceClient`: one attempt in, one
+//! [`Outcome`] out. Retrying is the caller's job (`super::export_batch`).
+
+use super::config::{Compression, OtlpConfig};
+use super::encode::partial_success_of;
+use super::Outcome;
+use crate::convert::sink::retry::{classify_grpc, Verdict};
+use crate::convert::sink::SinkError;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message as _;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{AsciiMetadataValue, BinaryMetadataValue, MetadataKey, MetadataMap};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+/// Sends export requests to one OTLP/gRPC server.
+// Not `Debug`: the metadata holds header values.
+#[derive(Clone)]
+pub(crate) struct GrpcTransport {
+    endpoint: Endpoint,
+    /// Created on first use: a tonic `Channel` spawns its worker task, so it needs the runtime
+    /// `send` runs on, which `OtlpSink::new` may not have. Shared by clones.
+    client: Arc<OnceLock<TraceServiceClient<Channel>>>,
+    metadata: MetadataMap,
+    compression: Compression,
+    timeout: Duration,
+}
+
+impl GrpcTransport {
+    pub(crate) fn new(config: &OtlpConfig) -> Result<Self, SinkError> {
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|e| SinkError::Config(format!("gRPC endpoint: {e}")))?
+            .connect_timeout(config.timeout)
+            .timeout(config.timeout);
+        if config.endpoint.starts_with("https://") {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                .map_err(|e| SinkError::Config(format!("gRPC TLS: {e}")))?;
+        }
+        let mut metadata = MetadataMap::new();
+        for (i, (k, v)) in config.headers.iter().enumerate() {
+            let bad_key = || {
+                SinkError::Config(format!(
+                    "header {}: the key is not valid gRPC metadata",
+                    i + 1
+                ))
+            };
+            let bad_value =
+                || SinkError::Config(format!("header {} ({k}): the value is not valid", i + 1));
+            if k.ends_with("-bin") {
+                // gRPC binary metadata: the value's bytes, base64-encoded on the wire by tonic.
+                let key = MetadataKey::from_bytes(k.as_bytes()).map_err(|_| bad_key())?;
+                metadata.append_bin(key, BinaryMetadataValue::from_bytes(v.as_bytes()));
+            } else {
+                let key = MetadataKey::from_bytes(k.as_bytes()).map_err(|_| bad_key())?;
+                let value: AsciiMetadataValue = v.parse().map_err(|_| bad_value())?;
+                metadata.append(key, value);
+            }
+        }
+        Ok(GrpcTransport {
+            endpoint,
+            client: Arc::new(OnceLock::new()),
+            metadata,
+            compression: config.compression,
+            timeout: config.timeout,
+        })
+    }
+
+    fn client(&self) -> TraceServiceClient<Channel> {
+        self.client
+            .get_or_init(|| {
+                let client = TraceServiceClient::new(self.endpoint.connect_lazy())
+                    .accept_compressed(CompressionEncoding::Gzip);
+                match self.compression {
+                    Compression::Gzip => client.send_compressed(CompressionEncoding::Gzip),
+                    Compression::None => client,
+                }
+            })
+            .clone()
+    }
+
+    /// One `Export` call.
+    pub(crate) async fn attempt(&self, req: ExportTraceServiceRequest) -> Outcome {
+        let mut request = tonic::Request::new(req);
+        *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(self.timeout);
+        let status = match self.client().export(request).await {
+            Ok(resp) => return Outcome::Accepted(partial_success_of(resp.into_inner())),
+            Err(status) => status,
+        };
+        let code = status.code();
+        match classify_grpc(code as i32) {
+            Verdict::Success => Outcome::Accepted(Default::default()),
+            Verdict::Retry | Verdict::Throttle => Outcome::Retry {
+                reason: format!("gRPC {code:?}: {}", status.message()),
+                after: retry_delay(status.details()),
+            },
+            Verdict::Fatal => Outcome::Fatal {
+                status: format!("gRPC {code:?} ({})", code as i32),
+                body: status.message().to_owned(),
+            },
+        }
+    }
+}
+
+/// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+    #[prost(message, repeated, tag = "3")]
+    pub details: Vec<ProtoAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ProtoAny {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    pub retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// The server's requested delay (OTLP/gRPC spec: a throttling server "MAY" send
+/// `google.rpc.RetryInfo` in the status details; the client "SHOULD" honour it).
+pub(crate) fn retry_delay(details: &[u8]) -> Option<Duration> {
+    if details.is_empty() {
+        return None;
+    }
+    let status = RpcStatus::decode(details).ok()?;
+    status
+        .details
+        .iter()
+        .filter(|a| a.type_url == RETRY_INFO_TYPE)
+        .find_map(|a| RetryInfo::decode(a.value.as_slice()).ok()?.retry_delay)
+        .map(|d| {
+            Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
+                + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
+        })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn retry_info_details(delay: Duration) -> Vec<u8> {
+        let info = RetryInfo {
+            retry_delay: Some(ProtoDuration {
+                seconds: delay.as_secs() as i64,
+                nanos: delay.subsec_nanos() as i32,
+            }),
+        };
+        RpcStatus {
+            code: 8,
+            message: "slow down".into(),
+            details: vec![
+                ProtoAny {
+                    type_url: "type.googleapis.com/google.rpc.DebugInfo".into(),
+                    value: vec![1, 2, 3],
+                },
+                ProtoAny {
+                    type_url: RETRY_INFO_TYPE.into(),
+                    value: info.encode_to_vec(),
+                },
+            ],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn retry_info_is_decoded() {
+        let d = Duration::from_millis(1500);
+        assert_eq!(retry_delay(&retry_info_details(d)), Some(d));
+        assert_eq!(retry_delay(b""), None);
+        assert_eq!(retry_delay(b"\xff\xff"), None);
+        let no_info = RpcStatus {
+            code: 14,
+            message: String::new(),
+            details: vec![],
+        };
+        assert_eq!(retry_delay(&no_info.encode_to_vec()), None);
+    }
+
+    #[test]
+    fn metadata_from_headers() {
+        let mut c = OtlpConfig {
+            endpoint: "http://127.0.0.1:4317".into(),
+            headers: vec![
+                ("authorization".into(), "Bearer x".into()),
+                ("trace-bin".into(), "raw".into()),
+            ],
+            ..OtlpConfig::default()
+        };
+        let t = GrpcTransport::new(&c).unwrap();
+        assert_eq!(t.metadata.get("authorization").unwrap(), "Bearer x");
+        assert_eq!(
+            t.metadata.get_bin("trace-bin").unwrap().to_bytes().unwrap(),
+            "raw".as_bytes()
+        );
+        c.headers = vec![("k".into(), "bad\u{7f}".into())];
+        let Err(e) = GrpcTransport::new(&c) else {
+            panic!("accepted a bad value")
+        };
+        assert!(!e.to_string().contains("bad"), "{e}");
+    }
+}

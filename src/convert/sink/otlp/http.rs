@@ -1,0 +1,237 @@
+//! OTLP/HTTP transport (protobuf or JSON bodies) over reqwest: one attempt in, one
+//! [`Outcome`] out. Retrying is the caller's job (`super::export_batch`).
+
+use super::config::{Compression, OtlpConfig, Protocol};
+use super::encode::{decode_response_json, decode_response_proto, to_json};
+use super::Outcome;
+use crate::convert::sink::retry::{classify_http, parse_retry_after, Verdict};
+use crate::convert::sink::SinkError;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::bytes::Bytes;
+use prost::Message as _;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
+use std::io::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Largest response body read: OTLP responses are tiny, an error page should not be slurped.
+const MAX_RESPONSE: usize = 64 * 1024;
+
+/// Sends request bodies to one OTLP/HTTP traces URL.
+#[derive(Clone)]
+pub(crate) struct HttpTransport {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    protocol: Protocol,
+    compression: Compression,
+    /// Caps `Retry-After`.
+    retry_cap: Duration,
+}
+
+impl HttpTransport {
+    pub(crate) fn new(config: &OtlpConfig) -> Result<Self, SinkError> {
+        let url = reqwest::Url::parse(&config.endpoint)
+            .map_err(|e| SinkError::Config(format!("endpoint: {e}")))?;
+        let mut headers = HeaderMap::new();
+        for (i, (k, v)) in config.headers.iter().enumerate() {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                SinkError::Config(format!(
+                    "header {}: the key is not a valid header name",
+                    i + 1
+                ))
+            })?;
+            let mut value = HeaderValue::from_str(v).map_err(|_| {
+                SinkError::Config(format!("header {} ({k}): the value is not valid", i + 1))
+            })?;
+            // Keeps the value out of any debug output of the request.
+            value.set_sensitive(true);
+            headers.append(name, value);
+        }
+        // Ours win over same-named custom headers: a wrong type would make every request fail.
+        let content_type = match config.protocol {
+            Protocol::HttpJson => "application/json",
+            // Exactly this: Phoenix answers 415 to anything else, parameters included.
+            _ => "application/x-protobuf",
+        };
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if config.compression == Compression::Gzip {
+            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        } else {
+            headers.remove(CONTENT_ENCODING);
+        }
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("spanline/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(config.timeout)
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| SinkError::Config(format!("HTTP client: {}", error_chain(&e))))?;
+        Ok(HttpTransport {
+            client,
+            url,
+            protocol: config.protocol,
+            compression: config.compression,
+            retry_cap: config.retry_deadline,
+        })
+    }
+
+    /// The request body for `req`: protobuf or JSON, gzipped when configured. Built once per
+    /// batch and reused by every attempt.
+    pub(crate) fn body(&self, req: &ExportTraceServiceRequest) -> Result<Bytes, SinkError> {
+        let raw = match self.protocol {
+            Protocol::HttpJson => to_json(req).into_bytes(),
+            _ => req.encode_to_vec(),
+        };
+        Ok(Bytes::from(match self.compression {
+            Compression::None => raw,
+            Compression::Gzip => gzip(&raw)?,
+        }))
+    }
+
+    /// One POST.
+    pub(crate) async fn attempt(&self, body: Bytes) -> Outcome {
+        let resp = match self.client.post(self.url.clone()).body(body).send().await {
+            Ok(r) => r,
+            Err(e) => return transport_failure(e),
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now_unix(), self.retry_cap));
+        let reply_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        let body = read_limited(resp).await;
+        match classify_http(status.as_u16()) {
+            Verdict::Success => {
+                // A 2xx means the spans were accepted; the body only adds partial success.
+                // An unreadable or undecodable body therefore does not fail the export (MLflow
+                // answers protobuf requests with JSON, others with an empty body).
+                let body = body.unwrap_or_default();
+                let json_request = self.protocol == Protocol::HttpJson;
+                // The reply's own type decides; without one, assume the request's (OTLP/HTTP:
+                // the response uses the request's encoding). Other types (an HTML page from a
+                // proxy) carry no partial success.
+                let partial = match reply_type.as_deref() {
+                    Some(t) if t.contains("json") => decode_response_json(&body).ok(),
+                    Some(t) if t.contains("protobuf") => decode_response_proto(&body).ok(),
+                    None if json_request => decode_response_json(&body).ok(),
+                    None => decode_response_proto(&body).ok(),
+                    Some(_) => None,
+                };
+                Outcome::Accepted(partial.unwrap_or_default())
+            }
+            Verdict::Retry | Verdict::Throttle => Outcome::Retry {
+                reason: format!("HTTP {status}: {}", body_text(body)),
+                after: retry_after,
+            },
+            Verdict::Fatal => Outcome::Fatal {
+                status: format!("HTTP {status}"),
+                body: body_text(body),
+            },
+        }
+    }
+}
+
+fn gzip(raw: &[u8]) -> Result<Vec<u8>, SinkError> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    enc.write_all(raw)?;
+    Ok(enc.finish()?)
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads at most [`MAX_RESPONSE`] bytes of the body.
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = MAX_RESPONSE - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= MAX_RESPONSE {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn body_text(body: Result<Vec<u8>, reqwest::Error>) -> String {
+    match body {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(e) => format!("(body unreadable: {})", error_chain(&e.without_url())),
+    }
+}
+
+/// Classifies a request that got no HTTP status. A peer that answers with something that is
+/// not HTTP (an SSH or gRPC-only port, a TLS endpoint spoken to in plain text) will answer the
+/// same way next time: fatal. Everything else (timeouts, refused or reset connections, peers
+/// hanging up without an answer, anything unrecognised) is treated as transient, so an
+/// unexpected error costs a retry deadline, never data.
+fn transport_failure(e: reqwest::Error) -> Outcome {
+    let e = e.without_url();
+    let text = error_chain(&e);
+    if !e.is_timeout() && !e.is_connect() && !has_io_error(&e) && is_parse_error(&e) {
+        return Outcome::Fatal {
+            status: "malformed response".to_owned(),
+            body: text,
+        };
+    }
+    Outcome::Retry {
+        reason: text,
+        after: None,
+    }
+}
+
+fn has_io_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<std::io::Error>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// hyper's response parse errors ("invalid HTTP version parsed", "invalid HTTP status-code
+/// parsed", "invalid HTTP header parsed", "message head is too large", …). hyper is not a
+/// direct dependency, so its `Error::is_parse` cannot be reached by downcasting; its `Display`
+/// texts for these cases have been stable since hyper 0.14, and a miss only means a retry.
+fn is_parse_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let t = err.to_string();
+        if t.starts_with("invalid HTTP")
+            || t.contains(" parsed")
+            || t == "message head is too large"
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// An error and its causes, `: `-separated (reqwest's own `Display` shows only the top).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let t = err.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = err.source();
+    }
+    s
+}

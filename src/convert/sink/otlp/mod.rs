@@ -1,0 +1,304 @@
+//! The OTLP sink: spans → `ExportTraceServiceRequest`s → an OpenTelemetry collector or
+//! backend, over OTLP/HTTP (protobuf or JSON) or OTLP/gRPC.
+//!
+//! Split the vector way: [`encode`] is pure (spans → request, request → JSON, response →
+//! partial success), [`config`] reads the `OTEL_EXPORTER_OTLP_*` variables, `http` and `grpc`
+//! make one attempt each, and this module batches, bounds concurrency and retries with
+//! [`retry`](crate::convert::sink::retry)'s policy.
+//!
+//! `send` splits the spans into requests of at most `max_batch_spans`, keeps at most
+//! `max_concurrency` in flight, retries each until it is accepted, refused (fatal) or
+//! `retry_deadline` has passed, and returns `Ok` only when every request was accepted.
+
+pub mod config;
+pub mod encode;
+mod grpc;
+mod http;
+#[cfg(test)]
+mod tests;
+
+pub use config::{parse_headers, Compression, HeadersError, OtlpConfig, Protocol};
+pub use encode::{encode_request, to_json, PartialSuccess};
+
+use crate::convert::assemble::Span;
+use crate::convert::sink::retry::Backoff;
+use crate::convert::sink::{Delivery, Sink, SinkError};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Longest response body kept in an error.
+pub const MAX_ERROR_BODY: usize = 1024;
+
+/// Header values shorter than this are not scrubbed from response text: they are ids (MLflow's
+/// `x-mlflow-experiment-id: 0`), and replacing every `0` would garble the message.
+const MIN_SECRET_LEN: usize = 6;
+
+/// What one attempt came to.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The backend took the request (possibly rejecting some spans).
+    Accepted(PartialSuccess),
+    /// Transient failure; `after` is the server's requested delay.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// The backend refused the request.
+    Fatal { status: String, body: String },
+}
+
+#[derive(Clone)]
+enum Transport {
+    Http(http::HttpTransport),
+    // Boxed: tonic's `Endpoint` is large and clippy rightly objects to the size gap.
+    Grpc(Box<grpc::GrpcTransport>),
+}
+
+/// One batch, encoded once for every attempt.
+enum Payload {
+    Http(Bytes),
+    Grpc(ExportTraceServiceRequest),
+}
+
+impl Transport {
+    fn payload(&self, req: ExportTraceServiceRequest) -> Result<Payload, SinkError> {
+        match self {
+            Transport::Http(t) => Ok(Payload::Http(t.body(&req)?)),
+            Transport::Grpc(_) => Ok(Payload::Grpc(req)),
+        }
+    }
+
+    async fn attempt(&self, payload: &Payload) -> Outcome {
+        match (self, payload) {
+            (Transport::Http(t), Payload::Http(body)) => t.attempt(body.clone()).await,
+            (Transport::Grpc(t), Payload::Grpc(req)) => t.attempt(req.clone()).await,
+            // `payload` is always built by the same transport.
+            _ => Outcome::Fatal {
+                status: "internal".into(),
+                body: "payload does not match the transport".into(),
+            },
+        }
+    }
+}
+
+/// What the batches of one `send` share. Deliberately not `Debug`: it holds the secrets.
+struct Exporter {
+    transport: Transport,
+    /// The endpoint without credentials, for errors.
+    endpoint: String,
+    /// Header values to scrub from anything a server sends back.
+    secrets: Vec<String>,
+    timeout: Duration,
+    retry_deadline: Duration,
+    backoff: Backoff,
+}
+
+/// Sends spans to an OTLP endpoint. Clone it to send concurrently; clones share connections.
+#[derive(Clone)]
+pub struct OtlpSink {
+    exporter: Option<Arc<Exporter>>,
+    config: Arc<OtlpConfig>,
+}
+
+/// Shows the (redacted) configuration only: the clients carry header values.
+impl std::fmt::Debug for OtlpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpSink")
+            .field("config", &self.config)
+            .field("shut_down", &self.exporter.is_none())
+            .finish()
+    }
+}
+
+impl OtlpSink {
+    /// Validates `config` and prepares the client. Connects lazily, on the first `send`, so
+    /// this needs no runtime and no reachable endpoint.
+    pub fn new(config: OtlpConfig) -> Result<OtlpSink, SinkError> {
+        config.validate()?;
+        let transport = match config.protocol {
+            Protocol::Grpc => Transport::Grpc(Box::new(grpc::GrpcTransport::new(&config)?)),
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                Transport::Http(http::HttpTransport::new(&config)?)
+            }
+        };
+        let secrets = config
+            .headers
+            .iter()
+            .flat_map(|(_, v)| std::iter::once(v.as_str()).chain(v.split_whitespace()))
+            .filter(|v| v.len() >= MIN_SECRET_LEN)
+            .map(str::to_owned)
+            .collect();
+        let exporter = Exporter {
+            transport,
+            endpoint: config.endpoint_redacted(),
+            secrets,
+            timeout: config.timeout,
+            retry_deadline: config.retry_deadline,
+            backoff: Backoff::new(config.backoff.base, config.backoff.cap),
+        };
+        Ok(OtlpSink {
+            exporter: Some(Arc::new(exporter)),
+            config: Arc::new(config),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &OtlpConfig {
+        &self.config
+    }
+}
+
+impl Sink for OtlpSink {
+    async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
+        let Some(exporter) = self.exporter.clone() else {
+            return Err(SinkError::Config("send after shutdown".into()));
+        };
+        let mut delivery = Delivery::default();
+        let mut batches = spans.chunks(self.config.max_batch_spans.max(1));
+        let mut in_flight: JoinSet<(u64, Result<Accepted, SinkError>)> = JoinSet::new();
+        let mut failure: Option<SinkError> = None;
+        loop {
+            while failure.is_none() && in_flight.len() < self.config.max_concurrency.max(1) {
+                let Some(batch) = batches.next() else { break };
+                let payload = exporter.transport.payload(encode_request(batch))?;
+                let exporter = Arc::clone(&exporter);
+                let n = batch.len() as u64;
+                in_flight.spawn(async move { (n, export_batch(&exporter, payload).await) });
+            }
+            let Some(joined) = in_flight.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok((n, Ok(a))) => {
+                    delivery.accepted += n.saturating_sub(a.partial.rejected);
+                    delivery.rejected += a.partial.rejected;
+                    delivery.attempts = delivery.attempts.max(a.attempts);
+                    if let Some(m) = a.partial.message {
+                        delivery.message = Some(match delivery.message.take() {
+                            Some(prev) if prev != m => format!("{prev}; {m}"),
+                            Some(prev) => prev,
+                            None => m,
+                        });
+                    }
+                }
+                Ok((_, Err(e))) => {
+                    // The whole send fails: stop the other batches, the caller will resend.
+                    if failure.is_none() {
+                        failure = Some(e);
+                        in_flight.abort_all();
+                    }
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => {
+                    if failure.is_none() {
+                        failure = Some(SinkError::Exhausted {
+                            endpoint: exporter.endpoint.clone(),
+                            attempts: 0,
+                            last: format!("export task failed: {e}"),
+                        });
+                        in_flight.abort_all();
+                    }
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(delivery),
+        }
+    }
+
+    async fn shutdown(&mut self) -> Result<(), SinkError> {
+        // Nothing is buffered between sends; dropping the client closes its connections once
+        // the last clone goes.
+        self.exporter = None;
+        Ok(())
+    }
+}
+
+/// One batch's result.
+struct Accepted {
+    partial: PartialSuccess,
+    attempts: u32,
+}
+
+/// Sends one batch until it is accepted, refused, or the retry deadline passes.
+async fn export_batch(ex: &Exporter, payload: Payload) -> Result<Accepted, SinkError> {
+    let deadline = Instant::now() + ex.retry_deadline;
+    let mut backoff = ex.backoff.clone();
+    let mut attempts: u32 = 0;
+    loop {
+        attempts = attempts.saturating_add(1);
+        // Retries never run past the deadline; the first attempt always gets the full timeout.
+        let budget = if attempts == 1 {
+            ex.timeout
+        } else {
+            ex.timeout
+                .min(deadline.saturating_duration_since(Instant::now()))
+        };
+        let outcome = match tokio::time::timeout(budget, ex.transport.attempt(&payload)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::Retry {
+                reason: format!("no response within {} ms", budget.as_millis()),
+                after: None,
+            },
+        };
+        match outcome {
+            Outcome::Accepted(partial) => {
+                let partial = PartialSuccess {
+                    message: partial.message.map(|m| ex.scrub(&m)),
+                    ..partial
+                };
+                return Ok(Accepted { partial, attempts });
+            }
+            Outcome::Fatal { status, body } => {
+                return Err(SinkError::Fatal {
+                    endpoint: ex.endpoint.clone(),
+                    status: ex.scrub(&status),
+                    body: ex.scrub(&body),
+                });
+            }
+            Outcome::Retry { reason, after } => {
+                let delay = backoff.next_delay(after);
+                if Instant::now() + delay >= deadline {
+                    return Err(SinkError::Exhausted {
+                        endpoint: ex.endpoint.clone(),
+                        attempts,
+                        last: ex.scrub(&reason),
+                    });
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+impl Exporter {
+    /// Removes header values from server-supplied text (some servers echo request headers in
+    /// error pages), then truncates it to [`MAX_ERROR_BODY`]. Scrubbing comes first so a
+    /// secret cut by the truncation cannot leave a prefix behind.
+    fn scrub(&self, text: &str) -> String {
+        let mut t = text.to_owned();
+        for s in &self.secrets {
+            if t.contains(s.as_str()) {
+                t = t.replace(s.as_str(), "<redacted>");
+            }
+        }
+        truncate(&t, MAX_ERROR_BODY)
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary, `…` marking a cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
