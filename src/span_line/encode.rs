@@ -540,18 +540,7 @@ impl SpanEncoder {
         out.reserve(128 + head.name.len() + self.attrs.len() + self.tail.len() + suffix.len());
         for drop_all in [false, true] {
             out.truncate(start);
-            out.extend_from_slice(PREFIX);
-            out.extend_from_slice(&head.trace_id.to_b64());
-            out.extend_from_slice(&head.span_id.to_b64());
-            if let Some(p) = head.parent {
-                out.extend_from_slice(&p.to_b64());
-            }
-            out.push(b' ');
-            write_u64(out, head.start_us);
-            out.push(b' ');
-            write_u64(out, head.duration_us);
-            write_flags(out, head.kind, head.status);
-            out.push(b' ');
+            write_head(out, head);
             write_escaped(out, head.name, Class::Name, MAX_NAME);
             self.write_fields(out, status_message, request_id, suffix, drop_all);
             out.push(b';');
@@ -560,6 +549,45 @@ impl SpanEncoder {
             }
         }
     }
+}
+
+/// Appends everything before the name: marker, ids, start, duration and flags, and the space.
+/// Built in a stack buffer and appended at once: one capacity check instead of a dozen.
+#[inline]
+fn write_head(out: &mut Vec<u8>, head: &SpanHead<'_>) {
+    let mut b = [0u8; 104];
+    let mut n = PREFIX.len();
+    b[..n].copy_from_slice(PREFIX);
+    b[n..n + 22].copy_from_slice(&head.trace_id.to_b64());
+    n += 22;
+    b[n..n + 11].copy_from_slice(&head.span_id.to_b64());
+    n += 11;
+    if let Some(p) = head.parent {
+        b[n..n + 11].copy_from_slice(&p.to_b64());
+        n += 11;
+    }
+    b[n] = b' ';
+    n += 1;
+    let mut ib = itoa::Buffer::new();
+    let t = ib.format(head.start_us).as_bytes();
+    b[n..n + t.len()].copy_from_slice(t);
+    n += t.len();
+    b[n] = b' ';
+    n += 1;
+    let d = ib.format(head.duration_us).as_bytes();
+    b[n..n + d.len()].copy_from_slice(d);
+    n += d.len();
+    if let Some(l) = head.kind.letter() {
+        b[n] = l;
+        n += 1;
+    }
+    if let Some(l) = head.status.letter() {
+        b[n] = l;
+        n += 1;
+    }
+    b[n] = b' ';
+    n += 1;
+    out.extend_from_slice(&b[..n]);
 }
 
 /// Appends an *open* record (FORMAT.md §3, flag `u`): the span `head` has started. Duration,
