@@ -2,6 +2,7 @@
 
 mod conformance;
 mod convert;
+mod e2e;
 mod model;
 mod properties;
 mod reference;

@@ -23,7 +23,15 @@ for banned in tokio aws-config aws-sdk-cloudwatchlogs aws-sdk-s3 clap serde_json
 done
 cargo test --no-default-features --lib -q
 
-step "Rust: unit, property, conformance and doc tests"
+step "test services: moto, MLflow, Phoenix, rotel on 127.0.0.1 (tests/services.sh)"
+# Stopped on any exit, also when a later step fails. The end-to-end tests (tests/e2e.rs) fail
+# without the SPANLINE_TEST_* variables the env file exports.
+trap 'bash tests/services.sh stop' EXIT
+bash tests/services.sh start
+# shellcheck source=/dev/null
+source target/test-services/env
+
+step "Rust: unit, property, conformance, end-to-end and doc tests"
 cargo test --all-features
 
 step "Node and Python emitters against the conformance vectors"
