@@ -7,7 +7,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use spanline::convert::assemble::{group_by_trace, Span};
+use spanline::convert::assemble::{group_by_trace, ServiceMap, Span};
 use spanline::convert::sink::file::FileSink;
 use spanline::convert::sink::otlp::{Compression, OtlpConfig, OtlpSink, Protocol};
 use spanline::convert::sink::terminal::{render_trace, Style};
@@ -53,6 +53,14 @@ enum Command {
         /// Exit with code 3 when malformed span lines were found.
         #[arg(long)]
         strict: bool,
+        /// Service name for a log group whose spans do not name one: `GROUP=NAME`, or
+        /// `PREFIX*=NAME` (repeatable). Default: `/aws/lambda/<fn>` → `<fn>`, otherwise the
+        /// group's last path segment.
+        #[arg(long = "service", value_name = "GROUP=NAME")]
+        service: Vec<String>,
+        /// AWS region, recorded as `cloud.region` on invocation spans.
+        #[arg(long, env = "AWS_REGION")]
+        region: Option<String>,
         #[command(flatten)]
         sinks: SinkArgs,
     },
@@ -236,6 +244,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             log_group_name,
             color,
             strict,
+            service,
+            region,
             sinks: sink_args,
         } => {
             let files = list_files(&paths)?;
@@ -247,6 +257,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             let mut conv = Converter::default();
+            conv.region = region;
+            conv.services = ServiceMap::parse(service.iter().map(String::as_str))
+                .map_err(|e| anyhow::anyhow!("--service {e}"))?;
             let mut drawn: Vec<Span> = Vec::new();
             let mut attempts = 0u32;
             let mut rejected = 0u64;

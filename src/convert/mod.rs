@@ -79,6 +79,8 @@ pub struct Converter {
     pub summary: Summary,
     /// `cloud.region` for invocation spans, when known.
     pub region: Option<String>,
+    /// Service names for log groups (`--service`).
+    pub services: assemble::ServiceMap,
     invocations: BTreeMap<(String, String), Invocation>,
     current: HashMap<(String, String), String>,
     cold_pending: HashMap<(String, String), i64>,
@@ -235,7 +237,10 @@ impl Converter {
 
     /// Takes the spans that are complete (see [`Assembler`]).
     pub fn take_ready(&mut self) -> Vec<assemble::Span> {
-        let spans = self.assembler.take_ready();
+        let mut spans = self.assembler.take_ready();
+        for s in &mut spans {
+            self.services.apply(s);
+        }
         self.summary.spans += spans.len() as u64;
         self.summary.duplicates = self.assembler.duplicates;
         spans

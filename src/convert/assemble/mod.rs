@@ -166,7 +166,7 @@ pub fn to_span(line: &SpanLine<'_>, origin: &Origin<'_>) -> Span {
         ));
     }
     let attributes: Vec<KeyValue> = line.attributes().map(|a| KeyValue::from_line(&a)).collect();
-    Span {
+    let mut span = Span {
         trace_id: line.trace_id,
         span_id: line.span_id,
         parent_span_id: line.parent_span_id,
@@ -201,6 +201,119 @@ pub fn to_span(line: &SpanLine<'_>, origin: &Origin<'_>) -> Span {
             line.dropped.events,
             line.dropped.links,
         ),
+    };
+    opentracing_to_otel(&mut span);
+    span
+}
+
+/// Maps OpenTracing conventions that emitters in other languages may pass through as plain
+/// tags and logs onto their OpenTelemetry equivalents (OpenTelemetry's "OpenTracing
+/// Compatibility" specification):
+/// * tag `error=true` → status error (the tag is dropped; `error=false` is dropped too);
+/// * tag `span.kind` → the span kind, when the line did not set one;
+/// * a log with `event=error` (or named `error`) → an `exception` event, with `error.kind` /
+///   `error.object` → `exception.type`, `message` → `exception.message`, `stack` →
+///   `exception.stacktrace`.
+pub fn opentracing_to_otel(span: &mut Span) {
+    let mut kind = None;
+    let mut error = false;
+    span.attributes
+        .retain(|kv| match (kv.key.as_str(), &kv.value) {
+            ("error", AnyValue::Bool(b)) => {
+                error |= *b;
+                false
+            }
+            ("span.kind", AnyValue::Str(k)) => {
+                kind = SpanKind::from_name(k);
+                kind.is_none()
+            }
+            _ => true,
+        });
+    if error && span.status == StatusCode::Unset {
+        span.status = StatusCode::Error;
+    }
+    if let (Some(k), SpanKind::Internal) = (kind, span.kind) {
+        span.kind = k;
+    }
+    for e in &mut span.events {
+        let is_error_log = e.name == "error"
+            || e.attributes
+                .iter()
+                .any(|kv| kv.key == "event" && kv.value == AnyValue::Str("error".into()));
+        if !is_error_log {
+            continue;
+        }
+        e.name = "exception".to_owned();
+        e.attributes.retain(|kv| kv.key != "event");
+        for kv in &mut e.attributes {
+            let renamed = match kv.key.as_str() {
+                "error.kind" | "error.object" => "exception.type",
+                "message" => "exception.message",
+                "stack" => "exception.stacktrace",
+                _ => continue,
+            };
+            kv.key = renamed.to_owned();
+        }
+    }
+}
+
+/// Service names by log group, for groups whose spans do not name their service (`*s=`):
+/// `GROUP=NAME` for one group, `PREFIX*=NAME` for every group starting with `PREFIX`.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceMap {
+    rules: Vec<(String, bool, String)>,
+}
+
+impl ServiceMap {
+    /// Parses rules (`GROUP=NAME` or `PREFIX*=NAME`).
+    pub fn parse<'a>(rules: impl IntoIterator<Item = &'a str>) -> Result<ServiceMap, String> {
+        let mut out = ServiceMap::default();
+        for r in rules {
+            let (pat, name) = r
+                .split_once('=')
+                .filter(|(p, n)| !p.is_empty() && !n.is_empty())
+                .ok_or_else(|| format!("{r:?}: expected LOG_GROUP=SERVICE or PREFIX*=SERVICE"))?;
+            let (pat, prefix) = match pat.strip_suffix('*') {
+                Some(p) => (p, true),
+                None => (pat, false),
+            };
+            out.rules.push((pat.to_owned(), prefix, name.to_owned()));
+        }
+        Ok(out)
+    }
+
+    /// The service for `group` by the first matching rule, else the built-in rule
+    /// ([`service_from_log_group`]).
+    pub fn service(&self, group: &str) -> String {
+        self.rules
+            .iter()
+            .find(|(p, prefix, _)| {
+                if *prefix {
+                    group.starts_with(p.as_str())
+                } else {
+                    group == p
+                }
+            })
+            .map_or_else(|| service_from_log_group(group), |(_, _, n)| n.clone())
+    }
+
+    /// Renames a span whose service was derived from its log group.
+    pub fn apply(&self, span: &mut Span) {
+        if self.rules.is_empty() {
+            return;
+        }
+        let group = span
+            .resource
+            .iter()
+            .find_map(|kv| match (&kv.key[..], &kv.value) {
+                ("aws.log.group.names", AnyValue::Str(g)) => Some(g.clone()),
+                _ => None,
+            });
+        if let Some(g) = group {
+            if span.service == service_from_log_group(&g) {
+                span.service = self.service(&g);
+            }
+        }
     }
 }
 
@@ -393,6 +506,37 @@ mod tests {
         assert_eq!(s.service, "api");
         assert_eq!((s.start_unix_nano, s.end_unix_nano), (1_000_000, 1_005_000));
         assert_eq!(s.events[0].time_unix_nano, 1_002_000);
+    }
+
+    #[test]
+    fn opentracing_tags_and_logs_map_to_otel() {
+        let rec = decode("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 n error!t span.kind=client @2=log event=error error.kind=TypeError message=boom stack=x;").unwrap();
+        let s = to_span(&rec.spans().next().unwrap(), &Origin::default());
+        assert_eq!((s.status, s.kind), (StatusCode::Error, SpanKind::Client));
+        assert!(s.attributes.is_empty());
+        assert_eq!(s.events[0].name, "exception");
+        let keys: Vec<&str> = s.events[0]
+            .attributes
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "exception.type",
+                "exception.message",
+                "exception.stacktrace"
+            ]
+        );
+    }
+
+    #[test]
+    fn service_map_rules() {
+        let m = ServiceMap::parse(["/ecs/express-app=web", "/aws/lambda/orders-*=orders"]).unwrap();
+        assert_eq!(m.service("/ecs/express-app"), "web");
+        assert_eq!(m.service("/aws/lambda/orders-prod"), "orders");
+        assert_eq!(m.service("/aws/lambda/other"), "other");
+        assert!(ServiceMap::parse(["nope"]).is_err());
     }
 
     #[test]
