@@ -11,8 +11,9 @@ use spanline::convert::assemble::{group_by_trace, ServiceMap, Span};
 use spanline::convert::sink::file::FileSink;
 use spanline::convert::sink::otlp::{Compression, OtlpConfig, OtlpSink, Protocol};
 use spanline::convert::sink::terminal::{render_trace, Style};
+use spanline::convert::sink::zipkin::{ZipkinConfig, ZipkinSink};
 use spanline::convert::sink::{Delivery, Sink, SinkError};
-use spanline::convert::source::file::{list_files, read_file};
+use spanline::convert::source::file::{for_each_record, list_files};
 use spanline::convert::Converter;
 use spanline::span_line::{TraceId, FILTER_PATTERN};
 use std::io::{IsTerminal, Write};
@@ -62,7 +63,7 @@ enum Command {
         #[arg(long, env = "AWS_REGION")]
         region: Option<String>,
         #[command(flatten)]
-        sinks: SinkArgs,
+        sinks: Box<SinkArgs>,
     },
     /// Print the CloudWatch filter pattern and Logs Insights query that find a trace's lines.
     Pattern {
@@ -90,7 +91,8 @@ struct SinkArgs {
     /// OTLP compression: gzip or none.
     #[arg(long = "otlp-compression", value_name = "gzip|none")]
     otlp_compression: Option<String>,
-    /// Zipkin v2 endpoint, e.g. http://127.0.0.1:9411/api/v2/spans.
+    /// Zipkin v2 endpoint, e.g. http://127.0.0.1:9411/api/v2/spans (default:
+    /// OTEL_EXPORTER_ZIPKIN_ENDPOINT).
     #[arg(long = "zipkin-endpoint", value_name = "URL")]
     zipkin_endpoint: Option<String>,
     /// Write OTLP JSON lines (one ExportTraceServiceRequest per line) to a file, `-` for stdout.
@@ -104,6 +106,7 @@ struct SinkArgs {
 /// The sinks the arguments ask for.
 enum AnySink {
     Otlp(OtlpSink),
+    Zipkin(ZipkinSink),
     File(FileSink),
 }
 
@@ -115,6 +118,7 @@ impl AnySink {
                 s.config().protocol.name(),
                 s.config().endpoint_redacted()
             ),
+            AnySink::Zipkin(_) => "Zipkin".to_owned(),
             AnySink::File(_) => "OTLP JSON file".to_owned(),
         }
     }
@@ -122,6 +126,7 @@ impl AnySink {
     async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
         match self {
             AnySink::Otlp(s) => s.send(spans).await,
+            AnySink::Zipkin(s) => s.send(spans).await,
             AnySink::File(s) => s.send(spans).await,
         }
     }
@@ -129,6 +134,7 @@ impl AnySink {
     async fn shutdown(&mut self) -> Result<(), SinkError> {
         match self {
             AnySink::Otlp(s) => s.shutdown().await,
+            AnySink::Zipkin(s) => s.shutdown().await,
             AnySink::File(s) => s.shutdown().await,
         }
     }
@@ -187,8 +193,14 @@ fn sinks(args: &SinkArgs) -> anyhow::Result<Vec<AnySink>> {
     if let Some(p) = &args.output {
         out.push(AnySink::File(FileSink::open(p)?));
     }
-    if let Some(z) = &args.zipkin_endpoint {
-        anyhow::bail!("--zipkin-endpoint {z}: the Zipkin sink is not available in this build");
+    let zipkin_env = env_var("OTEL_EXPORTER_ZIPKIN_ENDPOINT").is_some();
+    if args.zipkin_endpoint.is_some() || zipkin_env {
+        let mut c = ZipkinConfig::from_env(env_var)?;
+        if let Some(z) = &args.zipkin_endpoint {
+            c.endpoint = z.clone();
+        }
+        c.validate()?;
+        out.push(AnySink::Zipkin(ZipkinSink::new(c)?));
     }
     Ok(out)
 }
@@ -268,9 +280,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let total = files.len();
             for i in 0..=total {
                 if let Some(f) = files.get(i) {
-                    for rec in read_file(f, &log_group_name)? {
-                        conv.push(&rec);
-                    }
+                    for_each_record(f, &log_group_name, |rec| conv.push_ref(rec))?;
                 }
                 let mut pending = conv.take_ready();
                 if i == total {

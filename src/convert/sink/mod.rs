@@ -15,6 +15,7 @@ pub mod file;
 pub mod otlp;
 pub mod retry;
 pub mod terminal;
+pub mod zipkin;
 
 use crate::convert::assemble::Span;
 use std::future::Future;
