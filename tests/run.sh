@@ -41,13 +41,18 @@ python3 -m unittest discover -s examples/python -p 'test_*.py' -v
 step "examples run"
 cargo run -q --example handler >/dev/null
 
-step "bounded fuzz run of the span line decoder"
+step "bounded fuzz runs: the span line decoder and the converter's input side"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-corpus=$(mktemp -d)
-cp fuzz/seeds/* "$corpus/"
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
-RUSTC_BOOTSTRAP=1 cargo fuzz run decode "$corpus" -- -max_total_time="${FUZZ_SECONDS:-60}"
-rm -rf "$corpus"
+fuzz() {
+  local target=$1 seeds=$2 seconds=$3 corpus
+  corpus=$(mktemp -d)
+  cp "$seeds"/* "$corpus/"
+  RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$corpus" -- -max_total_time="$seconds" -rss_limit_mb=2048
+  rm -rf "$corpus"
+}
+fuzz decode fuzz/seeds "${FUZZ_SECONDS:-60}"
+fuzz convert fuzz/seeds-convert "${FUZZ_SECONDS:-30}"
 
 echo
 echo "all tests passed"
