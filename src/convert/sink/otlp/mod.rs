@@ -225,20 +225,33 @@ struct Accepted {
     attempts: u32,
 }
 
+/// The shortest time worth giving an attempt.
+const MIN_ATTEMPT: Duration = Duration::from_millis(50);
+
 /// Sends one batch until it is accepted, refused, or the retry deadline passes.
 async fn export_batch(ex: &Exporter, payload: Payload) -> Result<Accepted, SinkError> {
     let deadline = Instant::now() + ex.retry_deadline;
     let mut backoff = ex.backoff.clone();
     let mut attempts: u32 = 0;
+    let mut last_reason = String::new();
     loop {
-        attempts = attempts.saturating_add(1);
         // Retries never run past the deadline; the first attempt always gets the full timeout.
-        let budget = if attempts == 1 {
+        let budget = if attempts == 0 {
             ex.timeout
         } else {
             ex.timeout
                 .min(deadline.saturating_duration_since(Instant::now()))
         };
+        // A retry with (almost) no time left would only fail with a meaningless timeout and
+        // hide the real cause: give up with the last real failure instead.
+        if attempts > 0 && budget < MIN_ATTEMPT {
+            return Err(SinkError::Exhausted {
+                endpoint: ex.endpoint.clone(),
+                attempts,
+                last: ex.scrub(&last_reason),
+            });
+        }
+        attempts = attempts.saturating_add(1);
         let outcome = match tokio::time::timeout(budget, ex.transport.attempt(&payload)).await {
             Ok(o) => o,
             Err(_) => Outcome::Retry {
@@ -263,6 +276,7 @@ async fn export_batch(ex: &Exporter, payload: Payload) -> Result<Accepted, SinkE
             }
             Outcome::Retry { reason, after } => {
                 let delay = backoff.next_delay(after);
+                last_reason.clone_from(&reason);
                 if Instant::now() + delay >= deadline {
                     return Err(SinkError::Exhausted {
                         endpoint: ex.endpoint.clone(),
