@@ -18,59 +18,12 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::support::{fresh_id, hex, http_get, mlflow_trace, poll, service, unhex};
 
 // ---------------------------------------------------------------------------------------------
 // Services
-
-/// The URL of a test service from the environment written by `tests/services.sh start`.
-fn service(var: &str) -> String {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => v.trim_end_matches('/').to_owned(),
-        _ => panic!(
-            "{var} is not set: the end-to-end tests need the real backends. Start them with \
-             `bash tests/services.sh start && source target/test-services/env` \
-             (tests/run.sh does this), then run the tests again"
-        ),
-    }
-}
-
-/// `GET url` → (status, body). A fresh current-thread runtime per call keeps the tests plain
-/// `#[test]`s (reqwest's blocking client is not enabled).
-fn http_get(url: &str) -> (u16, String) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async {
-        let resp = reqwest::Client::new()
-            .get(url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e} (is the service running?)"));
-        let status = resp.status().as_u16();
-        let body = resp
-            .text()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"));
-        (status, body)
-    })
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, for at most `timeout`.
-fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Runs `spanline convert <args>` with `env` and without the caller's own `OTEL_*` variables
 /// (they must not redirect a test); fails the test on a non-zero exit or after 60 s.
@@ -121,27 +74,6 @@ const REQUESTS: [&str; 3] = [
     "e2f3a4b5-2222-4c6d-9e8f-a0b1c2d3e4f5",
 ];
 const LAMBDA_GROUP: &str = "/aws/lambda/ot-lambda";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-/// A random non-zero id of `N` bytes, as hex.
-fn fresh_id<const N: usize>() -> String {
-    loop {
-        let b: [u8; N] = rand::random();
-        if b.iter().any(|&x| x != 0) {
-            return hex(&b);
-        }
-    }
-}
 
 fn fresh_request_id() -> String {
     let h = fresh_id::<16>();
@@ -333,8 +265,8 @@ impl Sample {
             .attrs([egress_attrs(), vec![int("http.status_code", 502)]].concat())
             .event(
                 1_795_428_000_000_450 + 94_800,
-                "error",
-                vec![str_("message", "Internal Server Error")],
+                "exception",
+                vec![str_("exception.message", "Internal Server Error")],
             ),
             Want::line(
                 &egress[2],
@@ -412,10 +344,10 @@ impl Sample {
             .attrs(vec![str_("faas.trigger", "http")])
             .event(
                 1_795_428_000_020_950 + 59_000,
-                "error",
+                "exception",
                 vec![
-                    str_("error.kind", "Error"),
-                    str_("message", "upstream returned 500"),
+                    str_("exception.type", "Error"),
+                    str_("exception.message", "upstream returned 500"),
                 ],
             ),
             // Call 3 times out (START …005 ms, 3000 ms): its span was only announced (open
@@ -661,35 +593,6 @@ fn mlflow_span(s: &Value) -> SpanView {
             })
             .collect(),
     }
-}
-
-/// The trace as MLflow returns it, once it holds at least `spans` spans; waits up to `timeout`
-/// (zero: one look, for direct ingestion, which MLflow stores before it answers).
-fn mlflow_trace(trace: &str, spans: usize, timeout: Duration) -> Value {
-    let url = format!(
-        "{}/api/3.0/mlflow/traces/get?trace_id=tr-{trace}",
-        service("SPANLINE_TEST_MLFLOW")
-    );
-    let mut last = (0, String::new());
-    let found = poll(timeout, || {
-        last = http_get(&url);
-        match last.0 {
-            200 => {
-                let v: Value = serde_json::from_str(&last.1)
-                    .unwrap_or_else(|e| panic!("MLflow: {e}: {}", last.1));
-                let n = v["trace"]["spans"].as_array().map_or(0, Vec::len);
-                (n >= spans).then_some(v)
-            }
-            404 => None,
-            code => panic!("GET {url}: {code}: {}", last.1),
-        }
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "MLflow has no trace {trace} with {spans} spans after {timeout:?}; last answer {}: {}",
-            last.0, last.1
-        )
-    })
 }
 
 /// Reads `sample`'s trace back from MLflow and compares it with the expectation.

@@ -1,8 +1,10 @@
 //! Integration tests: one binary, modules per area (ripgrep's layout).
 
+mod cloudwatch;
 mod conformance;
 mod convert;
 mod e2e;
 mod model;
 mod properties;
 mod reference;
+mod support;

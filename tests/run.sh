@@ -38,6 +38,9 @@ step "Node and Python emitters against the conformance vectors"
 node --test examples/node/
 python3 -m unittest discover -s examples/python -p 'test_*.py' -v
 
+step "the article's story: OpenTracing tracer, Express app, Lambda harness (examples/article)"
+(cd examples/article && npm ci --no-audit --no-fund && node --test test/)
+
 step "examples run"
 cargo run -q --example handler >/dev/null
 

@@ -4,7 +4,8 @@
 // Dependency-free, CommonJS, Node >= 18 (uses Buffer 'base64url'). Two layers:
 //
 //   * encodeSpan(span) / encodeBatch(spans) / encodeBatches(spans): pure encoders from the span
-//     model of the conformance vectors (fixtures/conformance/valid.json) to record text.
+//     model of the conformance vectors (fixtures/conformance/valid.json) to record text;
+//     encodeOpen(span): the open record (flag `u`) that announces a span when it starts.
 //   * Tracer / Span / SpanContext: a tiny emitter with an OpenTracing-shaped surface
 //     (startSpan, setTag, log, logEvent, context, finish) that an OpenTracing wrapper can build on.
 //
@@ -260,6 +261,23 @@ function encodeSpan(span) {
   return head + f.text + tail + f.counters() + ';';
 }
 
+/**
+ * Encodes the open record (FORMAT.md §3, "Open records") that announces `span` when it starts:
+ * flag `u`, duration 0, the kind letter, and no fields besides `*r=`, `*s=` and `+…`. The record
+ * the span writes when it finishes supersedes it; a converter that never sees that one reports
+ * the span as an error ending with its invocation (a timeout or crash).
+ */
+function encodeOpen(span) {
+  let line = PREFIX + idB64(span.trace_id, 16) + idB64(span.span_id, 8) +
+    (span.parent_span_id ? idB64(span.parent_span_id, 8) : '') +
+    ' ' + uintText(span.start_us) + ' 0' + (KIND_LETTER[span.kind] || '') + 'u' +
+    ' ' + escapeString(span.name, CLASS_NAME, MAX_NAME);
+  if (span.request_id !== null && span.request_id !== undefined) line += special('r', span.request_id);
+  if (span.service !== null && span.service !== undefined) line += special('s', span.service);
+  for (const a of span.resource || []) line += attrField('+', a);
+  return line + ';';
+}
+
 function sameB64Parent(span) {
   return span.parent_span_id ? idB64(span.parent_span_id, 8) : null;
 }
@@ -463,6 +481,25 @@ class Span {
     const follows = opts.followsFrom === undefined ? [] : [].concat(opts.followsFrom);
     for (const f of follows) this.addLink(f);
     if (opts.tags) for (const k of Object.keys(opts.tags)) this.setTag(k, opts.tags[k]);
+    this._announced = false;
+    if (opts.announce) this.announce();
+  }
+
+  /**
+   * Writes an open record for this span now (also in buffered mode), so that a process that
+   * dies before finish() (a Lambda timeout, a crash) still leaves the span in the trace, as an
+   * error ending with the invocation. Use it for the invocation's entry span. Once per span;
+   * nothing after finish(). The option `announce: true` of startSpan calls it.
+   */
+  announce() {
+    if (this._finished || this._announced) return this;
+    this._announced = true;
+    try {
+      this._tracer._write(encodeOpen(this.toModel(0)) + '\n');
+    } catch (e) {
+      this._tracer._fail(e);
+    }
+    return this;
   }
 
   context() {
@@ -733,6 +770,7 @@ module.exports = {
   MAX_LINKS,
   MAX_BATCH_SPANS,
   encodeSpan,
+  encodeOpen,
   encodeBatch,
   encodeBatches,
   formatFloat,

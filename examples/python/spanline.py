@@ -22,7 +22,7 @@ import time
 from decimal import Decimal
 
 __all__ = [
-    "encode_span", "encode_batch", "encode_batches", "format_float", "escape_string",
+    "encode_span", "encode_open", "encode_batch", "encode_batches", "format_float", "escape_string",
     "parse_resource_attributes", "Tracer", "Span", "SpanContext",
 ]
 
@@ -284,6 +284,23 @@ def encode_span(span):
     return head + f.text() + tail + f.counters() + ";"
 
 
+def encode_open(span):
+    """The open record (FORMAT.md §3, "Open records") announcing a span when it starts: flag ``u``,
+    duration 0, the kind letter, and no fields besides ``*r=``, ``*s=`` and ``+…``."""
+    parent = span.get("parent_span_id")
+    line = (PREFIX + _id_b64(span["trace_id"], 16) + _id_b64(span["span_id"], 8)
+            + (_id_b64(parent, 8) if parent else "")
+            + " " + _uint_text(span.get("start_us", 0)) + " 0" + _KIND_LETTER.get(span.get("kind"), "") + "u"
+            + " " + escape_string(span.get("name"), CLASS_NAME, MAX_NAME))
+    if span.get("request_id") is not None:
+        line += _special("r", span["request_id"])
+    if span.get("service") is not None:
+        line += _special("s", span["service"])
+    for a in span.get("resource") or ():
+        line += _attr_field("+", a)
+    return line + ";"
+
+
 class _BatchBuilder:
     """Batch record (FORMAT.md §4): header, then entries with `"` dittos."""
 
@@ -441,7 +458,7 @@ def _to_context(x):
 
 class Span:
     def __init__(self, tracer, name, child_of=None, kind="internal", follows_from=None, tags=None,
-                 start_time=None, request_id=None):
+                 start_time=None, request_id=None, announce=False):
         self._tracer = tracer
         self._name = "" if name is None else str(name)
         parent = _to_context(child_of)
@@ -470,6 +487,22 @@ class Span:
                 self.add_link(f)
         for k, v in (tags or {}).items():
             self.set_tag(k, v)
+        self._announced = False
+        if announce:
+            self.announce()
+
+    def announce(self):
+        """Writes an open record for this span now (also in buffered mode), so that a process that
+        dies before finish() (a Lambda timeout, a crash) still leaves the span in the trace, as an
+        error ending with the invocation. Once per span; nothing after finish(). Never raises."""
+        if self._finished or self._announced:
+            return self
+        self._announced = True
+        try:
+            self._tracer._write(encode_open(self.to_model(0)) + "\n")
+        except Exception as e:  # noqa: BLE001
+            self._tracer._fail(e)
+        return self
 
     @property
     def context(self):
@@ -655,9 +688,9 @@ class Tracer:
         self._buffer = {}
 
     def start_span(self, operation_name, child_of=None, kind="internal", follows_from=None, tags=None,
-                   start_time=None, request_id=None):
+                   start_time=None, request_id=None, announce=False):
         return Span(self, operation_name, child_of=child_of, kind=kind, follows_from=follows_from,
-                    tags=tags, start_time=start_time, request_id=request_id)
+                    tags=tags, start_time=start_time, request_id=request_id, announce=announce)
 
     def set_request_id(self, request_id):
         """The Lambda request id (``context.aws_request_id``) for spans started from now on."""

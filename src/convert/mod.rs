@@ -14,7 +14,7 @@ use crate::span_line::DecodeErrorKind;
 use assemble::{Assembler, Invocation, Origin};
 use parse::{parse_text, unwrap_message, Message, Parsed};
 use platform::Platform;
-use record::LogRecord;
+use record::{LogRecord, LogRecordRef};
 use std::collections::{BTreeMap, HashMap};
 
 /// What a conversion saw.
@@ -93,17 +93,104 @@ pub struct Converter {
 /// How many finished invocations the converter remembers.
 const FINISHED_CAPACITY: usize = 100_000;
 
+/// Prebuilt finders for the substrings without which a message is neither a span line nor a
+/// platform line (see [`surely_foreign`]).
+struct Needles {
+    marker: memchr::memmem::Finder<'static>,
+    timeout: memchr::memmem::Finder<'static>,
+    exited: memchr::memmem::Finder<'static>,
+    request_id: memchr::memmem::Finder<'static>,
+    init_start: memchr::memmem::Finder<'static>,
+    json_platform: memchr::memmem::Finder<'static>,
+    json_escape: memchr::memmem::Finder<'static>,
+}
+
+static NEEDLES: std::sync::LazyLock<Needles> = std::sync::LazyLock::new(|| {
+    use memchr::memmem::Finder;
+    Needles {
+        marker: Finder::new(crate::span_line::MARKER),
+        // `Task timed out after`; `Runtime exited with error`, `Process exited before …`.
+        timeout: Finder::new("timed out after"),
+        exited: Finder::new(" exited "),
+        request_id: Finder::new("RequestId: "),
+        init_start: Finder::new("INIT_START"),
+        json_platform: Finder::new("\"platform."),
+        json_escape: Finder::new("\\u"),
+    }
+});
+
+/// Whether `message` is certainly neither a span line nor a platform line, in any shape (raw,
+/// behind a Lambda prefix, as the `message` of the JSON log format): `false` means "parse it".
+/// The skipping of the bulk of the logs, so it costs a few vectorised scans and no allocation.
+///
+/// What `parse` looks for: the marker anywhere; a text platform line *starts* with
+/// `START`/`END`/`REPORT RequestId: ` or `INIT_START`, or contains a timeout or crash text. In
+/// a JSON message those starts may sit inside the `message` field, so they are searched for
+/// anywhere; JSON escapes none of these characters, except that `\u` escapes could spell
+/// anything, so a JSON message with one (or a `platform.*` record) is always parsed.
+fn surely_foreign(message: &str) -> bool {
+    let b = message.as_bytes();
+    let n = &*NEEDLES;
+    // `parse::unwrap_message`'s test, `trim_start().starts_with('{')`, without the Unicode
+    // trimming in the usual case of a line that starts with a visible ASCII character.
+    let json = match b.first() {
+        Some(b'{') => true,
+        Some(c)
+            if c.is_ascii() && !matches!(c, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r') =>
+        {
+            false
+        }
+        _ => message.trim_start().starts_with('{'),
+    };
+    if json {
+        if n.json_platform.find(b).is_some()
+            || n.json_escape.find(b).is_some()
+            || n.request_id.find(b).is_some()
+            || n.init_start.find(b).is_some()
+        {
+            return false;
+        }
+    } else if [
+        &b"START RequestId: "[..],
+        b"END RequestId: ",
+        b"REPORT RequestId: ",
+        b"INIT_START",
+    ]
+    .iter()
+    .any(|p| b.starts_with(p))
+    {
+        return false;
+    }
+    n.marker.find(b).is_none() && n.timeout.find(b).is_none() && n.exited.find(b).is_none()
+}
+
 impl Converter {
     /// Feeds one record.
     pub fn push(&mut self, rec: &LogRecord) {
+        self.push_record(rec.as_ref(), Some(rec));
+    }
+
+    /// Feeds one record borrowed from a source's buffer (what streaming sources use): a record
+    /// that is neither a span line nor a platform line, the common case, costs no allocation.
+    pub fn push_ref(&mut self, rec: LogRecordRef<'_>) {
+        self.push_record(rec, None);
+    }
+
+    /// [`Converter::push`] and [`Converter::push_ref`]; `owned` is `rec` itself when the caller
+    /// has it owned, which spares a copy for platform lines.
+    fn push_record(&mut self, rec: LogRecordRef<'_>, owned: Option<&LogRecord>) {
         self.summary.records += 1;
-        let (text, json_req) = match unwrap_message(&rec.message) {
-            Message::Platform(p) => return self.platform(rec, p),
+        if surely_foreign(rec.message) {
+            self.summary.foreign += 1;
+            return;
+        }
+        let (text, json_req) = match unwrap_message(rec.message) {
+            Message::Platform(p) => return self.platform_ref(rec, owned, p),
             Message::Text(t, r) => (t, r),
         };
         match parse_text(&text) {
             Parsed::Foreign => self.summary.foreign += 1,
-            Parsed::Platform(p) => self.platform(rec, p),
+            Parsed::Platform(p) => self.platform_ref(rec, owned, p),
             Parsed::Malformed(kind) => {
                 *self
                     .summary
@@ -113,12 +200,19 @@ impl Converter {
             }
             Parsed::Spans { record, request_id } => {
                 self.summary.span_lines += 1;
-                let stream_key = (rec.log_group.clone(), rec.log_stream.clone());
-                let stream_req = self.current.get(&stream_key).map(String::as_str);
+                // The stream's current invocation is the last resort: looked up (which needs
+                // an owned key) only when the line's prefix names no request.
+                let request_id = match request_id.or(json_req.as_deref()) {
+                    Some(r) => Some(r),
+                    None => self
+                        .current
+                        .get(&(rec.log_group.to_owned(), rec.log_stream.to_owned()))
+                        .map(String::as_str),
+                };
                 let origin = Origin {
-                    log_group: &rec.log_group,
-                    log_stream: &rec.log_stream,
-                    request_id: request_id.or(json_req.as_deref()).or(stream_req),
+                    log_group: rec.log_group,
+                    log_stream: rec.log_stream,
+                    request_id,
                 };
                 for line in record.spans() {
                     let req = line
@@ -126,13 +220,31 @@ impl Converter {
                         .map(|r| r.text().into_owned())
                         .or_else(|| origin.request_id.map(str::to_owned));
                     let span = assemble::to_span(&line, &origin);
-                    let key = req.map(|r| (rec.log_group.clone(), r));
+                    let key = req.map(|r| (rec.log_group.to_owned(), r));
                     if line.open {
                         self.assembler.push_open(span, key);
                     } else {
                         self.assembler.push_from(span, key);
                     }
                 }
+            }
+        }
+    }
+
+    /// [`Converter::platform`] for a borrowed record. Platform lines are a few per invocation;
+    /// the copy of group and stream is small next to what the invocation keeps anyway.
+    fn platform_ref(&mut self, rec: LogRecordRef<'_>, owned: Option<&LogRecord>, p: Platform) {
+        match owned {
+            Some(r) => self.platform(r, p),
+            None => {
+                // `platform` reads group, stream and time only.
+                let r = LogRecord {
+                    log_group: rec.log_group.to_owned(),
+                    log_stream: rec.log_stream.to_owned(),
+                    timestamp_ms: rec.timestamp_ms,
+                    ..LogRecord::default()
+                };
+                self.platform(&r, p);
             }
         }
     }
@@ -268,5 +380,107 @@ impl Converter {
     /// [`Converter::finish`], grouped by trace (for the terminal).
     pub fn take_traces(&mut self) -> Vec<Vec<assemble::Span>> {
         assemble::group_by_trace(self.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `push` would make of `message` without the shortcut.
+    fn parsed_foreign(message: &str) -> bool {
+        match unwrap_message(message) {
+            Message::Platform(_) => false,
+            Message::Text(t, _) => matches!(parse_text(&t), Parsed::Foreign),
+        }
+    }
+
+    const REQ: &str = "c793869b-ee49-115b-a5b6-4fd21e8dedac";
+
+    #[test]
+    fn the_shortcut_never_skips_what_parse_finds() {
+        let span = "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 n;";
+        let found = [
+            span.to_owned(),
+            format!("2024-02-09T08:42:44.078Z\t{REQ}\tINFO\t{span}"),
+            format!("{{\"requestId\":\"{REQ}\",\"message\":\"{span}\"}}"),
+            r#"{"message":"\u0053PLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 n;"}"#.to_owned(),
+            format!("START RequestId: {REQ} Version: $LATEST"),
+            format!("END RequestId: {REQ}"),
+            format!("REPORT RequestId: {REQ}\tDuration: 1.00 ms\t"),
+            "INIT_START Runtime Version: nodejs:20.v13".to_owned(),
+            format!("2026-11-23T10:00:03.500Z {REQ} Task timed out after 3.00 seconds"),
+            format!("RequestId: {REQ} Error: Runtime exited with error: signal: killed"),
+            format!("RequestId: {REQ} Process exited before completing request"),
+            format!("  {{\"message\":\"START RequestId: {REQ} Version: $LATEST\"}}"),
+            format!("\u{a0}{{\"message\":\"RequestId: {REQ} Process exited before completing request\"}}"),
+            r#"{"time":"t","type":"platform.start","record":{"requestId":"r1","version":"$LATEST"}}"#
+                .to_owned(),
+        ];
+        for m in &found {
+            assert!(!parsed_foreign(m), "test input should not be foreign: {m}");
+            assert!(!surely_foreign(m), "skipped: {m}");
+        }
+        let skipped = [
+            "hello world".to_owned(),
+            format!("2024-02-09T08:42:44.078Z\t{REQ}\tINFO\tGET /orders 200"),
+            "{\"level\":\"info\",\"message\":\"cache miss\"}".to_owned(),
+            format!("we START RequestId: {REQ}"),
+            String::new(),
+        ];
+        for m in &skipped {
+            assert!(parsed_foreign(m));
+            assert!(surely_foreign(m), "not skipped: {m}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn skipped_messages_are_foreign(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "SPLN1 ", "S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 n;", "START RequestId: ",
+                "END RequestId: ", "REPORT RequestId: ", "INIT_START", "RequestId: ",
+                "c793869b-ee49-115b-a5b6-4fd21e8dedac", " Task timed out after 3 s",
+                " Runtime exited with error", " Process exited before completing request",
+                "{", "}", "\"message\":\"", "\"", "\\u0053", "\"type\":\"platform.start\"", "\t",
+                " ", "\n", "INFO", "text", "\u{a0}", "é",
+            ]), 0..12),
+        ) {
+            let m: String = parts.concat();
+            if surely_foreign(&m) {
+                proptest::prop_assert!(parsed_foreign(&m), "skipped but not foreign: {:?}", m);
+            }
+        }
+    }
+
+    #[test]
+    fn borrowed_and_owned_records_convert_alike() {
+        let lines = [
+            format!("START RequestId: {REQ} Version: $LATEST"),
+            format!("2024-02-09T08:42:44.078Z\t{REQ}\tINFO\tSPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 n;"),
+            "noise".to_owned(),
+            format!("REPORT RequestId: {REQ}\tDuration: 1.00 ms\t"),
+        ];
+        let records: Vec<LogRecord> = lines
+            .iter()
+            .map(|m| LogRecord {
+                log_group: "/aws/lambda/f".into(),
+                log_stream: "s".into(),
+                message: m.clone(),
+                ..LogRecord::default()
+            })
+            .collect();
+        let (mut a, mut b) = (Converter::default(), Converter::default());
+        for r in &records {
+            a.push(r);
+            b.push_ref(r.as_ref());
+        }
+        assert_eq!(a.finish(), b.finish());
+        assert_eq!(a.summary, b.summary);
+        assert_eq!(
+            (a.summary.records, a.summary.span_lines, a.summary.foreign),
+            (4, 1, 1)
+        );
+        assert_eq!(a.summary.invocations, 1);
     }
 }

@@ -1,3 +1,9 @@
 //! Sources: where `LogRecord`s come from. They know AWS formats, nothing of spans.
+//!
+//! * [`file`]: export trees, subscription payloads, CLI output, captured stdout on disk.
+//! * [`cloudwatch`]: FilterLogEvents (`read`, `tail --poll`).
+//! * [`s3`]: a CreateExportTask tree in S3 (`convert s3://…`), through `file`'s parser.
 
+pub mod cloudwatch;
 pub mod file;
+pub mod s3;

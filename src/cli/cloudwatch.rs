@@ -1,0 +1,359 @@
+//! `read` and `tail`: log groups through FilterLogEvents into the converter.
+
+use super::output::{Output, SinkArgs};
+use super::ConvertOpts;
+use anyhow::Context as _;
+use spanline::convert::source::cloudwatch::budget::Budget;
+use spanline::convert::source::cloudwatch::filter::{
+    read_group, read_groups, resolve_groups, GroupSelection, Progress, Query,
+    DEFAULT_FILTER_PATTERN,
+};
+use spanline::convert::source::cloudwatch::tail::Window;
+use spanline::convert::source::cloudwatch::time::{now_ms, parse_duration_ms, parse_time};
+use spanline::convert::source::cloudwatch::AwsOptions;
+use spanline::convert::Converter;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// AWS configuration as every AWS tool takes it; unset flags fall back to the standard
+/// environment and shared config files, credentials to the default chain.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct AwsArgs {
+    /// A named profile of ~/.aws/config (default: AWS_PROFILE, else `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// AWS Region (default: AWS_REGION, the profile's region); also recorded as
+    /// `cloud.region` on invocation spans.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Endpoint URL for every AWS call, e.g. a local emulator (default: AWS_ENDPOINT_URL and
+    /// the service-specific AWS_ENDPOINT_URL_* variables).
+    #[arg(long = "endpoint-url", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsArgs {
+    /// The options the library takes.
+    pub fn options(&self) -> AwsOptions {
+        AwsOptions {
+            profile: self.profile.clone(),
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+        }
+    }
+}
+
+/// Which log groups and streams (shared by `read` and `tail`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct GroupArgs {
+    /// A log group (repeatable).
+    #[arg(long = "log-group-name", value_name = "NAME")]
+    log_group_name: Vec<String>,
+    /// Every log group whose name starts with this.
+    #[arg(long = "log-group-name-prefix", value_name = "PREFIX")]
+    log_group_name_prefix: Option<String>,
+    /// Every log group whose name contains this (case-insensitive).
+    #[arg(long = "log-group-pattern", value_name = "TEXT")]
+    log_group_pattern: Option<String>,
+    /// A file naming log groups, one per line (`#` starts a comment).
+    #[arg(long = "log-groups-from", value_name = "FILE")]
+    log_groups_from: Option<PathBuf>,
+    /// Only log streams whose name starts with this.
+    #[arg(long = "log-stream-name-prefix", value_name = "PREFIX")]
+    log_stream_name_prefix: Option<String>,
+    /// The FilterLogEvents filter pattern. The default selects span lines and Lambda platform
+    /// lines in every log format.
+    #[arg(long = "filter-pattern", default_value = DEFAULT_FILTER_PATTERN)]
+    filter_pattern: String,
+    /// Requests per second for the whole run, all groups together (FilterLogEvents allows 5
+    /// per account and Region; leave room for other readers).
+    #[arg(long = "max-tps", default_value_t = 5.0, value_name = "N")]
+    max_tps: f64,
+    /// Log groups read at the same time.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    parallel: usize,
+}
+
+impl GroupArgs {
+    fn selection(&self) -> anyhow::Result<GroupSelection> {
+        let mut names = self.log_group_name.clone();
+        if let Some(f) = &self.log_groups_from {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--log-groups-from {}", f.display()))?;
+            names.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or("").trim())
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        let sel = GroupSelection {
+            names,
+            prefix: self.log_group_name_prefix.clone(),
+            pattern: self.log_group_pattern.clone(),
+        };
+        if sel.names.is_empty() && sel.prefix.is_none() && sel.pattern.is_none() {
+            anyhow::bail!(
+                "no log group: give --log-group-name, --log-group-name-prefix, --log-group-pattern or --log-groups-from"
+            );
+        }
+        if self.max_tps.is_nan() || self.max_tps <= 0.0 {
+            anyhow::bail!("--max-tps {}: expected a positive number", self.max_tps);
+        }
+        Ok(sel)
+    }
+}
+
+/// `spanline read`.
+#[derive(clap::Args, Debug)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    groups: GroupArgs,
+    /// From this time: RFC 3339, epoch milliseconds, or a duration before now (`2h`, `30m`,
+    /// `45s`, `1d`). Default: the beginning.
+    #[arg(long = "start-time", value_name = "TIME")]
+    start_time: Option<String>,
+    /// Up to this time (same forms). Default: now.
+    #[arg(long = "end-time", value_name = "TIME")]
+    end_time: Option<String>,
+    #[command(flatten)]
+    opts: ConvertOpts,
+    #[command(flatten)]
+    aws: AwsArgs,
+    #[command(flatten)]
+    sinks: SinkArgs,
+}
+
+/// `spanline tail`.
+#[derive(clap::Args, Debug)]
+pub struct TailArgs {
+    /// Poll with FilterLogEvents (Live Tail, the default mode, is not implemented yet).
+    #[arg(long)]
+    poll: bool,
+    #[command(flatten)]
+    groups: GroupArgs,
+    /// Start here (same forms as `read`). Default: one overlap window before now.
+    #[arg(long = "start-time", value_name = "TIME")]
+    start_time: Option<String>,
+    /// Time between polls (`5s`, `1m`, `500ms`).
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    interval: String,
+    /// How much event time every poll reads again, for events ingested late or sharing a
+    /// millisecond; seen events are dropped by id.
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    overlap: String,
+    #[command(flatten)]
+    opts: ConvertOpts,
+    #[command(flatten)]
+    aws: AwsArgs,
+    #[command(flatten)]
+    sinks: SinkArgs,
+}
+
+fn time_arg(flag: &str, v: &Option<String>, now: i64) -> anyhow::Result<Option<i64>> {
+    v.as_deref()
+        .map(|t| parse_time(t, now).with_context(|| format!("--{flag}")))
+        .transpose()
+}
+
+fn duration_arg(flag: &str, v: &str) -> anyhow::Result<Duration> {
+    let ms = parse_duration_ms(v.trim())
+        .filter(|ms| *ms >= 0)
+        .with_context(|| format!("--{flag} {v:?}: expected a duration such as 5s, 2m, 500ms"))?;
+    Ok(Duration::from_millis(ms.unsigned_abs()))
+}
+
+/// Prints progress on stderr every 250 ms while it lives, when stderr is a terminal.
+struct Ticker(Option<tokio::task::JoinHandle<()>>);
+
+impl Ticker {
+    fn start(
+        progress: Arc<Progress>,
+        groups: usize,
+        done: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Ticker(None);
+        }
+        Ticker(Some(tokio::spawn(async move {
+            loop {
+                eprint!(
+                    "\rspanline: {}/{groups} log groups, {} events, {} requests, {} throttled ",
+                    done.load(Ordering::Relaxed),
+                    progress.events.load(Ordering::Relaxed),
+                    progress.requests.load(Ordering::Relaxed),
+                    progress.throttled.load(Ordering::Relaxed),
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })))
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.abort();
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+/// Where the converter's region comes from: the flag or environment, else the loaded config.
+async fn converter(
+    opts: &ConvertOpts,
+    aws: &AwsArgs,
+) -> anyhow::Result<(Converter, aws_sdk_cloudwatchlogs::Client)> {
+    let sdk = aws.options().load().await;
+    let region = aws
+        .region
+        .clone()
+        .or_else(|| sdk.region().map(|r| r.to_string()));
+    Ok((
+        opts.converter(region)?,
+        aws_sdk_cloudwatchlogs::Client::new(&sdk),
+    ))
+}
+
+/// `spanline read`: every selected group over the time range, then the summary.
+pub async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
+    let sel = args.groups.selection()?;
+    let now = now_ms();
+    let query = Query {
+        log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
+        start_ms: time_arg("start-time", &args.start_time, now)?,
+        end_ms: time_arg("end-time", &args.end_time, now)?,
+        filter_pattern: args.groups.filter_pattern.clone(),
+    };
+    let mut output = Output::new(&args.sinks, args.opts.color, false)?;
+    let (mut conv, client) = converter(&args.opts, &args.aws).await?;
+    let budget = Budget::per_second(args.groups.max_tps);
+    let progress = Arc::new(Progress::default());
+    let groups = resolve_groups(&client, &budget, &progress, &sel).await?;
+    if groups.is_empty() {
+        anyhow::bail!("no log group matches the selection");
+    }
+    let total = groups.len();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = Ticker::start(progress.clone(), total, done.clone());
+    let mut rx = read_groups(
+        client,
+        budget,
+        progress.clone(),
+        groups,
+        query,
+        args.groups.parallel,
+    );
+    let mut failed_groups = 0usize;
+    while let Some((group, res)) = rx.recv().await {
+        done.fetch_add(1, Ordering::Relaxed);
+        match res {
+            Ok(events) => {
+                for e in events {
+                    conv.push(&e.into_record(&group));
+                }
+            }
+            Err(e) => {
+                eprintln!("\rspanline: {e}");
+                failed_groups += 1;
+            }
+        }
+        if let Err(failed) = output.deliver(conv.take_ready()).await? {
+            drop(ticker);
+            return Ok(Output::fail(
+                &conv.summary,
+                &format!("{total} log groups"),
+                failed,
+            ));
+        }
+    }
+    drop(ticker);
+    let what = format!(
+        "{total} log groups, {} requests ({} throttled, {} empty pages)",
+        progress.requests.load(Ordering::Relaxed),
+        progress.throttled.load(Ordering::Relaxed),
+        progress.empty_pages.load(Ordering::Relaxed)
+    );
+    if let Err(failed) = output.deliver(conv.finish()).await? {
+        return Ok(Output::fail(&conv.summary, &what, failed));
+    }
+    let code = output.close(&conv.summary, &what, args.opts.strict).await?;
+    if failed_groups > 0 && code == ExitCode::SUCCESS {
+        eprintln!("spanline: {failed_groups} of {total} log groups could not be read");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(code)
+}
+
+/// `spanline tail --poll`: polls every `--interval` until Ctrl-C, then flushes and exits 0.
+pub async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    if !args.poll {
+        anyhow::bail!(
+            "Live Tail (StartLiveTail) is not implemented yet: use `spanline tail --poll` (FilterLogEvents polling)"
+        );
+    }
+    let sel = args.groups.selection()?;
+    let interval = duration_arg("interval", &args.interval)?;
+    let overlap = duration_arg("overlap", &args.overlap)?;
+    let overlap_ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
+    let now = now_ms();
+    let start = time_arg("start-time", &args.start_time, now)?.unwrap_or(now - overlap_ms);
+    let mut output = Output::new(&args.sinks, args.opts.color, true)?;
+    let (mut conv, client) = converter(&args.opts, &args.aws).await?;
+    let budget = Budget::per_second(args.groups.max_tps);
+    let progress = Progress::default();
+    let groups = resolve_groups(&client, &budget, &progress, &sel).await?;
+    if groups.is_empty() {
+        anyhow::bail!("no log group matches the selection");
+    }
+    let what = format!("{} log groups", groups.len());
+    let mut windows: Vec<Window> = groups
+        .iter()
+        .map(|_| Window::new(start, overlap_ms))
+        .collect();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let cycle = async {
+            let polled_at = now_ms();
+            for (group, window) in groups.iter().zip(windows.iter_mut()) {
+                let query = Query {
+                    log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
+                    start_ms: Some(window.start_ms()),
+                    end_ms: None,
+                    filter_pattern: args.groups.filter_pattern.clone(),
+                };
+                match read_group(&client, &budget, &progress, group, &query).await {
+                    Ok(events) => {
+                        for e in window.admit(events) {
+                            conv.push(&e.into_record(group));
+                        }
+                        window.advance(polled_at);
+                    }
+                    // A poll that failed is tried again next time from the same start.
+                    Err(e) => eprintln!("spanline: {e}"),
+                }
+            }
+            conv.take_ready()
+        };
+        let ready = tokio::select! {
+            r = cycle => r,
+            _ = &mut ctrl_c => break,
+        };
+        if let Err(failed) = output.deliver(ready).await? {
+            return Ok(Output::fail(&conv.summary, &what, failed));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = &mut ctrl_c => break,
+        }
+    }
+    if let Err(failed) = output.deliver(conv.finish()).await? {
+        return Ok(Output::fail(&conv.summary, &what, failed));
+    }
+    output.close(&conv.summary, &what, args.opts.strict).await
+}

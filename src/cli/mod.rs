@@ -1,0 +1,208 @@
+//! The command line: clap arguments, one function per command. Thin: the work is in the
+//! library (`spanline::convert`).
+
+mod cloudwatch;
+mod output;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use cloudwatch::{AwsArgs, ReadArgs, TailArgs};
+use output::{Color, Output, SinkArgs};
+use spanline::convert::assemble::ServiceMap;
+use spanline::convert::source::file::{for_each_record, list_files};
+use spanline::convert::source::s3;
+use spanline::convert::Converter;
+use spanline::span_line::{TraceId, FILTER_PATTERN};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "spanline",
+    version,
+    about = "Turn span lines in CloudWatch Logs into traces"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// What every converting command shares.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ConvertOpts {
+    /// Colours in the terminal waterfall.
+    #[arg(long, value_enum, default_value = "auto")]
+    color: Color,
+    /// Exit with code 3 when malformed span lines were found.
+    #[arg(long)]
+    strict: bool,
+    /// Service name for a log group whose spans do not name one: `GROUP=NAME`, or
+    /// `PREFIX*=NAME` (repeatable). Default: `/aws/lambda/<fn>` → `<fn>`, otherwise the
+    /// group's last path segment.
+    #[arg(long = "service", value_name = "GROUP=NAME")]
+    service: Vec<String>,
+}
+
+impl ConvertOpts {
+    fn converter(&self, region: Option<String>) -> anyhow::Result<Converter> {
+        let mut conv = Converter::default();
+        conv.region = region;
+        conv.services = ServiceMap::parse(self.service.iter().map(String::as_str))
+            .map_err(|e| anyhow::anyhow!("--service {e}"))?;
+        Ok(conv)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert exported logs, subscription payloads, CLI output or captured stdout, from files
+    /// and directories or from an export in S3 (`s3://bucket/prefix/`).
+    Convert {
+        /// Files or directories (recursively; `.gz` is unpacked), or `s3://bucket/prefix/`
+        /// (the tree CreateExportTask wrote).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Log group of inputs that do not name one (export files, captured stdout).
+        #[arg(long = "log-group-name", default_value = "")]
+        log_group_name: String,
+        #[command(flatten)]
+        opts: ConvertOpts,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        sinks: Box<SinkArgs>,
+    },
+    /// Read log groups over a time range with FilterLogEvents and convert them.
+    Read(Box<ReadArgs>),
+    /// Follow log groups and convert as events arrive (`--poll`: FilterLogEvents polling).
+    Tail(Box<TailArgs>),
+    /// Print the CloudWatch filter pattern and Logs Insights query that find a trace's lines.
+    Pattern {
+        /// The trace id as tracing backends show it (32 hex digits).
+        #[arg(long = "trace-id")]
+        trace_id: Option<String>,
+    },
+}
+
+/// Parses the arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("spanline: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Pattern { trace_id } => pattern(trace_id),
+        Command::Convert {
+            paths,
+            log_group_name,
+            opts,
+            aws,
+            sinks,
+        } => runtime()?.block_on(convert(paths, log_group_name, opts, aws, *sinks)),
+        Command::Read(args) => runtime()?.block_on(cloudwatch::read(*args)),
+        Command::Tail(args) => runtime()?.block_on(cloudwatch::tail(*args)),
+    }
+}
+
+fn pattern(trace_id: Option<String>) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match trace_id {
+        None => writeln!(out, "{FILTER_PATTERN}")?,
+        Some(hex) => {
+            let t = TraceId::from_hex(hex.trim())
+                .with_context(|| format!("--trace-id {hex:?}: expected 32 hex digits"))?;
+            let b64 = String::from_utf8_lossy(&t.to_b64()).into_owned();
+            writeln!(out, "filter pattern:       {FILTER_PATTERN} \"{b64}\"")?;
+            writeln!(
+                out,
+                "Logs Insights query:  fields @timestamp, @message | filter @message like \"{b64}\" | sort @timestamp"
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn convert(
+    paths: Vec<PathBuf>,
+    log_group_name: String,
+    opts: ConvertOpts,
+    aws: AwsArgs,
+    sink_args: SinkArgs,
+) -> anyhow::Result<ExitCode> {
+    let (urls, local): (Vec<PathBuf>, Vec<PathBuf>) = paths
+        .into_iter()
+        .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
+    let files = list_files(&local)?;
+    let mut output = Output::new(&sink_args, opts.color, false)?;
+    let mut conv = opts.converter(aws.region.clone())?;
+    let mut read = 0usize;
+    // File by file: complete spans are sent as soon as a file is read, so memory stays bounded
+    // by what is still waiting for its invocation to end.
+    for f in &files {
+        for_each_record(f, &log_group_name, |rec| conv.push_ref(rec))?;
+        read += 1;
+        if let Err(failed) = output.deliver(conv.take_ready()).await? {
+            return Ok(Output::fail(
+                &conv.summary,
+                &format!("{read} files"),
+                failed,
+            ));
+        }
+    }
+    if !urls.is_empty() {
+        let client = aws.options().s3_client().await;
+        for url in &urls {
+            let url = url.to_string_lossy();
+            let (bucket, prefix) = s3::parse_url(&url)?;
+            let mut ready = Vec::new();
+            let objects =
+                s3::for_each_object(&client, &bucket, &prefix, &log_group_name, |_, recs| {
+                    for r in &recs {
+                        conv.push(r);
+                    }
+                    ready.append(&mut conv.take_ready());
+                })
+                .await?;
+            read += objects;
+            if let Err(failed) = output.deliver(std::mem::take(&mut ready)).await? {
+                return Ok(Output::fail(
+                    &conv.summary,
+                    &format!("{read} files"),
+                    failed,
+                ));
+            }
+        }
+    }
+    let rest = conv.finish();
+    if let Err(failed) = output.deliver(rest).await? {
+        return Ok(Output::fail(
+            &conv.summary,
+            &format!("{read} files"),
+            failed,
+        ));
+    }
+    output
+        .close(&conv.summary, &format!("{read} files"), opts.strict)
+        .await
+}

@@ -1,0 +1,386 @@
+//! FilterLogEvents for one log group over a time range: every page (an empty page with a
+//! `nextToken` is not the end), each request paid from the shared [`Budget`], throttling and
+//! transient failures retried with backoff, and the events put in stream order.
+//!
+//! FilterLogEvents "interleaves" streams and sorts by (timestamp, ingestion time, event id) on
+//! AWS; moto returns stream by stream. Neither order is what the converter needs, which is
+//! *each stream in order*: so a group's events are sorted by [`order_key`] before they leave.
+
+use super::budget::Budget;
+use super::{classify_sdk, error_text};
+use crate::convert::record::LogRecord;
+use crate::convert::sink::retry::{Backoff, Verdict};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Selects span lines and the Lambda platform lines invocation spans are built from, in every
+/// Lambda log format (plain alphanumeric terms match inside prefixes and JSON alike).
+pub const DEFAULT_FILTER_PATTERN: &str =
+    r#"?SPLN ?START ?END ?REPORT ?"Task timed out" ?"Runtime exited" ?"platform.""#;
+
+/// How many attempts one request gets before the group fails.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// Why a group could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The service refused, or kept failing after every retry.
+    #[error("log group {group}: {operation}: {message} (after {attempts} attempts)")]
+    Api {
+        /// The log group (or prefix) being read.
+        group: String,
+        /// The API operation.
+        operation: &'static str,
+        /// What the service said.
+        message: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+/// One event as FilterLogEvents returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Event {
+    /// The log stream.
+    pub log_stream: String,
+    /// Event time, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Ingestion time, ms since the epoch.
+    pub ingestion_ms: i64,
+    /// The opaque event id (56 digits on AWS, small integers on moto).
+    pub event_id: String,
+    /// The message.
+    pub message: String,
+}
+
+impl Event {
+    /// The record the converter takes.
+    pub fn into_record(self, log_group: &str) -> LogRecord {
+        LogRecord {
+            log_group: log_group.to_owned(),
+            log_stream: self.log_stream,
+            event_id: self.event_id,
+            timestamp_ms: self.timestamp_ms,
+            message: self.message,
+        }
+    }
+}
+
+/// The sort key that puts each stream in order: stream, time, ingestion time, event id (event
+/// ids compared as numbers when both are digits, as AWS's are, else as text).
+pub fn order_key(e: &Event) -> (&str, i64, i64, usize, &str) {
+    let id = e.event_id.as_str();
+    let numeric_len = if id.bytes().all(|b| b.is_ascii_digit()) {
+        id.trim_start_matches('0').len()
+    } else {
+        usize::MAX
+    };
+    (
+        &e.log_stream,
+        e.timestamp_ms,
+        e.ingestion_ms,
+        numeric_len,
+        id.trim_start_matches('0'),
+    )
+}
+
+/// Sorts events into stream order (stable).
+pub fn sort_events(events: &mut [Event]) {
+    events.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+}
+
+/// What to read from one group.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Only streams whose name starts with this.
+    pub log_stream_name_prefix: Option<String>,
+    /// Event time from (inclusive), ms.
+    pub start_ms: Option<i64>,
+    /// Event time to (inclusive), ms.
+    pub end_ms: Option<i64>,
+    /// The filter pattern.
+    pub filter_pattern: String,
+}
+
+/// Running totals for progress.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Requests sent (retries included).
+    pub requests: AtomicU64,
+    /// Events received.
+    pub events: AtomicU64,
+    /// Pages that came back empty with a `nextToken`.
+    pub empty_pages: AtomicU64,
+    /// Throttling answers.
+    pub throttled: AtomicU64,
+}
+
+/// Runs `call` until it succeeds, retrying throttling and transient failures; every attempt
+/// pays a token from `budget`.
+pub async fn with_retries<T, E, F, Fut>(
+    budget: &Budget,
+    progress: &Progress,
+    group: &str,
+    operation: &'static str,
+    mut call: F,
+) -> Result<T, ReadError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+        Output = Result<
+            T,
+            aws_smithy_runtime_api::client::result::SdkError<
+                E,
+                aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+            >,
+        >,
+    >,
+    E: aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(20));
+    let mut attempts = 0;
+    loop {
+        budget.acquire().await;
+        attempts += 1;
+        progress.requests.fetch_add(1, Ordering::Relaxed);
+        let err = match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let verdict = classify_sdk(&err);
+        if verdict == Verdict::Throttle {
+            progress.throttled.fetch_add(1, Ordering::Relaxed);
+            budget.drain().await;
+        }
+        if matches!(verdict, Verdict::Fatal | Verdict::Success) || attempts >= MAX_ATTEMPTS {
+            return Err(ReadError::Api {
+                group: group.to_owned(),
+                operation,
+                message: error_text(&err),
+                attempts,
+            });
+        }
+        tokio::time::sleep(backoff.next_delay(None)).await;
+    }
+}
+
+/// Reads every event of `group` matching `query`, in stream order.
+pub async fn read_group(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    budget: &Budget,
+    progress: &Progress,
+    group: &str,
+    query: &Query,
+) -> Result<Vec<Event>, ReadError> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = with_retries(budget, progress, group, "FilterLogEvents", || {
+            client
+                .filter_log_events()
+                .log_group_name(group)
+                .set_log_stream_name_prefix(query.log_stream_name_prefix.clone())
+                .set_start_time(query.start_ms)
+                .set_end_time(query.end_ms)
+                .filter_pattern(&query.filter_pattern)
+                .set_next_token(token.clone())
+                .send()
+        })
+        .await?;
+        let events = page.events();
+        if events.is_empty() && page.next_token().is_some() {
+            progress.empty_pages.fetch_add(1, Ordering::Relaxed);
+        }
+        progress
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        out.extend(events.iter().map(|e| Event {
+            log_stream: e.log_stream_name().unwrap_or_default().to_owned(),
+            timestamp_ms: e.timestamp().unwrap_or(0),
+            ingestion_ms: e.ingestion_time().unwrap_or(0),
+            event_id: e.event_id().unwrap_or_default().to_owned(),
+            message: e.message().unwrap_or_default().to_owned(),
+        }));
+        match page.next_token() {
+            // A token equal to the one sent would loop forever (GetLogEvents does that at the
+            // end; FilterLogEvents is not documented to, but costs nothing to guard).
+            Some(t) if token.as_deref() != Some(t) => token = Some(t.to_owned()),
+            _ => break,
+        }
+    }
+    sort_events(&mut out);
+    Ok(out)
+}
+
+/// Which groups to read.
+#[derive(Debug, Clone, Default)]
+pub struct GroupSelection {
+    /// Named groups.
+    pub names: Vec<String>,
+    /// Groups whose name starts with this (DescribeLogGroups `logGroupNamePrefix`).
+    pub prefix: Option<String>,
+    /// Groups whose name contains this, case-insensitively (`logGroupNamePattern`).
+    pub pattern: Option<String>,
+}
+
+/// Resolves a selection to group names (named ones first, then listed ones, no repeats).
+pub async fn resolve_groups(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    budget: &Budget,
+    progress: &Progress,
+    sel: &GroupSelection,
+) -> Result<Vec<String>, ReadError> {
+    let mut out: Vec<String> = Vec::new();
+    let push = |g: String, out: &mut Vec<String>| {
+        if !out.contains(&g) {
+            out.push(g);
+        }
+    };
+    for n in &sel.names {
+        push(n.clone(), &mut out);
+    }
+    let listed = [
+        sel.prefix.as_ref().map(|p| (Some(p), None)),
+        sel.pattern.as_ref().map(|p| (None, Some(p))),
+    ];
+    for (prefix, pattern) in listed.into_iter().flatten() {
+        let what = prefix.or(pattern).cloned().unwrap_or_default();
+        let mut token: Option<String> = None;
+        loop {
+            let page = with_retries(budget, progress, &what, "DescribeLogGroups", || {
+                client
+                    .describe_log_groups()
+                    .set_log_group_name_prefix(prefix.cloned())
+                    .set_log_group_name_pattern(pattern.cloned())
+                    .set_next_token(token.clone())
+                    .send()
+            })
+            .await?;
+            for g in page.log_groups() {
+                let Some(name) = g.log_group_name() else {
+                    continue;
+                };
+                // The service matches the pattern case-insensitively; checking again keeps
+                // emulators that ignore the parameter from widening the selection.
+                if let Some(p) = pattern {
+                    if !name.to_lowercase().contains(&p.to_lowercase()) {
+                        continue;
+                    }
+                }
+                push(name.to_owned(), &mut out);
+            }
+            match page.next_token() {
+                Some(t) if token.as_deref() != Some(t) => token = Some(t.to_owned()),
+                _ => break,
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `groups` in parallel, at most `parallel` at a time, all inside `budget`. Each group's
+/// events come out on the returned channel, in stream order, as soon as the group is read.
+pub fn read_groups(
+    client: aws_sdk_cloudwatchlogs::Client,
+    budget: Budget,
+    progress: Arc<Progress>,
+    groups: Vec<String>,
+    query: Query,
+    parallel: usize,
+) -> tokio::sync::mpsc::Receiver<(String, Result<Vec<Event>, ReadError>)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(parallel.max(1));
+    let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let query = Arc::new(query);
+    for group in groups {
+        let (client, budget, progress, query, tx, permits) = (
+            client.clone(),
+            budget.clone(),
+            progress.clone(),
+            query.clone(),
+            tx.clone(),
+            permits.clone(),
+        );
+        tokio::spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let res = read_group(&client, &budget, &progress, &group, &query).await;
+            let _ = tx.send((group, res)).await;
+        });
+    }
+    rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(stream: &str, ts: i64, ing: i64, id: &str) -> Event {
+        Event {
+            log_stream: stream.into(),
+            timestamp_ms: ts,
+            ingestion_ms: ing,
+            event_id: id.into(),
+            message: format!("{stream} {ts} {id}"),
+        }
+    }
+
+    #[test]
+    fn events_are_put_in_stream_order() {
+        // As AWS interleaves them (and a late, back-dated event ingested last).
+        let mut got = vec![
+            ev("b", 10, 11, "5"),
+            ev("a", 10, 12, "10"),
+            ev("a", 10, 12, "9"),
+            ev("a", 5, 100, "20"),
+            ev("b", 3, 4, "1"),
+            ev("a", 10, 11, "30"),
+        ];
+        sort_events(&mut got);
+        let ids: Vec<(&str, &str)> = got
+            .iter()
+            .map(|e| (e.log_stream.as_str(), e.event_id.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("a", "20"),
+                ("a", "30"),
+                ("a", "9"),
+                ("a", "10"),
+                ("b", "1"),
+                ("b", "5")
+            ]
+        );
+    }
+
+    #[test]
+    fn aws_event_ids_compare_as_numbers() {
+        let a = "37134448277055435232147433599009981254663617153574158336";
+        let b = "37134448277055435232147433599009981254663617153574158337";
+        let mut got = vec![ev("s", 1, 1, b), ev("s", 1, 1, a), ev("s", 1, 1, "x")];
+        sort_events(&mut got);
+        assert_eq!(got[0].event_id, a);
+        assert_eq!(got[1].event_id, b);
+        assert_eq!(got[2].event_id, "x");
+    }
+
+    #[test]
+    fn default_pattern_selects_span_and_platform_lines() {
+        for term in [
+            "SPLN",
+            "START",
+            "END",
+            "REPORT",
+            "\"Task timed out\"",
+            "\"platform.\"",
+        ] {
+            assert!(
+                DEFAULT_FILTER_PATTERN.contains(&format!("?{term}")),
+                "{term}"
+            );
+        }
+    }
+}

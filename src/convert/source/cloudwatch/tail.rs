@@ -1,0 +1,149 @@
+//! Polling with a re-read overlap window, de-duplicated by event id.
+//!
+//! `startTime = last + 1` loses events: ingestion lags behind event time and many events share
+//! a millisecond (open-telemetry-collector-contrib #32231, #48577; logstash-input-cloudwatch-logs
+//! #47). Each poll here re-reads the last `overlap` of event time and drops the event ids it has
+//! already seen. The ids remembered are exactly those inside the window, so memory is bounded by
+//! the events of one window (and a hard cap); an event back-dated further than the window when it
+//! is ingested is out of reach of any poll, which is the documented limit of polling.
+
+use super::filter::Event;
+use std::collections::{BTreeSet, HashSet};
+
+/// At most this many ids are remembered per group, whatever the window holds.
+pub const MAX_REMEMBERED: usize = 1_000_000;
+
+/// The sliding window of one log group.
+#[derive(Debug, Clone)]
+pub struct Window {
+    overlap_ms: i64,
+    start_ms: i64,
+    seen: HashSet<String>,
+    by_time: BTreeSet<(i64, String)>,
+}
+
+impl Window {
+    /// A window that starts reading at `start_ms` and re-reads `overlap_ms` on every poll.
+    pub fn new(start_ms: i64, overlap_ms: i64) -> Self {
+        Window {
+            overlap_ms: overlap_ms.max(0),
+            start_ms,
+            seen: HashSet::new(),
+            by_time: BTreeSet::new(),
+        }
+    }
+
+    /// Where the next poll starts (FilterLogEvents `startTime`).
+    pub fn start_ms(&self) -> i64 {
+        self.start_ms
+    }
+
+    /// How many event ids are remembered.
+    pub fn remembered(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Keeps the events not seen before (in their order) and remembers them. Events without an
+    /// id cannot be de-duplicated and are always kept.
+    pub fn admit(&mut self, events: Vec<Event>) -> Vec<Event> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            if e.event_id.is_empty() {
+                out.push(e);
+                continue;
+            }
+            if self.seen.insert(e.event_id.clone()) {
+                self.by_time.insert((e.timestamp_ms, e.event_id.clone()));
+                out.push(e);
+            }
+        }
+        self.enforce_cap();
+        out
+    }
+
+    /// After a poll that began at `polled_at_ms`: the next one starts `overlap` before it (never
+    /// earlier than where this one started), and ids older than that are forgotten, because no
+    /// later poll can return them again.
+    pub fn advance(&mut self, polled_at_ms: i64) {
+        self.start_ms = self
+            .start_ms
+            .max(polled_at_ms.saturating_sub(self.overlap_ms));
+        while let Some((ts, _)) = self.by_time.first() {
+            if *ts >= self.start_ms {
+                break;
+            }
+            if let Some((_, id)) = self.by_time.pop_first() {
+                self.seen.remove(&id);
+            }
+        }
+    }
+
+    fn enforce_cap(&mut self) {
+        while self.seen.len() > MAX_REMEMBERED {
+            match self.by_time.pop_first() {
+                Some((_, id)) => {
+                    self.seen.remove(&id);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(ts: i64, id: &str) -> Event {
+        Event {
+            log_stream: "s".into(),
+            timestamp_ms: ts,
+            ingestion_ms: ts,
+            event_id: id.into(),
+            message: id.into(),
+        }
+    }
+
+    fn ids(v: &[Event]) -> Vec<&str> {
+        v.iter().map(|e| e.event_id.as_str()).collect()
+    }
+
+    #[test]
+    fn rereads_are_deduplicated_and_late_events_kept() {
+        let mut w = Window::new(1_000, 120_000);
+        // Poll 1 at t=10s sees two events of the same millisecond.
+        let got = w.admit(vec![ev(9_000, "1"), ev(9_000, "2")]);
+        assert_eq!(ids(&got), ["1", "2"]);
+        w.advance(10_000);
+        assert_eq!(w.start_ms(), 1_000, "never before the requested start");
+        // Poll 2 re-reads them, plus a third event of the same millisecond ingested late and
+        // an event back-dated by a minute.
+        let got = w.admit(vec![
+            ev(9_000, "1"),
+            ev(9_000, "2"),
+            ev(9_000, "3"),
+            ev(70_000, "5"),
+        ]);
+        assert_eq!(ids(&got), ["3", "5"]);
+        w.advance(130_000);
+        assert_eq!(w.start_ms(), 10_000);
+        // Events before the new start are forgotten: memory holds one window.
+        assert_eq!(w.remembered(), 1);
+        let got = w.admit(vec![ev(70_000, "5"), ev(65_000, "4")]);
+        assert_eq!(ids(&got), ["4"]);
+    }
+
+    #[test]
+    fn the_window_never_moves_back() {
+        let mut w = Window::new(0, 1_000);
+        w.advance(50_000);
+        w.advance(10_000);
+        assert_eq!(w.start_ms(), 49_000);
+    }
+
+    #[test]
+    fn events_without_ids_are_kept() {
+        let mut w = Window::new(0, 1_000);
+        assert_eq!(w.admit(vec![ev(1, ""), ev(1, "")]).len(), 2);
+    }
+}

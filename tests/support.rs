@@ -1,0 +1,169 @@
+//! Helpers shared by the integration tests that talk to real services: service URLs, plain
+//! HTTP, polling, ids, MLflow queries, running the CLI.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The URL of a test service from the environment written by `tests/services.sh start`.
+pub fn service(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => v.trim_end_matches('/').to_owned(),
+        _ => panic!(
+            "{var} is not set: the end-to-end tests need the real backends. Start them with \
+             `bash tests/services.sh start && source target/test-services/env` \
+             (tests/run.sh does this), then run the tests again"
+        ),
+    }
+}
+
+/// `GET url` → (status, body). A fresh current-thread runtime per call keeps the tests plain
+/// `#[test]`s (reqwest's blocking client is not enabled).
+pub fn http_get(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e} (is the service running?)"));
+        let status = resp.status().as_u16();
+        let body = resp
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: reading the body: {e}"));
+        (status, body)
+    })
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `timeout`.
+pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// A random non-zero id of `N` bytes, as hex.
+pub fn fresh_id<const N: usize>() -> String {
+    loop {
+        let b: [u8; N] = rand::random();
+        if b.iter().any(|&x| x != 0) {
+            return hex(&b);
+        }
+    }
+}
+
+/// The trace as MLflow returns it, once it holds at least `spans` spans; waits up to `timeout`
+/// (zero: one look, for direct ingestion, which MLflow stores before it answers).
+pub fn mlflow_trace(trace: &str, spans: usize, timeout: Duration) -> Value {
+    let url = format!(
+        "{}/api/3.0/mlflow/traces/get?trace_id=tr-{trace}",
+        service("SPANLINE_TEST_MLFLOW")
+    );
+    let mut last = (0, String::new());
+    let found = poll(timeout, || {
+        last = http_get(&url);
+        match last.0 {
+            200 => {
+                let v: Value = serde_json::from_str(&last.1)
+                    .unwrap_or_else(|e| panic!("MLflow: {e}: {}", last.1));
+                let n = v["trace"]["spans"].as_array().map_or(0, Vec::len);
+                (n >= spans).then_some(v)
+            }
+            404 => None,
+            code => panic!("GET {url}: {code}: {}", last.1),
+        }
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "MLflow has no trace {trace} with {spans} spans after {timeout:?}; last answer {}: {}",
+            last.0, last.1
+        )
+    })
+}
+
+/// What a finished `spanline` run left.
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Starts `spanline <args>` with `env`, without the caller's `OTEL_*` and `AWS_*` variables
+/// (they must not redirect a test), output captured in files under `dir`.
+pub fn spawn_spanline(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_spanline"));
+    cmd.args(args);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("OTEL_") || k.starts_with("AWS_") {
+            cmd.env_remove(&*k);
+        }
+    }
+    cmd.env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials"),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("spanline.stdout")).expect("stdout file"))
+        .stderr(std::fs::File::create(dir.join("spanline.stderr")).expect("stderr file"));
+    cmd.spawn().expect("spawning the spanline binary")
+}
+
+/// Waits for a spawned run (at most `timeout`, then kills it and fails the test).
+pub fn wait_spanline(dir: &Path, mut child: std::process::Child, timeout: Duration) -> Run {
+    let status = poll(timeout, || child.try_wait().expect("wait"));
+    let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap_or_default();
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "spanline did not finish in {timeout:?}\nstderr:\n{}",
+            read("spanline.stderr")
+        );
+    };
+    Run {
+        status,
+        stdout: read("spanline.stdout"),
+        stderr: read("spanline.stderr"),
+    }
+}
+
+/// Runs `spanline <args>` to the end (at most 60 s).
+pub fn run_spanline(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let child = spawn_spanline(dir, args, env);
+    wait_spanline(dir, child, Duration::from_secs(60))
+}
+
+/// A fresh scratch directory under target/tmp.
+pub fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", fresh_id::<6>()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
