@@ -223,7 +223,7 @@ pub fn build(
         attributes.push(float("aws.lambda.billed_duration_ms", b));
     }
     if let Some(m) = report.memory_mb {
-        attributes.push(int("faas.max_memory", m * 1024 * 1024));
+        attributes.push(int("faas.max_memory", m.saturating_mul(1024 * 1024)));
     }
     if let Some(m) = report.max_memory_mb {
         attributes.push(int("aws.lambda.max_memory_used_mb", m));
@@ -244,7 +244,7 @@ pub fn build(
             status: StatusCode::Unset,
             status_message: String::new(),
             start_unix_nano: inv_start,
-            end_unix_nano: inv_start + init,
+            end_unix_nano: inv_start.saturating_add(init),
             attributes: vec![KeyValue {
                 key: "faas.coldstart".into(),
                 value: super::AnyValue::Bool(true),
@@ -318,5 +318,32 @@ mod tests {
             (1_000_000_000, 4_000_000_000)
         );
         assert_eq!(s.trace_id, derived_trace("/aws/lambda/f", "r"));
+    }
+
+    /// Found by the converter fuzz target: a REPORT line claiming an absurd memory size (or init
+    /// duration) must saturate, not overflow.
+    #[test]
+    fn absurd_report_numbers_saturate() {
+        let inv = Invocation {
+            log_group: "/aws/lambda/f".into(),
+            request_id: "r".into(),
+            start_ms: Some(i64::MAX / 1_000_000),
+            report: Some(Report {
+                request_id: "r".into(),
+                duration_ms: 1e300,
+                memory_mb: Some(i64::MAX / 3),
+                init_ms: Some(1e300),
+                ..Report::default()
+            }),
+            ..Invocation::default()
+        };
+        let out = build(&inv, &mut [], &[], None);
+        let max = out
+            .iter()
+            .flat_map(|s| &s.attributes)
+            .find(|kv| kv.key == "faas.max_memory")
+            .map(|kv| kv.value.clone());
+        assert_eq!(max, Some(crate::convert::assemble::AnyValue::Int(i64::MAX)));
+        assert!(out.iter().all(|s| s.start_unix_nano <= s.end_unix_nano));
     }
 }
