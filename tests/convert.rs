@@ -118,3 +118,24 @@ fn export_tree_with_crash_and_interleaving_matches_golden() {
     assert!(stdout.contains("out of memory"), "{stdout}");
     golden("lambda-export.txt", &stdout);
 }
+
+/// `convert -` reads standard input (gzip or plain, any supported shape) exactly as a file.
+#[test]
+fn standard_input_converts_like_the_file() {
+    let file = "fixtures/lambda/export/7e1f6a2b-task/2026-11-23-[$LATEST]eeee5555ffff6666aaaa7777bbbb8888/000000.gz";
+    let args = ["--color", "never", "--log-group-name", "/aws/lambda/batch"];
+    let from_file = convert(&[&[file][..], &args[..]].concat());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_spanline"))
+        .args(["convert", "-"])
+        .args(args)
+        .current_dir(root)
+        .stdin(std::fs::File::open(root.join(file)).unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(from_file.0.contains("process-batch"), "{}", from_file.0);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), from_file.0);
+    assert!(stderr.contains("0 malformed"), "{stderr}");
+}

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use cloudwatch::{AwsArgs, ReadArgs, TailArgs};
 use output::{Color, Output, SinkArgs};
 use spanline::convert::assemble::ServiceMap;
-use spanline::convert::source::file::{for_each_record, list_files};
+use spanline::convert::source::file::{for_each_record_in, list_files, stream_of, FileError};
 use spanline::convert::source::s3;
 use spanline::convert::Converter;
 use spanline::span_line::{TraceId, FILTER_PATTERN};
@@ -59,8 +59,8 @@ enum Command {
     /// Convert exported logs, subscription payloads, CLI output or captured stdout, from files
     /// and directories or from an export in S3 (`s3://bucket/prefix/`).
     Convert {
-        /// Files or directories (recursively; `.gz` is unpacked), or `s3://bucket/prefix/`
-        /// (the tree CreateExportTask wrote).
+        /// Files or directories (recursively; `.gz` is unpacked), `s3://bucket/prefix/` (the
+        /// tree CreateExportTask wrote), or `-` for standard input.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Log group of inputs that do not name one (export files, captured stdout).
@@ -143,6 +143,29 @@ fn pattern(trace_id: Option<String>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A progress bar over the files' bytes, drawn on stderr when it is a terminal and there is
+/// enough to read for it to matter (hidden otherwise, so logs and pipes stay clean).
+fn progress_bar(files: &[PathBuf]) -> indicatif::ProgressBar {
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    if total < 16 << 20 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
 async fn convert(
     paths: Vec<PathBuf>,
     log_group_name: String,
@@ -153,14 +176,47 @@ async fn convert(
     let (urls, local): (Vec<PathBuf>, Vec<PathBuf>) = paths
         .into_iter()
         .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
+    // `-` is standard input: captured stdout, a payload or CLI output piped in.
+    let stdin = local.iter().any(|p| p.as_os_str() == "-");
+    let local: Vec<PathBuf> = local.into_iter().filter(|p| p.as_os_str() != "-").collect();
     let files = list_files(&local)?;
     let mut output = Output::new(&sink_args, opts.color, false)?;
     let mut conv = opts.converter(aws.region.clone())?;
     let mut read = 0usize;
     // File by file: complete spans are sent as soon as a file is read, so memory stays bounded
     // by what is still waiting for its invocation to end.
+    let progress = progress_bar(&files);
     for f in &files {
-        for_each_record(f, &log_group_name, |rec| conv.push_ref(rec))?;
+        let file = std::fs::File::open(f).map_err(|source| FileError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        progress.set_message(f.display().to_string());
+        for_each_record_in(
+            progress.wrap_read(file),
+            f,
+            &stream_of(f),
+            &log_group_name,
+            |rec| conv.push_ref(rec),
+        )?;
+        read += 1;
+        if let Err(failed) = output.deliver(conv.take_ready()).await? {
+            return Ok(Output::fail(
+                &conv.summary,
+                &format!("{read} files"),
+                failed,
+            ));
+        }
+    }
+    progress.finish_and_clear();
+    if stdin {
+        for_each_record_in(
+            std::io::stdin().lock(),
+            std::path::Path::new("standard input"),
+            "",
+            &log_group_name,
+            |rec| conv.push_ref(rec),
+        )?;
         read += 1;
         if let Err(failed) = output.deliver(conv.take_ready()).await? {
             return Ok(Output::fail(

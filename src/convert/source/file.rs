@@ -96,7 +96,7 @@ pub fn read_file(path: &Path, log_group: &str) -> Result<Vec<LogRecord>, FileErr
 /// without holding the file in memory (see the module documentation for the two exceptions).
 /// `log_group` fills in the group where the data does not say. On an error, the records before
 /// it have already been handed to `f`.
-pub fn for_each_record<F>(path: &Path, log_group: &str, mut f: F) -> Result<(), FileError>
+pub fn for_each_record<F>(path: &Path, log_group: &str, f: F) -> Result<(), FileError>
 where
     F: FnMut(LogRecordRef<'_>),
 {
@@ -105,7 +105,36 @@ where
         source,
     };
     let file = std::fs::File::open(path).map_err(io)?;
-    let mut raw = BufReader::with_capacity(BUF_SIZE, file);
+    for_each_record_in(file, path, &stream_of(path), log_group, f)
+}
+
+/// The log stream of a file's records that do not name one: its directory's name, as in an
+/// export tree (`<prefix>/<task>/<stream>/000000.gz`).
+pub fn stream_of(path: &Path) -> String {
+    path.parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// [`for_each_record`] over any reader (standard input for `spanline convert -`): `name` names
+/// the input in errors, `stream` is the log stream of records that do not name one.
+pub fn for_each_record_in<R, F>(
+    input: R,
+    name: &Path,
+    stream: &str,
+    log_group: &str,
+    mut f: F,
+) -> Result<(), FileError>
+where
+    R: Read,
+    F: FnMut(LogRecordRef<'_>),
+{
+    let io = |source| FileError::Io {
+        path: name.to_owned(),
+        source,
+    };
+    let mut raw = BufReader::with_capacity(BUF_SIZE, input);
     let gzip = raw.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
     let mut reader: Box<dyn BufRead> = if gzip {
         Box::new(BufReader::with_capacity(
@@ -115,23 +144,17 @@ where
     } else {
         Box::new(raw)
     };
-    let stream = path
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     if starts_as_text(&mut *reader).map_err(io)? {
-        return for_each_text_record(&mut *reader, log_group, &stream, f).map_err(io);
+        return for_each_text_record(&mut *reader, log_group, stream, f).map_err(io);
     }
     // JSON (or text that only looks like it at first): parsed whole, as before.
     let mut bytes = Vec::new();
     reader.read_to_end(&mut bytes).map_err(io)?;
     let text = String::from_utf8_lossy(&bytes);
-    let records =
-        parse_content(&text, log_group, &stream).map_err(|reason| FileError::Payload {
-            path: path.to_owned(),
-            reason,
-        })?;
+    let records = parse_content(&text, log_group, stream).map_err(|reason| FileError::Payload {
+        path: name.to_owned(),
+        reason,
+    })?;
     for r in &records {
         f(r.as_ref());
     }
