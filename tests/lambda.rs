@@ -667,3 +667,59 @@ fn the_bootstrap_refuses_to_start_without_a_backend_or_runtime_api() {
         run.stderr
     );
 }
+
+/// Lambda starts `bootstrap` without arguments: the binary under that name is `spanline lambda`
+/// (here it stops at the missing runtime API, exit 1, where clap would have printed its usage
+/// and exited with 2).
+#[test]
+fn the_binary_named_bootstrap_runs_the_lambda_command() {
+    let dir = scratch("lambda-bootstrap-name");
+    let bootstrap = dir.join("bootstrap");
+    std::fs::hard_link(env!("CARGO_BIN_EXE_spanline"), &bootstrap)
+        .or_else(|_| std::fs::copy(env!("CARGO_BIN_EXE_spanline"), &bootstrap).map(|_| ()))
+        .expect("bootstrap copy");
+    let mut cmd = std::process::Command::new(&bootstrap);
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("OTEL_") || k.starts_with("AWS_") {
+            cmd.env_remove(&*k);
+        }
+    }
+    let out = cmd
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .expect("running bootstrap");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("AWS_LAMBDA_RUNTIME_API"), "{stderr}");
+    // With arguments it is the ordinary CLI.
+    let out = std::process::Command::new(&bootstrap)
+        .arg("pattern")
+        .output()
+        .expect("running bootstrap pattern");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SPLN1");
+}
+
+/// The template's filter pattern is the converter's: span lines and the platform lines
+/// invocation spans need (examples/deploy is checked by cfn-lint in tests/cfn-lint.sh).
+#[test]
+fn the_subscription_template_filters_with_the_converters_pattern() {
+    use spanline::convert::source::cloudwatch::filter::DEFAULT_FILTER_PATTERN;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/deploy/subscription.yaml"
+    );
+    let t = std::fs::read_to_string(path).expect("the subscription template");
+    assert!(
+        t.contains(&format!("Default: '{DEFAULT_FILTER_PATTERN}'")),
+        "the FilterPattern default of {path} differs from DEFAULT_FILTER_PATTERN"
+    );
+    for needed in [
+        "Runtime: provided.al2023",
+        "Handler: bootstrap",
+        "ReportBatchItemFailures",
+    ] {
+        assert!(t.contains(needed), "{needed}");
+    }
+}
