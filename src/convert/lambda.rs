@@ -473,7 +473,8 @@ where
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
-        let mut running = std::collections::HashSet::new();
+        // Task id → item, to tell which item a panicked task carried.
+        let mut running = std::collections::HashMap::new();
         let mut queue = pending.into_iter();
         loop {
             while tasks.len() < self.concurrency.max(1) {
@@ -481,8 +482,7 @@ where
                     break;
                 };
                 let mut sink = self.sink.clone();
-                running.insert(i);
-                tasks.spawn(async move {
+                let handle = tasks.spawn(async move {
                     let r: Delivered = sink
                         .send(&spans)
                         .await
@@ -490,6 +490,7 @@ where
                         .map_err(ItemError::from);
                     (i, r)
                 });
+                running.insert(handle.id(), i);
             }
             let next = match deadline {
                 Some(d) => match tokio::time::timeout_at(d.into(), tasks.join_next()).await {
@@ -501,8 +502,8 @@ where
             let Some(joined) = next else { break };
             match joined {
                 Ok((i, r)) => {
-                    running.remove(&i);
-                    outcomes[i] = Some(match r {
+                    running.retain(|_, item| *item != i);
+                    let outcome = match r {
                         Ok((accepted, rejected, attempts)) => {
                             report.spans_delivered += accepted;
                             report.spans_rejected += rejected;
@@ -510,10 +511,18 @@ where
                             Outcome::Delivered
                         }
                         Err(e) => Outcome::Failed(e),
-                    });
+                    };
+                    if let Some(slot) = outcomes.get_mut(i) {
+                        *slot = Some(outcome);
+                    }
                 }
-                // A panicking or cancelled task: its item stays unanswered and is failed below.
-                Err(e) => eprintln!("spanline: delivery task: {e}"),
+                Err(e) => {
+                    if let Some(i) = running.remove(&e.id()) {
+                        if let Some(slot) = outcomes.get_mut(i) {
+                            *slot = Some(Outcome::Failed(ItemError::Task(e.to_string())));
+                        }
+                    }
+                }
             }
         }
         tasks.abort_all();
