@@ -723,3 +723,90 @@ fn the_subscription_template_filters_with_the_converters_pattern() {
         assert!(t.contains(needed), "{needed}");
     }
 }
+
+/// Through the real binary: a direct event whose spans the backend refuses makes the function
+/// report an error to the Runtime API (so Lambda retries it); a Kinesis batch answers with
+/// exactly the refused record.
+#[test]
+fn the_bootstrap_reports_refused_spans_as_errors_and_batch_item_failures() {
+    let server = rt();
+    let poison_hex = fresh_id::<16>();
+    let poison: [u8; 16] = unhex(&poison_hex).try_into().unwrap();
+    let backend = server.block_on(refusing_backend(poison));
+    let group = format!("/aws/lambda/spanline-refusing-{}", fresh_id::<4>());
+    let bad = Invocation::new(&group, &poison_hex);
+    let good = Invocation::new(&group, &fresh_id::<16>());
+    let (kinesis, seqs) = kinesis_event(&[
+        gzip(good.payload().as_bytes()),
+        gzip(bad.payload().as_bytes()),
+    ]);
+    let ids: Vec<String> = (0..3).map(|_| request_id()).collect();
+    let events = vec![
+        (ids[0].clone(), subscription_event(&bad.payload())),
+        (ids[1].clone(), kinesis),
+        (ids[2].clone(), subscription_event(&good.payload())),
+    ];
+    let (addr, posted) = server.block_on(runtime_api(events));
+    let dir = scratch("lambda-refused");
+    let traces = backend.url.trim_end_matches("/v1/traces").to_owned();
+    let env = [
+        ("AWS_LAMBDA_RUNTIME_API", addr.as_str()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "spanline-forwarder"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", traces.as_str()),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let mut child = spawn_spanline(&dir, &["lambda"], &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while posted.lock().unwrap().len() < 3 && Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "spanline lambda exited with {status}\nstderr:\n{}",
+                std::fs::read_to_string(dir.join("spanline.stderr")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(dir.join("spanline.stderr")).unwrap_or_default();
+    let posted = posted.lock().unwrap().clone();
+    assert_eq!(posted.len(), 3, "{posted:?}\nstderr:\n{stderr}");
+    assert_eq!(
+        (posted[0].0.as_str(), posted[0].1.as_str()),
+        (ids[0].as_str(), "error")
+    );
+    assert_eq!(
+        posted[0].2["errorType"], "spanline.BackendRefused",
+        "{:?}",
+        posted[0]
+    );
+    assert!(
+        posted[0].2["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("500"),
+        "{:?}",
+        posted[0]
+    );
+    assert_eq!(
+        (posted[1].0.as_str(), posted[1].1.as_str(), &posted[1].2),
+        (
+            ids[1].as_str(),
+            "response",
+            &json!({"batchItemFailures": [{"itemIdentifier": seqs[1]}]})
+        )
+    );
+    assert_eq!(
+        (posted[2].0.as_str(), posted[2].1.as_str(), &posted[2].2),
+        (ids[2].as_str(), "response", &Value::Null)
+    );
+    let seen = backend.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|(p, _)| *p).count(),
+        2,
+        "the refused spans were sent twice, once per event: {seen:?}"
+    );
+    assert_eq!(seen.iter().filter(|(p, _)| !*p).count(), 2, "{seen:?}");
+}
