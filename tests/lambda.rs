@@ -810,3 +810,38 @@ fn the_bootstrap_reports_refused_spans_as_errors_and_batch_item_failures() {
     );
     assert_eq!(seen.iter().filter(|(p, _)| !*p).count(), 2, "{seen:?}");
 }
+
+/// A headers secret that cannot be read stops the cold start with the variable's name, before
+/// any invocation is taken.
+#[test]
+fn a_missing_headers_secret_stops_the_cold_start() {
+    let moto = service("SPANLINE_TEST_MOTO");
+    let dir = scratch("lambda-no-secret");
+    let arn = format!(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:spanline-missing-{}",
+        fresh_id::<6>()
+    );
+    let run = crate::support::run_spanline(
+        &dir,
+        &["lambda"],
+        &[
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9"),
+            ("AWS_LAMBDA_FUNCTION_NAME", "f"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+            ("SPANLINE_OTLP_HEADERS_SECRET_ARN", arn.as_str()),
+            ("AWS_ENDPOINT_URL", moto.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("SPANLINE_OTLP_HEADERS_SECRET_ARN: cannot read the secret"),
+        "{}",
+        run.stderr
+    );
+}
