@@ -4,6 +4,7 @@ mod cloudwatch;
 mod conformance;
 mod convert;
 mod e2e;
+mod lambda;
 mod model;
 mod properties;
 mod reference;

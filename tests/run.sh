@@ -23,6 +23,9 @@ for banned in tokio aws-config aws-sdk-cloudwatchlogs aws-sdk-s3 clap serde_json
 done
 cargo test --no-default-features --lib -q
 
+step "deployment templates: cfn-lint (examples/deploy)"
+bash tests/cfn-lint.sh
+
 step "test services: moto, MLflow, Phoenix, rotel on 127.0.0.1 (tests/services.sh)"
 # Stopped on any exit, also when a later step fails. The end-to-end tests (tests/e2e.rs) fail
 # without the SPANLINE_TEST_* variables the env file exports.

@@ -2,6 +2,8 @@
 //! library (`spanline::convert`).
 
 mod cloudwatch;
+#[cfg(feature = "lambda")]
+mod lambda;
 mod output;
 
 use anyhow::Context as _;
@@ -77,6 +79,11 @@ enum Command {
     Read(Box<ReadArgs>),
     /// Follow log groups and convert as events arrive (`--poll`: FilterLogEvents polling).
     Tail(Box<TailArgs>),
+    /// Run as the bootstrap of an AWS Lambda function behind a CloudWatch Logs subscription
+    /// (direct, Kinesis or Firehose); configured by OTEL_EXPORTER_OTLP_* and
+    /// SPANLINE_OTLP_HEADERS_SECRET_ARN (see the README).
+    #[cfg(feature = "lambda")]
+    Lambda,
     /// Print the CloudWatch filter pattern and Logs Insights query that find a trace's lines.
     Pattern {
         /// The trace id as tracing backends show it (32 hex digits).
@@ -87,7 +94,10 @@ enum Command {
 
 /// Parses the arguments and runs the command.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match bootstrap() {
+        Some(cli) => cli,
+        None => Cli::parse(),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -100,6 +110,25 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Lambda's `provided` runtimes start the file named `bootstrap` without arguments: the binary
+/// installed under that name runs `spanline lambda`.
+#[cfg(feature = "lambda")]
+fn bootstrap() -> Option<Cli> {
+    let mut args = std::env::args_os();
+    let name = args.next()?;
+    let is_bootstrap = std::path::Path::new(&name)
+        .file_name()
+        .is_some_and(|n| n == "bootstrap");
+    (is_bootstrap && args.next().is_none()).then_some(Cli {
+        command: Command::Lambda,
+    })
+}
+
+#[cfg(not(feature = "lambda"))]
+fn bootstrap() -> Option<Cli> {
+    None
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -122,6 +151,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => runtime()?.block_on(convert(paths, log_group_name, opts, aws, *sinks)),
         Command::Read(args) => runtime()?.block_on(cloudwatch::read(*args)),
         Command::Tail(args) => runtime()?.block_on(cloudwatch::tail(*args)),
+        #[cfg(feature = "lambda")]
+        Command::Lambda => runtime()?.block_on(lambda::run()),
     }
 }
 

@@ -4,6 +4,8 @@
 //! on the way, malformed lines by reason, so nothing is dropped silently.
 
 pub mod assemble;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 pub mod parse;
 pub mod platform;
 pub mod record;

@@ -1,0 +1,123 @@
+//! `spanline lambda`: the binary as the bootstrap of an AWS Lambda function (`provided.al2023`)
+//! behind a CloudWatch Logs subscription. Reads the configuration once per cold start, fetches
+//! the OTLP headers secret if one is named, then serves invocations with `lambda_runtime`; the
+//! work is in `spanline::convert::lambda`.
+//!
+//! Environment: the `OTEL_EXPORTER_OTLP_*` variables as for `convert` (an endpoint is
+//! required); `SPANLINE_OTLP_HEADERS_SECRET_ARN`, a Secrets Manager secret holding more headers
+//! (a JSON object or `key=value,…`; they win over `OTEL_EXPORTER_OTLP_HEADERS`);
+//! `SPANLINE_SERVICE`, comma-separated `GROUP=NAME` rules as `--service` takes them. Lambda sets
+//! `AWS_LAMBDA_RUNTIME_API`, `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`,
+//! `AWS_LAMBDA_FUNCTION_VERSION` and `AWS_REGION`.
+
+use anyhow::Context as _;
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+use spanline::convert::assemble::ServiceMap;
+use spanline::convert::lambda::{headers_from_secret, Handler};
+use spanline::convert::sink::otlp::{OtlpConfig, OtlpSink};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// The variable naming the headers secret.
+const SECRET_VAR: &str = "SPANLINE_OTLP_HEADERS_SECRET_ARN";
+
+/// What `lambda_runtime` reads, and panics without.
+const RUNTIME_VARS: [&str; 4] = [
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+];
+
+fn env_var(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Reads the OTLP headers secret (never printed; errors name the variable, not the value).
+async fn secret_headers(arn: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let client = aws_sdk_secretsmanager::Client::new(&config);
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{SECRET_VAR}: cannot read the secret: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+            )
+        })?;
+    let text = out
+        .secret_string()
+        .with_context(|| format!("{SECRET_VAR}: the secret has no SecretString"))?;
+    headers_from_secret(text).with_context(|| format!("{SECRET_VAR}: the secret's headers"))
+}
+
+async fn configure() -> anyhow::Result<Handler<OtlpSink>> {
+    for v in RUNTIME_VARS {
+        if env_var(v).is_none() {
+            anyhow::bail!(
+                "{v} is not set: `spanline lambda` runs inside AWS Lambda (or a runtime API \
+                 emulator), which sets it"
+            );
+        }
+    }
+    if env_var("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        && env_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+    {
+        anyhow::bail!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is not set: \
+             the function needs a backend to forward spans to"
+        );
+    }
+    let mut config = OtlpConfig::from_env(env_var)?;
+    if let Some(arn) = env_var(SECRET_VAR) {
+        for (k, v) in secret_headers(arn.trim()).await? {
+            config
+                .headers
+                .retain(|(old, _)| !old.eq_ignore_ascii_case(&k));
+            config.headers.push((k, v));
+        }
+    }
+    config.validate()?;
+    let endpoint = config.endpoint_redacted();
+    let protocol = config.protocol.name();
+    let mut handler = Handler::new(OtlpSink::new(config)?);
+    handler.region = env_var("AWS_REGION").or_else(|| env_var("AWS_DEFAULT_REGION"));
+    if let Some(rules) = env_var("SPANLINE_SERVICE") {
+        handler.services = ServiceMap::parse(rules.split(',').map(str::trim))
+            .map_err(|e| anyhow::anyhow!("SPANLINE_SERVICE {e}"))?;
+    }
+    // One line per cold start: where spans go (no header names or values).
+    eprintln!("spanline: lambda: forwarding to OTLP {protocol} {endpoint}");
+    Ok(handler)
+}
+
+/// Serves invocations until the runtime stops the process.
+pub async fn run() -> anyhow::Result<ExitCode> {
+    let handler = Arc::new(configure().await?);
+    let service = service_fn(move |event: LambdaEvent<Value>| {
+        let handler = Arc::clone(&handler);
+        async move {
+            let remaining = event
+                .context
+                .deadline()
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let deadline = Instant::now() + remaining;
+            let (report, result) = handler.handle(event.payload, Some(deadline)).await;
+            // The counters of this invocation, one JSON line in the function's log.
+            println!("{}", report.json_line());
+            result
+        }
+    });
+    lambda_runtime::run(service)
+        .await
+        .map_err(|e| anyhow::anyhow!("the Lambda runtime loop ended: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}

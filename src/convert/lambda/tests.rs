@@ -1,0 +1,388 @@
+//! The event handling with an in-memory sink: shapes, decoding, per-record outcomes, the
+//! deadline, the headers secret. Real backends and the runtime loop: tests/lambda.rs.
+
+use super::*;
+use crate::convert::sink::Delivery;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Accepts spans, except those of `refuse` (fatal) and everything when `hang`.
+#[derive(Clone, Default)]
+struct MemorySink {
+    sent: Arc<Mutex<Vec<Span>>>,
+    refuse: Option<crate::span_line::TraceId>,
+    hang: bool,
+}
+
+impl Sink for MemorySink {
+    async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
+        if self.hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if spans.iter().any(|s| Some(s.trace_id) == self.refuse) {
+            return Err(SinkError::Fatal {
+                endpoint: "memory".into(),
+                status: "500".into(),
+                body: "refused".into(),
+            });
+        }
+        self.sent.lock().unwrap().extend_from_slice(spans);
+        Ok(Delivery {
+            accepted: spans.len() as u64,
+            attempts: 1,
+            ..Delivery::default()
+        })
+    }
+
+    async fn shutdown(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn trace(n: u8) -> [u8; 16] {
+    [n; 16]
+}
+
+/// A root span line of trace `[n; 16]`, span `[s; 8]`.
+fn span_line(n: u8, s: u8) -> String {
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "SPLN1 {}{} 1700000000000000 1500s handler k=v;",
+        b.encode(trace(n)),
+        b.encode([s; 8])
+    )
+}
+
+fn payload(kind: &str, group: &str, messages: &[String]) -> String {
+    let events: Vec<Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| serde_json::json!({"id": i.to_string(), "timestamp": 1_700_000_000_000i64 + i as i64, "message": m}))
+        .collect();
+    serde_json::json!({
+        "messageType": kind, "owner": "123456789012", "logGroup": group,
+        "logStream": "2024/05/01/[$LATEST]0123456789abcdef0123456789abcdef",
+        "subscriptionFilters": ["spanline"], "logEvents": events,
+    })
+    .to_string()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+fn subscription_event(p: &str) -> Value {
+    serde_json::json!({"awslogs": {"data": B64.encode(gzip(p.as_bytes()))}})
+}
+
+fn kinesis_event(records: &[Vec<u8>]) -> Value {
+    let recs: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            serde_json::json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0", "partitionKey": "k",
+                    "sequenceNumber": format!("4959{i:04}"), "data": B64.encode(d),
+                    "approximateArrivalTimestamp": 1_700_000_000.5
+                },
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("shardId-000000000000:4959{i:04}"),
+                "eventName": "aws:kinesis:record", "awsRegion": "us-east-1",
+                "invokeIdentityArn": "arn:aws:iam::123456789012:role/r",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/s"
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": recs })
+}
+
+fn firehose_event(records: &[Vec<u8>]) -> Value {
+    let recs: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            serde_json::json!({
+                "recordId": format!("r{i}"), "approximateArrivalTimestamp": 1_700_000_000_500i64,
+                "data": B64.encode(d)
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "invocationId": "inv-1", "region": "us-east-1",
+        "deliveryStreamArn": "arn:aws:firehose:us-east-1:123456789012:deliverystream/d",
+        "records": recs
+    })
+}
+
+fn handler(sink: MemorySink) -> Handler<MemorySink> {
+    Handler::new(sink)
+}
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn direct_subscription_event_delivers_its_spans() {
+    let sink = MemorySink::default();
+    let p = payload(
+        "DATA_MESSAGE",
+        "/aws/lambda/orders",
+        &[span_line(1, 1), "noise".into(), span_line(1, 2)],
+    );
+    let (report, r) = block(handler(sink.clone()).handle(subscription_event(&p), None));
+    assert_eq!(r.unwrap(), Value::Null);
+    assert_eq!(sink.sent.lock().unwrap().len(), 2);
+    assert_eq!(
+        (
+            report.event,
+            report.items,
+            report.items_ok,
+            report.log_events
+        ),
+        (Some(EventKind::Subscription), 1, 1, 3)
+    );
+    assert_eq!(
+        (report.spans, report.spans_delivered, report.foreign),
+        (2, 2, 1)
+    );
+    // The service defaults to the function name of the group.
+    assert!(sink
+        .sent
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|s| s.service == "orders"));
+}
+
+#[test]
+fn refused_spans_fail_a_direct_subscription_event() {
+    let sink = MemorySink {
+        refuse: Some(crate::span_line::TraceId(trace(7))),
+        ..MemorySink::default()
+    };
+    let p = payload("DATA_MESSAGE", "/aws/lambda/f", &[span_line(7, 1)]);
+    let (report, r) = block(handler(sink).handle(subscription_event(&p), None));
+    let e = r.unwrap_err();
+    assert!(
+        matches!(e, LambdaError::NotDelivered { failed: 1, .. }),
+        "{e}"
+    );
+    assert!(!e.is_retryable());
+    assert_eq!(report.items_failed, 1);
+    assert!(report.error.as_deref().unwrap().contains("refused"));
+    let d: lambda_runtime::Diagnostic = e.into();
+    assert_eq!(d.error_type, "spanline.BackendRefused");
+}
+
+#[test]
+fn control_messages_and_unknown_events() {
+    let sink = MemorySink::default();
+    let p = payload(
+        "CONTROL_MESSAGE",
+        "",
+        &["CWL CONTROL MESSAGE: Checking health of destination Kinesis stream.".into()],
+    );
+    let (report, r) = block(handler(sink.clone()).handle(subscription_event(&p), None));
+    assert_eq!(r.unwrap(), Value::Null);
+    assert_eq!((report.items_control, report.log_events), (1, 0));
+    let (_, r) = block(handler(sink.clone()).handle(serde_json::json!({"hello": 1}), None));
+    assert!(matches!(r, Err(LambdaError::UnknownEvent)));
+    let (_, r) = block(handler(sink.clone()).handle(serde_json::json!([1]), None));
+    assert!(matches!(r, Err(LambdaError::UnknownEvent)));
+    let bad = serde_json::json!({"awslogs": {"data": "bm90IGd6aXA="}});
+    let (report, r) = block(handler(sink.clone()).handle(bad, None));
+    assert!(matches!(r, Err(LambdaError::InvalidPayload(_))), "{r:?}");
+    assert!(report.error.is_some());
+    assert!(sink.sent.lock().unwrap().is_empty());
+}
+
+#[test]
+fn kinesis_reports_only_the_records_whose_spans_were_refused() {
+    let sink = MemorySink {
+        refuse: Some(crate::span_line::TraceId(trace(9))),
+        ..MemorySink::default()
+    };
+    let records = vec![
+        gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(1, 1)]).as_bytes()),
+        gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(9, 2)]).as_bytes()),
+        gzip(payload("CONTROL_MESSAGE", "", &["CWL CONTROL MESSAGE".into()]).as_bytes()),
+        b"not a payload".to_vec(),
+        gzip(
+            payload(
+                "DATA_MESSAGE",
+                "/aws/lambda/b",
+                &[span_line(2, 3), span_line(9, 4)],
+            )
+            .as_bytes(),
+        ),
+        gzip(payload("DATA_MESSAGE", "/aws/lambda/b", &["just text".into()]).as_bytes()),
+    ];
+    let (report, r) = block(handler(sink.clone()).handle(kinesis_event(&records), None));
+    let v = r.unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"batchItemFailures": [
+            {"itemIdentifier": "49590001"}, {"itemIdentifier": "49590004"}
+        ]})
+    );
+    assert_eq!(
+        (
+            report.items,
+            report.items_ok,
+            report.items_failed,
+            report.items_control,
+            report.items_invalid
+        ),
+        (6, 2, 2, 1, 1)
+    );
+    let sent = sink.sent.lock().unwrap();
+    assert_eq!(sent.len(), 1, "only the first record's span is accepted");
+    assert_eq!(sent[0].trace_id.0, trace(1));
+}
+
+#[test]
+fn kinesis_without_failures_answers_an_empty_list() {
+    let records = vec![gzip(
+        payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(3, 1)]).as_bytes(),
+    )];
+    let (_, r) = block(handler(MemorySink::default()).handle(kinesis_event(&records), None));
+    assert_eq!(r.unwrap(), serde_json::json!({"batchItemFailures": []}));
+}
+
+#[test]
+fn firehose_records_come_back_with_their_data_and_a_result() {
+    let sink = MemorySink::default();
+    let records = vec![
+        gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(4, 1)]).as_bytes()),
+        gzip(payload("CONTROL_MESSAGE", "", &["CWL CONTROL MESSAGE".into()]).as_bytes()),
+        b"garbage".to_vec(),
+        // Two payloads in one record, as gzip members, and plain JSON.
+        [
+            gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(4, 2)]).as_bytes()),
+            gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(4, 3)]).as_bytes()),
+        ]
+        .concat(),
+        payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(4, 4)]).into_bytes(),
+    ];
+    let (report, r) = block(handler(sink.clone()).handle(firehose_event(&records), None));
+    let v = r.unwrap();
+    let out = v["records"].as_array().unwrap();
+    let results: Vec<&str> = out.iter().map(|r| r["result"].as_str().unwrap()).collect();
+    assert_eq!(results, ["Ok", "Dropped", "ProcessingFailed", "Ok", "Ok"]);
+    for (i, (o, d)) in out.iter().zip(&records).enumerate() {
+        assert_eq!(o["recordId"], format!("r{i}"));
+        assert_eq!(B64.decode(o["data"].as_str().unwrap()).unwrap(), *d);
+    }
+    assert_eq!(sink.sent.lock().unwrap().len(), 4);
+    assert_eq!(report.spans_delivered, 4);
+}
+
+#[test]
+fn firehose_fails_the_invocation_when_spans_are_refused() {
+    let sink = MemorySink {
+        refuse: Some(crate::span_line::TraceId(trace(5))),
+        ..MemorySink::default()
+    };
+    let records = vec![
+        gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(4, 1)]).as_bytes()),
+        gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(5, 1)]).as_bytes()),
+    ];
+    let (_, r) = block(handler(sink).handle(firehose_event(&records), None));
+    assert!(
+        matches!(
+            r,
+            Err(LambdaError::NotDelivered {
+                failed: 1,
+                items: 2,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_backend_slower_than_the_deadline_fails_the_records() {
+    let sink = MemorySink {
+        hang: true,
+        ..MemorySink::default()
+    };
+    let mut h = handler(sink);
+    h.deadline_margin = Duration::from_millis(100);
+    let p = payload("DATA_MESSAGE", "/aws/lambda/f", &[span_line(6, 1)]);
+    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_millis(400);
+    let (report, r) = block(h.handle(subscription_event(&p), Some(deadline)));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let e = r.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LambdaError::NotDelivered {
+                source: ItemError::Deadline,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.is_retryable());
+    assert_eq!(report.items_failed, 1);
+}
+
+#[test]
+fn report_is_one_json_line_with_its_counters() {
+    let r = Report {
+        event: Some(EventKind::Kinesis),
+        items: 3,
+        spans: 7,
+        ..Report::default()
+    };
+    let line = r.json_line();
+    assert!(!line.contains('\n'));
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["spanline"], "lambda");
+    assert_eq!(v["event"], "kinesis");
+    assert_eq!(
+        (v["items"].as_u64(), v["spans"].as_u64()),
+        (Some(3), Some(7))
+    );
+    assert!(v["error"].is_null());
+}
+
+#[test]
+fn headers_secret_in_both_formats_and_no_value_in_errors() {
+    assert_eq!(
+        headers_from_secret(r#"{"Authorization":"Bearer s3cr3t-token","x-team":7}"#).unwrap(),
+        vec![
+            ("authorization".to_owned(), "Bearer s3cr3t-token".to_owned()),
+            ("x-team".to_owned(), "7".to_owned())
+        ]
+    );
+    assert_eq!(
+        headers_from_secret(" api-key=s3cr3t-token,x-b=2 ").unwrap(),
+        vec![
+            ("api-key".to_owned(), "s3cr3t-token".to_owned()),
+            ("x-b".to_owned(), "2".to_owned())
+        ]
+    );
+    for bad in [
+        r#"{"a": {"nested": "s3cr3t-token"}}"#,
+        "{not json s3cr3t-token",
+        "s3cr3t-token",
+        r#"{"": "s3cr3t-token"}"#,
+    ] {
+        let e = headers_from_secret(bad).unwrap_err().to_string();
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
+}
