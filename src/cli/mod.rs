@@ -179,6 +179,7 @@ fn pattern(trace_id: Option<String>) -> anyhow::Result<ExitCode> {
 fn progress_bar(files: &[PathBuf]) -> indicatif::ProgressBar {
     let total: u64 = files
         .iter()
+        .filter(|f| f.as_os_str() != "-")
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
@@ -207,10 +208,16 @@ async fn convert(
     let (urls, local): (Vec<PathBuf>, Vec<PathBuf>) = paths
         .into_iter()
         .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
-    // `-` is standard input: captured stdout, a payload or CLI output piped in.
-    let stdin = local.iter().any(|p| p.as_os_str() == "-");
-    let local: Vec<PathBuf> = local.into_iter().filter(|p| p.as_os_str() != "-").collect();
-    let files = list_files(&local)?;
+    // `-` is standard input (captured stdout, a payload or CLI output piped in), read in its
+    // place among the other inputs.
+    let mut files = Vec::new();
+    for p in local {
+        if p.as_os_str() == "-" {
+            files.push(p);
+        } else {
+            files.extend(list_files(std::slice::from_ref(&p))?);
+        }
+    }
     let mut output = Output::new(&sink_args, opts.color, false)?;
     let mut conv = opts.converter(aws.region.clone())?;
     let mut read = 0usize;
@@ -218,18 +225,25 @@ async fn convert(
     // by what is still waiting for its invocation to end.
     let progress = progress_bar(&files);
     for f in &files {
-        let file = std::fs::File::open(f).map_err(|source| FileError::Io {
-            path: f.clone(),
-            source,
-        })?;
-        progress.set_message(f.display().to_string());
-        for_each_record_in(
-            progress.wrap_read(file),
-            f,
-            &stream_of(f),
-            &log_group_name,
-            |rec| conv.push_ref(rec),
-        )?;
+        if f.as_os_str() == "-" {
+            let name = std::path::Path::new("standard input");
+            for_each_record_in(std::io::stdin().lock(), name, "", &log_group_name, |rec| {
+                conv.push_ref(rec)
+            })?;
+        } else {
+            let file = std::fs::File::open(f).map_err(|source| FileError::Io {
+                path: f.clone(),
+                source,
+            })?;
+            progress.set_message(f.display().to_string());
+            for_each_record_in(
+                progress.wrap_read(file),
+                f,
+                &stream_of(f),
+                &log_group_name,
+                |rec| conv.push_ref(rec),
+            )?;
+        }
         read += 1;
         if let Err(failed) = output.deliver(conv.take_ready()).await? {
             return Ok(Output::fail(
@@ -240,23 +254,6 @@ async fn convert(
         }
     }
     progress.finish_and_clear();
-    if stdin {
-        for_each_record_in(
-            std::io::stdin().lock(),
-            std::path::Path::new("standard input"),
-            "",
-            &log_group_name,
-            |rec| conv.push_ref(rec),
-        )?;
-        read += 1;
-        if let Err(failed) = output.deliver(conv.take_ready()).await? {
-            return Ok(Output::fail(
-                &conv.summary,
-                &format!("{read} files"),
-                failed,
-            ));
-        }
-    }
     if !urls.is_empty() {
         let client = aws.options().s3_client().await;
         for url in &urls {
