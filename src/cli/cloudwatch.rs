@@ -64,22 +64,22 @@ pub struct GroupArgs {
     log_groups_from: Option<PathBuf>,
     /// Only log streams whose name starts with this.
     #[arg(long = "log-stream-name-prefix", value_name = "PREFIX")]
-    log_stream_name_prefix: Option<String>,
+    pub(super) log_stream_name_prefix: Option<String>,
     /// The FilterLogEvents filter pattern. The default selects span lines and Lambda platform
     /// lines in every log format.
     #[arg(long = "filter-pattern", default_value = DEFAULT_FILTER_PATTERN)]
-    filter_pattern: String,
+    pub(super) filter_pattern: String,
     /// Requests per second for the whole run, all groups together (FilterLogEvents allows 5
     /// per account and Region; leave room for other readers).
     #[arg(long = "max-tps", default_value_t = 5.0, value_name = "N")]
-    max_tps: f64,
+    pub(super) max_tps: f64,
     /// Log groups read at the same time.
     #[arg(long, default_value_t = 4, value_name = "N")]
     parallel: usize,
 }
 
 impl GroupArgs {
-    fn selection(&self) -> anyhow::Result<GroupSelection> {
+    pub(super) fn selection(&self) -> anyhow::Result<GroupSelection> {
         let mut names = self.log_group_name.clone();
         if let Some(f) = &self.log_groups_from {
             let text = std::fs::read_to_string(f)
@@ -154,13 +154,13 @@ pub struct TailArgs {
     sinks: SinkArgs,
 }
 
-fn time_arg(flag: &str, v: &Option<String>, now: i64) -> anyhow::Result<Option<i64>> {
+pub(super) fn time_arg(flag: &str, v: &Option<String>, now: i64) -> anyhow::Result<Option<i64>> {
     v.as_deref()
         .map(|t| parse_time(t, now).with_context(|| format!("--{flag}")))
         .transpose()
 }
 
-fn duration_arg(flag: &str, v: &str) -> anyhow::Result<Duration> {
+pub(super) fn duration_arg(flag: &str, v: &str) -> anyhow::Result<Duration> {
     let ms = parse_duration_ms(v.trim())
         .filter(|ms| *ms >= 0)
         .with_context(|| format!("--{flag} {v:?}: expected a duration such as 5s, 2m, 500ms"))?;
@@ -204,7 +204,7 @@ impl Drop for Ticker {
 }
 
 /// Where the converter's region comes from: the flag or environment, else the loaded config.
-async fn converter(
+pub(super) async fn converter(
     opts: &ConvertOpts,
     aws: &AwsArgs,
 ) -> anyhow::Result<(Converter, aws_sdk_cloudwatchlogs::Client)> {

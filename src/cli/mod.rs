@@ -2,6 +2,7 @@
 //! library (`spanline::convert`).
 
 mod cloudwatch;
+mod forward;
 #[cfg(feature = "lambda")]
 mod lambda;
 mod output;
@@ -79,6 +80,9 @@ enum Command {
     Read(Box<ReadArgs>),
     /// Follow log groups and convert as events arrive (`--poll`: FilterLogEvents polling).
     Tail(Box<TailArgs>),
+    /// One scheduled run: forward everything new since the checkpoint to the backend, exactly
+    /// once, and exit (codes: 0 done, 1 error, 4 backend failing, 5 refused, 6 locked).
+    Forward(Box<forward::ForwardArgs>),
     /// Run as the bootstrap of an AWS Lambda function behind a CloudWatch Logs subscription
     /// (direct, Kinesis or Firehose); configured by OTEL_EXPORTER_OTLP_* and
     /// SPANLINE_OTLP_HEADERS_SECRET_ARN (see the README).
@@ -151,6 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => runtime()?.block_on(convert(paths, log_group_name, opts, aws, *sinks)),
         Command::Read(args) => runtime()?.block_on(cloudwatch::read(*args)),
         Command::Tail(args) => runtime()?.block_on(cloudwatch::tail(*args)),
+        Command::Forward(args) => runtime()?.block_on(forward::forward(*args)),
         #[cfg(feature = "lambda")]
         Command::Lambda => runtime()?.block_on(lambda::run()),
     }

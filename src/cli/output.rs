@@ -54,6 +54,10 @@ pub struct SinkArgs {
     /// Also draw the traces in the terminal when a backend is configured.
     #[arg(long)]
     terminal: bool,
+    /// How long one OTLP batch is retried (backoff, Retry-After) before the run gives up
+    /// (default: 60s).
+    #[arg(long = "retry-deadline", value_name = "DURATION")]
+    retry_deadline: Option<String>,
 }
 
 /// The sinks the arguments ask for.
@@ -134,6 +138,14 @@ fn otlp_config(args: &SinkArgs) -> anyhow::Result<Option<OtlpConfig>> {
             other => anyhow::bail!("--otlp-compression {other:?}: expected gzip or none"),
         };
     }
+    if let Some(d) = &args.retry_deadline {
+        let ms = spanline::convert::source::cloudwatch::time::parse_duration_ms(d.trim())
+            .filter(|ms| *ms > 0)
+            .with_context(|| {
+                format!("--retry-deadline {d:?}: expected a duration such as 30s, 5m")
+            })?;
+        config.retry_deadline = std::time::Duration::from_millis(ms.unsigned_abs());
+    }
     config.validate()?;
     Ok(Some(config))
 }
@@ -206,6 +218,11 @@ impl Output {
             attempts: 0,
             rejected: 0,
         })
+    }
+
+    /// Whether a backend or file is configured (otherwise spans are only drawn).
+    pub fn has_sinks(&self) -> bool {
+        !self.sinks.is_empty()
     }
 
     /// Sends a batch to every sink (and keeps it for drawing).

@@ -4,6 +4,7 @@
 //! on the way, malformed lines by reason, so nothing is dropped silently.
 
 pub mod assemble;
+pub mod checkpoint;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod parse;
@@ -222,7 +223,11 @@ impl Converter {
                         .map(|r| r.text().into_owned())
                         .or_else(|| origin.request_id.map(str::to_owned));
                     let span = assemble::to_span(&line, &origin);
-                    let key = req.map(|r| (rec.log_group.to_owned(), r));
+                    // A line of an invocation that already ended (written after its REPORT, or
+                    // re-read after it was finished) has nothing left to wait for.
+                    let key = req
+                        .map(|r| (rec.log_group.to_owned(), r))
+                        .filter(|k| !self.finished.contains(k));
                     if line.open {
                         self.assembler.push_open(span, key);
                     } else {
@@ -376,6 +381,57 @@ impl Converter {
         self.current.clear();
         self.cold_pending.clear();
         self.assembler.flush();
+        self.take_ready()
+    }
+
+    /// The earliest time (ms) of what `log_group` still holds back: invocations whose REPORT
+    /// line has not come and the spans waiting for them. A reader that stops here (the
+    /// forwarder) must read again from this time on its next run, or those spans are lost.
+    pub fn oldest_pending_ms(&self, log_group: &str) -> Option<i64> {
+        let invocations = self
+            .invocations
+            .values()
+            .filter(|i| i.log_group == log_group)
+            .filter_map(|i| {
+                [i.init_start_ms, i.start_ms, i.last_ms]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            });
+        let held = self.assembler.oldest_held_ms(log_group);
+        invocations.chain(held).min()
+    }
+
+    /// Finishes what has waited too long to be completed by lines still to come: invocations
+    /// whose last line is older than `before_ms` (they crashed or were cut off; Lambda ends
+    /// every invocation within 15 minutes) and spans held for an invocation never seen, then
+    /// takes every complete span. What is newer stays held.
+    pub fn finish_stale(&mut self, before_ms: i64) -> Vec<assemble::Span> {
+        let stale: Vec<(String, String)> = self
+            .invocations
+            .iter()
+            .filter(|(_, i)| {
+                [i.init_start_ms, i.start_ms, i.last_ms]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .is_none_or(|t| t < before_ms)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(inv) = self.invocations.remove(&key) {
+                if inv.start_ms.is_some() || inv.timeout.is_some() || inv.crash.is_some() {
+                    self.summary.invocations += 1;
+                    self.assembler
+                        .finish_invocation(&inv, self.region.as_deref());
+                }
+                self.current.retain(|_, r| *r != key.1);
+                self.mark_finished(key);
+            }
+        }
+        let live: std::collections::HashSet<&(String, String)> = self.invocations.keys().collect();
+        self.assembler.flush_stale(before_ms, |k| live.contains(k));
         self.take_ready()
     }
 

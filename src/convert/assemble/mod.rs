@@ -459,6 +459,58 @@ impl Assembler {
         }
     }
 
+    /// The earliest start (ms) of the spans held for invocations of `log_group`, open ones
+    /// included.
+    pub fn oldest_held_ms(&self, log_group: &str) -> Option<i64> {
+        let held = self
+            .held
+            .iter()
+            .filter(|(k, _)| k.0 == log_group)
+            .flat_map(|(_, v)| v.iter());
+        let open = self
+            .open
+            .values()
+            .filter(|(_, k)| k.as_ref().is_none_or(|k| k.0 == log_group))
+            .map(|(s, _)| s);
+        held.chain(open)
+            .map(|s| i64::try_from(s.start_unix_nano / 1_000_000).unwrap_or(i64::MAX))
+            .min()
+    }
+
+    /// Releases the spans held for an invocation that is not `live` and that all started
+    /// before `before_ms`, and open spans (as unfinished) that started before it.
+    pub fn flush_stale(&mut self, before_ms: i64, live: impl Fn(&RequestKey) -> bool) {
+        let before_ns = u64::try_from(before_ms.max(0))
+            .unwrap_or(0)
+            .saturating_mul(1_000_000);
+        let stale: Vec<RequestKey> = self
+            .held
+            .iter()
+            .filter(|(k, v)| !live(k) && v.iter().all(|s| s.start_unix_nano < before_ns))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some(spans) = self.held.remove(&k) {
+                self.ready.extend(spans);
+            }
+        }
+        let open: Vec<(TraceId, SpanId)> = self
+            .open
+            .iter()
+            .filter(|(_, (s, k))| {
+                s.start_unix_nano < before_ns && k.as_ref().is_none_or(|k| !live(k))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            if let Some((s, _)) = self.open.remove(&id) {
+                if self.seen.insert(id) {
+                    self.ready.push(Self::unfinished(s));
+                }
+            }
+        }
+    }
+
     /// Takes the spans that are complete.
     pub fn take_ready(&mut self) -> Vec<Span> {
         std::mem::take(&mut self.ready)

@@ -128,7 +128,8 @@ pub async fn list_objects(
     Ok(keys)
 }
 
-async fn retry<T, E, F, Fut>(
+/// Runs an S3 call, retrying throttling and transient failures with backoff.
+pub(crate) async fn retry<T, E, F, Fut>(
     bucket: &str,
     key: &str,
     operation: &'static str,

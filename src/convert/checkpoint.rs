@@ -1,0 +1,676 @@
+//! The forwarder's durable state (`spanline forward`): per log group, where the next run reads
+//! from and which spans were already accepted by the backend, kept in a local file or an S3
+//! object, behind a lock so two runs never forward the same window.
+//!
+//! # Format (version 1)
+//! ```json
+//! {"version":1,"groups":{"/aws/lambda/orders":{"cursor_ms":1764547200000,
+//!   "forwarded":[{"until_ms":1764547260000,"span_ids":["4bf92f3577b34da6", …]}]}}}
+//! ```
+//! * `cursor_ms`: everything of the group before this event time was forwarded, except what
+//!   arrives late; the next run reads from `cursor_ms - lateness`.
+//! * `forwarded`: the span ids the backend accepted, one entry per run and per read range
+//!   (`until_ms` is the end of the range they were read from). A re-read of the lateness window
+//!   meets those spans again and drops them by id; an entry is forgotten once `until_ms` falls
+//!   before the next run's read start, because no later read can meet its spans again.
+//!
+//! # Writes
+//! Local: the file is written to a temporary file beside it, fsynced, renamed over the old one,
+//! and the directory fsynced; the lock is `<file>.lock`, held with an exclusive advisory lock
+//! (`flock`) that the operating system releases when the process dies, even by SIGKILL.
+//! S3: every write is a conditional PUT (`If-Match` the ETag read, or `If-None-Match: *` for the
+//! first), so a run that lost its lock cannot overwrite a newer checkpoint; the lock is a lease
+//! object `<key>.lock` created with `If-None-Match: *`, renewed on each write, and taken over
+//! only when expired.
+
+use crate::convert::source::cloudwatch::AwsOptions;
+use crate::convert::source::s3::retry as s3_retry;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The checkpoint format this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// Why the checkpoint could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// Another run holds the lock.
+    #[error("checkpoint {location}: locked by another run ({holder})")]
+    Locked {
+        /// Where the checkpoint is.
+        location: String,
+        /// What the lock says about its holder.
+        holder: String,
+    },
+    /// A local file could not be read or written.
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The content is not a checkpoint this build understands.
+    #[error("checkpoint {location}: {message}")]
+    Format {
+        /// Where the checkpoint is.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// S3 refused or failed.
+    #[error("checkpoint {0}")]
+    S3(#[from] crate::convert::source::s3::S3Error),
+    /// The S3 object changed since it was read: another run wrote it.
+    #[error("checkpoint {location}: changed by another run since it was read")]
+    Conflict {
+        /// Where the checkpoint is.
+        location: String,
+    },
+}
+
+/// Spans the backend accepted, read from a range ending at `until_ms`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Forwarded {
+    /// End of the read range (event time, ms).
+    pub until_ms: i64,
+    /// Span ids, 16 hex digits.
+    pub span_ids: Vec<String>,
+}
+
+/// One log group's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupState {
+    /// Everything before this event time is forwarded (but late arrivals).
+    pub cursor_ms: i64,
+    /// Spans accepted by the backend that a re-read could meet again.
+    #[serde(default)]
+    pub forwarded: Vec<Forwarded>,
+}
+
+impl GroupState {
+    /// The ids of every span already accepted.
+    pub fn accepted(&self) -> HashSet<String> {
+        self.forwarded
+            .iter()
+            .flat_map(|f| f.span_ids.iter().cloned())
+            .collect()
+    }
+
+    /// Records spans accepted from a read ending at `until_ms`.
+    pub fn add(&mut self, until_ms: i64, ids: impl IntoIterator<Item = String>) {
+        match self.forwarded.last_mut() {
+            Some(f) if f.until_ms == until_ms => f.span_ids.extend(ids),
+            _ => self.forwarded.push(Forwarded {
+                until_ms,
+                span_ids: ids.into_iter().collect(),
+            }),
+        }
+    }
+
+    /// Moves the cursor (never back) and forgets the spans no read from `next_read_from_ms`
+    /// on can meet again.
+    pub fn advance(&mut self, cursor_ms: i64, next_read_from_ms: i64) {
+        self.cursor_ms = self.cursor_ms.max(cursor_ms);
+        self.forwarded
+            .retain(|f| f.until_ms >= next_read_from_ms && !f.span_ids.is_empty());
+    }
+}
+
+/// The whole checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Format version ([`VERSION`]).
+    pub version: u32,
+    /// State by log group name.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupState>,
+}
+
+impl Default for Checkpoint {
+    fn default() -> Self {
+        Checkpoint {
+            version: VERSION,
+            groups: BTreeMap::new(),
+        }
+    }
+}
+
+impl Checkpoint {
+    /// Parses a checkpoint, refusing versions this build does not know.
+    pub fn parse(bytes: &[u8], location: &str) -> Result<Checkpoint, CheckpointError> {
+        let format = |message: String| CheckpointError::Format {
+            location: location.to_owned(),
+            message,
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format(format!("not JSON: {e}")))?;
+        match v.get("version").and_then(serde_json::Value::as_u64) {
+            Some(n) if n == u64::from(VERSION) => {}
+            Some(n) => {
+                return Err(format(format!(
+                    "format version {n}; this spanline reads version {VERSION}"
+                )))
+            }
+            None => return Err(format("no format version".to_owned())),
+        }
+        serde_json::from_value(v).map_err(|e| format(e.to_string()))
+    }
+
+    /// The bytes written.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = serde_json::to_vec(self).unwrap_or_default();
+        b.push(b'\n');
+        b
+    }
+}
+
+/// Where the checkpoint lives, parsed from `--checkpoint`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A local file.
+    File(PathBuf),
+    /// An S3 object.
+    S3 {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+}
+
+impl Location {
+    /// `s3://bucket/key` or a path.
+    pub fn parse(s: &str) -> Result<Location, CheckpointError> {
+        match s.strip_prefix("s3://") {
+            Some(rest) => match rest.split_once('/') {
+                Some((b, k)) if !b.is_empty() && !k.is_empty() && !k.ends_with('/') => {
+                    Ok(Location::S3 {
+                        bucket: b.to_owned(),
+                        key: k.to_owned(),
+                    })
+                }
+                _ => Err(CheckpointError::Format {
+                    location: s.to_owned(),
+                    message: "expected s3://bucket/key".to_owned(),
+                }),
+            },
+            None => Ok(Location::File(PathBuf::from(s))),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::File(p) => write!(f, "{}", p.display()),
+            Location::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+        }
+    }
+}
+
+/// What the lease object says.
+#[derive(Debug, Serialize, Deserialize)]
+struct Lease {
+    owner: String,
+    expires_ms: i64,
+}
+
+/// An open, locked checkpoint store. Dropping it releases a local lock; call
+/// [`Store::unlock`] to release an S3 lease (an abandoned lease expires by itself).
+pub struct Store {
+    location: Location,
+    lock: Held,
+    /// S3: the ETag of the checkpoint object as last read or written (`None`: no object yet).
+    etag: Option<String>,
+}
+
+enum Held {
+    File(#[allow(dead_code)] std::fs::File),
+    S3 {
+        client: aws_sdk_s3::Client,
+        owner: String,
+        etag: String,
+        ttl: Duration,
+    },
+    Nothing,
+}
+
+fn now_ms() -> i64 {
+    crate::convert::source::cloudwatch::time::now_ms()
+}
+
+fn is_precondition_failed(e: &crate::convert::source::s3::S3Error) -> bool {
+    let t = e.to_string();
+    t.contains("PreconditionFailed") || t.contains("ConditionalRequestConflict")
+}
+
+fn is_missing(e: &crate::convert::source::s3::S3Error) -> bool {
+    let t = e.to_string();
+    t.contains("NoSuchKey") || t.contains("NotFound")
+}
+
+impl Store {
+    /// Opens the store and takes its lock (`lock_ttl`: how long an S3 lease lasts unless
+    /// renewed). With `lock == false` (a dry run) nothing is locked and nothing may be saved.
+    pub async fn open(
+        location: Location,
+        aws: &AwsOptions,
+        lock: bool,
+        lock_ttl: Duration,
+    ) -> Result<Store, CheckpointError> {
+        let held = match (&location, lock) {
+            (_, false) => Held::Nothing,
+            (Location::File(p), true) => Held::File(lock_file(p)?),
+            (Location::S3 { bucket, key }, true) => {
+                let client = aws.s3_client().await;
+                let owner = format!(
+                    "pid {} on {}",
+                    std::process::id(),
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown host".into())
+                );
+                let etag = take_lease(&client, bucket, key, &owner, lock_ttl, &location).await?;
+                Held::S3 {
+                    client,
+                    owner,
+                    etag,
+                    ttl: lock_ttl,
+                }
+            }
+        };
+        Ok(Store {
+            location,
+            lock: held,
+            etag: None,
+        })
+    }
+
+    /// Where it is.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Reads the checkpoint (an empty one when there is none yet).
+    pub async fn load(&mut self, aws: &AwsOptions) -> Result<Checkpoint, CheckpointError> {
+        let loc = self.location.to_string();
+        match &self.location {
+            Location::File(p) => match std::fs::read(p) {
+                Ok(b) => Checkpoint::parse(&b, &loc),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::default()),
+                Err(source) => Err(CheckpointError::Io {
+                    path: p.clone(),
+                    source,
+                }),
+            },
+            Location::S3 { bucket, key } => {
+                let client = match &self.lock {
+                    Held::S3 { client, .. } => client.clone(),
+                    _ => aws.s3_client().await,
+                };
+                let got = s3_retry(bucket, key, "GetObject", || {
+                    client.get_object().bucket(bucket).key(key).send()
+                })
+                .await;
+                match got {
+                    Ok(o) => {
+                        self.etag = o.e_tag().map(str::to_owned);
+                        let body = o
+                            .body
+                            .collect()
+                            .await
+                            .map_err(|e| CheckpointError::Format {
+                                location: loc.clone(),
+                                message: format!("reading the object: {e}"),
+                            })?;
+                        Checkpoint::parse(&body.into_bytes(), &loc)
+                    }
+                    Err(e) if is_missing(&e) => {
+                        self.etag = None;
+                        Ok(Checkpoint::default())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// Writes the checkpoint durably (and renews an S3 lease).
+    pub async fn save(&mut self, cp: &Checkpoint) -> Result<(), CheckpointError> {
+        let bytes = cp.to_bytes();
+        let loc = self.location.to_string();
+        match (&self.location, &mut self.lock) {
+            (_, Held::Nothing) => Err(CheckpointError::Format {
+                location: loc,
+                message: "not locked: a dry run saves nothing".to_owned(),
+            }),
+            (Location::File(p), _) => write_atomically(p, &bytes),
+            (
+                Location::S3 { bucket, key },
+                Held::S3 {
+                    client,
+                    owner,
+                    etag: lease_etag,
+                    ttl,
+                },
+            ) => {
+                *lease_etag =
+                    renew_lease(client, bucket, key, owner, lease_etag, *ttl, &self.location)
+                        .await?;
+                let prev = self.etag.clone();
+                let put = s3_retry(bucket, key, "PutObject", || {
+                    let req = client
+                        .put_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .content_type("application/json")
+                        .body(bytes.clone().into());
+                    match &prev {
+                        Some(e) => req.if_match(e),
+                        None => req.if_none_match("*"),
+                    }
+                    .send()
+                })
+                .await;
+                match put {
+                    Ok(o) => {
+                        self.etag = o.e_tag().map(str::to_owned);
+                        Ok(())
+                    }
+                    Err(e) if is_precondition_failed(&e) => {
+                        Err(CheckpointError::Conflict { location: loc })
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            (Location::S3 { .. }, Held::File(_)) => Err(CheckpointError::Format {
+                location: loc,
+                message: "an S3 checkpoint with a file lock".to_owned(),
+            }),
+        }
+    }
+
+    /// Releases the lock (deletes an S3 lease if it is still ours).
+    pub async fn unlock(mut self) -> Result<(), CheckpointError> {
+        if let (Location::S3 { bucket, key }, Held::S3 { client, etag, .. }) =
+            (&self.location, &self.lock)
+        {
+            let lock_key = format!("{key}.lock");
+            s3_retry(bucket, &lock_key, "DeleteObject", || {
+                client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(&lock_key)
+                    .if_match(etag)
+                    .send()
+            })
+            .await?;
+        }
+        self.lock = Held::Nothing;
+        Ok(())
+    }
+}
+
+/// Takes the exclusive advisory lock on `<path>.lock` without waiting.
+fn lock_file(path: &Path) -> Result<std::fs::File, CheckpointError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| CheckpointError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => {
+            // Who holds it, for the message another run prints; advisory only.
+            let _ = file.set_len(0);
+            let _ = (&file).write_all(format!("pid {}\n", std::process::id()).as_bytes());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(CheckpointError::Locked {
+            location: path.display().to_string(),
+            holder: std::fs::read_to_string(&lock_path)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(CheckpointError::Io {
+            path: lock_path,
+            source,
+        }),
+    }
+}
+
+/// temp file + fsync + rename + fsync of the directory.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let io = |p: &Path| {
+        let p = p.to_owned();
+        move |source| CheckpointError::Io { path: p, source }
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    if let Ok(d) = std::fs::File::open(&dir) {
+        d.sync_all().map_err(io(&dir))?;
+    }
+    Ok(())
+}
+
+fn lease_body(owner: &str, ttl: Duration) -> Vec<u8> {
+    let lease = Lease {
+        owner: owner.to_owned(),
+        expires_ms: now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+    };
+    serde_json::to_vec(&lease).unwrap_or_default()
+}
+
+/// Creates the lease object, or takes over an expired one. Returns its ETag.
+async fn take_lease(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    owner: &str,
+    ttl: Duration,
+    location: &Location,
+) -> Result<String, CheckpointError> {
+    let lock_key = format!("{key}.lock");
+    let body = lease_body(owner, ttl);
+    let created = s3_retry(bucket, &lock_key, "PutObject", || {
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(&lock_key)
+            .if_none_match("*")
+            .body(body.clone().into())
+            .send()
+    })
+    .await;
+    match created {
+        Ok(o) => return Ok(o.e_tag().unwrap_or_default().to_owned()),
+        Err(e) if is_precondition_failed(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    // Someone holds it: take it over only if the lease ran out.
+    let got = s3_retry(bucket, &lock_key, "GetObject", || {
+        client.get_object().bucket(bucket).key(&lock_key).send()
+    })
+    .await?;
+    let etag = got.e_tag().unwrap_or_default().to_owned();
+    let raw = got
+        .body
+        .collect()
+        .await
+        .map(|b| b.into_bytes().to_vec())
+        .unwrap_or_default();
+    let lease: Option<Lease> = serde_json::from_slice(&raw).ok();
+    let locked = |holder: String| CheckpointError::Locked {
+        location: location.to_string(),
+        holder,
+    };
+    match lease {
+        Some(l) if l.expires_ms > now_ms() => Err(locked(format!(
+            "{}, lease expires in {} s",
+            l.owner,
+            (l.expires_ms - now_ms()) / 1000
+        ))),
+        _ => {
+            let taken = s3_retry(bucket, &lock_key, "PutObject", || {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&lock_key)
+                    .if_match(&etag)
+                    .body(body.clone().into())
+                    .send()
+            })
+            .await;
+            match taken {
+                Ok(o) => Ok(o.e_tag().unwrap_or_default().to_owned()),
+                Err(e) if is_precondition_failed(&e) => {
+                    Err(locked("another run took over the expired lease".into()))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Extends our lease; fails with `Locked` when it is no longer ours.
+async fn renew_lease(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    owner: &str,
+    etag: &str,
+    ttl: Duration,
+    location: &Location,
+) -> Result<String, CheckpointError> {
+    let lock_key = format!("{key}.lock");
+    let body = lease_body(owner, ttl);
+    let put = s3_retry(bucket, &lock_key, "PutObject", || {
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(&lock_key)
+            .if_match(etag)
+            .body(body.clone().into())
+            .send()
+    })
+    .await;
+    match put {
+        Ok(o) => Ok(o.e_tag().unwrap_or_default().to_owned()),
+        Err(e) if is_precondition_failed(&e) || is_missing(&e) => Err(CheckpointError::Locked {
+            location: location.to_string(),
+            holder: "the lease expired and another run took it".into(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_forgets_what_no_read_can_meet_again() {
+        let mut g = GroupState::default();
+        g.add(1_000, ["a".to_owned(), "b".to_owned()]);
+        g.add(1_000, ["c".to_owned()]);
+        g.add(2_000, ["d".to_owned()]);
+        assert_eq!(g.forwarded.len(), 2);
+        assert_eq!(g.accepted().len(), 4);
+        g.advance(1_500, 900);
+        assert_eq!(g.cursor_ms, 1_500);
+        assert_eq!(
+            g.accepted().len(),
+            4,
+            "a read from 900 meets the spans read until 1000"
+        );
+        g.advance(1_200, 1_001);
+        assert_eq!(g.cursor_ms, 1_500, "the cursor never moves back");
+        assert_eq!(g.accepted(), HashSet::from(["d".to_owned()]));
+        let mut cp = Checkpoint::default();
+        cp.groups.insert("/aws/lambda/x".into(), g);
+        let back = Checkpoint::parse(&cp.to_bytes(), "t").map_err(|e| e.to_string());
+        assert_eq!(back, Ok(cp));
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_are_refused_with_the_reason() {
+        let e = Checkpoint::parse(br#"{"version":2,"groups":{}}"#, "cp.json")
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("checkpoint cp.json: format version 2; this spanline reads version 1")
+        );
+        assert!(Checkpoint::parse(b"{}", "x").is_err());
+        assert!(Checkpoint::parse(b"not json", "x").is_err());
+        assert!(
+            Checkpoint::parse(br#"{"version":1,"groups":{"g":{"cursor_ms":"x"}}}"#, "x").is_err()
+        );
+    }
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("s3://b/k/cp.json").ok(),
+            Some(Location::S3 {
+                bucket: "b".into(),
+                key: "k/cp.json".into()
+            })
+        );
+        assert!(Location::parse("s3://b/").is_err());
+        assert!(Location::parse("s3://b").is_err());
+        assert_eq!(
+            Location::parse("dir/cp.json").ok(),
+            Some(Location::File("dir/cp.json".into()))
+        );
+    }
+
+    #[test]
+    fn a_local_lock_excludes_a_second_holder_until_released() {
+        let dir = std::env::temp_dir().join(format!("spanline-lock-{}", std::process::id()));
+        let path = dir.join("cp.json");
+        let first = lock_file(&path).map_err(|e| e.to_string());
+        assert!(first.is_ok());
+        match lock_file(&path) {
+            Err(CheckpointError::Locked { holder, .. }) => {
+                assert_eq!(holder, format!("pid {}", std::process::id()))
+            }
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+        drop(first);
+        assert!(lock_file(&path).is_ok());
+        write_atomically(&path, b"{}")
+            .map_err(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(std::fs::read(&path).ok().as_deref(), Some(&b"{}"[..]));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
