@@ -45,7 +45,7 @@ node --test examples/node/
 python3 -m unittest discover -s examples/python -p 'test_*.py' -v
 
 step "the article's story: OpenTracing tracer, Express app, Lambda harness (examples/article)"
-(cd examples/article && node --test test/)
+(cd examples/article && node --test test/ && python3 -m unittest discover -s . -p 'test_*.py' -v)
 
 step "examples run"
 cargo run -q --example handler >/dev/null
