@@ -34,6 +34,9 @@ bash tests/services.sh start
 # shellcheck source=/dev/null
 source target/test-services/env
 
+step "the article's Node dependencies (examples/article), used by tests/article.rs"
+(cd examples/article && npm ci --no-audit --no-fund)
+
 step "Rust: unit, property, conformance, end-to-end and doc tests"
 cargo test --all-features
 
@@ -42,7 +45,7 @@ node --test examples/node/
 python3 -m unittest discover -s examples/python -p 'test_*.py' -v
 
 step "the article's story: OpenTracing tracer, Express app, Lambda harness (examples/article)"
-(cd examples/article && npm ci --no-audit --no-fund && node --test test/)
+(cd examples/article && node --test test/ && python3 -m unittest discover -s . -p 'test_*.py' -v)
 
 step "examples run"
 cargo run -q --example handler >/dev/null
