@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: `bash tests/run.sh`.
-# Installs what it needs from the project's own files (cargo-fuzz from crates.io); fails on the
+# Installs what it needs from the project's own files (cargo-fuzz with cargo install); fails on the
 # first failing step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
