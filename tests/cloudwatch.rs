@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,11 +39,11 @@ fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     )
 }
 
-fn logs_client() -> aws_sdk_cloudwatchlogs::Client {
+pub(crate) fn logs_client() -> aws_sdk_cloudwatchlogs::Client {
     aws_sdk_cloudwatchlogs::Client::new(&sdk_config(&service("SPANLINE_TEST_MOTO")))
 }
 
-fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
         ("AWS_ENDPOINT_URL", endpoint.to_owned()),
         ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
@@ -52,7 +52,7 @@ fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -60,7 +60,7 @@ fn now_ms() -> i64 {
 }
 
 /// `2024-05-01T12:00:00.123Z` for a time in ms.
-fn iso(ms: i64) -> String {
+pub(crate) fn iso(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let rem = ms.rem_euclid(86_400_000);
     // Howard Hinnant's civil_from_days.
@@ -84,10 +84,10 @@ fn iso(ms: i64) -> String {
 
 /// One log event to put: stream, time, message.
 #[derive(Clone, Debug)]
-struct Put {
-    stream: String,
-    ts: i64,
-    message: String,
+pub(crate) struct Put {
+    pub(crate) stream: String,
+    pub(crate) ts: i64,
+    pub(crate) message: String,
 }
 
 /// A Lambda function's logs in the Node text format: several execution environments (streams),
@@ -103,7 +103,7 @@ struct Logs {
     puts: Vec<Put>,
 }
 
-fn span_line(
+pub(crate) fn span_line(
     trace: &str,
     span: &str,
     parent: &str,
@@ -292,7 +292,7 @@ impl Logs {
 }
 
 /// Span ids in an OTLP JSON lines file (`--output`), with how often each appears.
-fn file_span_ids(path: &Path) -> BTreeMap<String, usize> {
+pub(crate) fn file_span_ids(path: &Path) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     let text = std::fs::read_to_string(path).unwrap_or_default();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -309,7 +309,7 @@ fn file_span_ids(path: &Path) -> BTreeMap<String, usize> {
     out
 }
 
-fn mlflow_args(mlflow: &str) -> Vec<String> {
+pub(crate) fn mlflow_args(mlflow: &str) -> Vec<String> {
     vec![
         "--otlp-endpoint".into(),
         mlflow.to_owned(),
@@ -571,7 +571,7 @@ fn convert_reads_an_export_tree_from_s3() {
 
 /// Serves `answers` in order, one per request (status, body), and records each request's
 /// `X-Amz-Target` and body.
-async fn scripted(
+pub(crate) async fn scripted(
     answers: Vec<(u16, String)>,
 ) -> (String, tokio::task::JoinHandle<Vec<(String, Value)>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

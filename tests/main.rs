@@ -5,6 +5,7 @@ mod cloudwatch;
 mod conformance;
 mod convert;
 mod e2e;
+mod forward;
 mod lambda;
 mod model;
 mod properties;

@@ -1,0 +1,611 @@
+//! `spanline forward` end to end: Lambda logs written into the real moto server in waves, the
+//! real binary run again and again into the real MLflow (and an OTLP JSON file per run, which
+//! counts what was *sent*: MLflow keeps one copy of a span id however often it is sent). Through
+//! late arrivals, an invocation still running at the end of a run, a backend outage, a SIGKILL
+//! mid-run, concurrent runs and throttling, the spans written must arrive exactly once.
+//!
+//! moto and MLflow are required (`SPANLINE_TEST_MOTO`, `SPANLINE_TEST_MLFLOW`): without them
+//! these tests fail, never skip.
+
+use crate::cloudwatch::{
+    aws_env, file_span_ids, iso, logs_client, mlflow_args, now_ms, rt, scripted, span_line, Put,
+};
+use crate::support::{
+    fresh_id, hex, mlflow_trace, run_spanline, scratch, service, spawn_spanline, wait_spanline, Run,
+};
+use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use base64::Engine;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One Lambda function's log group, written in waves; remembers every span it should produce.
+struct Function {
+    group: String,
+    trace: String,
+    caller: String,
+    streams: Vec<String>,
+    /// Every span id the backend must end up with (span lines and invocation spans are counted
+    /// by `invocations`).
+    span_ids: BTreeSet<String>,
+    invocations: usize,
+}
+
+/// An invocation's lines: START, a child span line, output, the execution span line, END and
+/// REPORT (left out when `report` is false: the invocation is still running).
+struct Invocation {
+    puts: Vec<Put>,
+    report: Vec<Put>,
+    /// The child's span line, for writing it late.
+    child: Put,
+}
+
+impl Function {
+    fn new() -> Function {
+        let group = format!("/aws/lambda/spanline-fwd-{}", fresh_id::<4>());
+        let client = logs_client();
+        let streams: Vec<String> = (0..2)
+            .map(|_| format!("2024/05/01/[$LATEST]{}", fresh_id::<16>()))
+            .collect();
+        rt().block_on(async {
+            client
+                .create_log_group()
+                .log_group_name(&group)
+                .send()
+                .await
+                .expect("CreateLogGroup");
+            for s in &streams {
+                client
+                    .create_log_stream()
+                    .log_group_name(&group)
+                    .log_stream_name(s)
+                    .send()
+                    .await
+                    .expect("CreateLogStream");
+            }
+        });
+        Function {
+            group,
+            trace: fresh_id::<16>(),
+            caller: fresh_id::<8>(),
+            streams,
+            span_ids: BTreeSet::new(),
+            invocations: 0,
+        }
+    }
+
+    fn invocation(&mut self, t0: i64) -> Invocation {
+        let stream = self.streams[self.invocations % 2].clone();
+        self.invocations += 1;
+        let req = format!(
+            "{}-{}-4{}-8{}-{}",
+            fresh_id::<4>(),
+            fresh_id::<2>(),
+            &fresh_id::<2>()[1..],
+            &fresh_id::<2>()[1..],
+            fresh_id::<6>()
+        );
+        let put = |ts: i64, message: String| Put {
+            stream: stream.clone(),
+            ts,
+            message,
+        };
+        let node = |ts: i64, text: &str| format!("{}\t{req}\tINFO\t{text}\n", iso(ts));
+        let exec = fresh_id::<8>();
+        let child = fresh_id::<8>();
+        self.span_ids.insert(exec.clone());
+        self.span_ids.insert(child.clone());
+        let child_line = span_line(&self.trace, &child, &exec, t0 + 2, 5_000, "c", "db-query");
+        let exec_line = span_line(
+            &self.trace,
+            &exec,
+            &self.caller,
+            t0 + 1,
+            19_000,
+            "s",
+            "lambda-execution",
+        );
+        Invocation {
+            puts: vec![
+                put(t0, format!("START RequestId: {req} Version: $LATEST\n")),
+                put(t0 + 10, node(t0 + 10, "ordinary application output")),
+                put(t0 + 20, node(t0 + 20, &exec_line)),
+            ],
+            report: vec![
+                put(t0 + 21, format!("END RequestId: {req}\n")),
+                put(
+                    t0 + 21,
+                    format!("REPORT RequestId: {req}\tDuration: 20.00 ms\tBilled Duration: 21 ms\tMemory Size: 128 MB\tMax Memory Used: 67 MB\t\n"),
+                ),
+            ],
+            child: put(t0 + 8, node(t0 + 8, &child_line)),
+        }
+    }
+
+    /// `n` complete invocations from `t0`, 40 ms apart.
+    fn wave(&mut self, t0: i64, n: usize) -> Vec<Put> {
+        (0..n)
+            .flat_map(|i| {
+                let inv = self.invocation(t0 + i as i64 * 40);
+                let mut p = inv.puts;
+                p.push(inv.child);
+                p.extend(inv.report);
+                p
+            })
+            .collect()
+    }
+
+    fn put(&self, puts: &[Put]) {
+        let client = logs_client();
+        let mut by_stream: BTreeMap<&str, Vec<&Put>> = BTreeMap::new();
+        for p in puts {
+            by_stream.entry(&p.stream).or_default().push(p);
+        }
+        rt().block_on(async {
+            for (stream, mut events) in by_stream {
+                events.sort_by_key(|p| p.ts);
+                let events: Vec<InputLogEvent> = events
+                    .iter()
+                    .map(|p| {
+                        InputLogEvent::builder()
+                            .timestamp(p.ts)
+                            .message(&p.message)
+                            .build()
+                            .expect("event")
+                    })
+                    .collect();
+                client
+                    .put_log_events()
+                    .log_group_name(&self.group)
+                    .log_stream_name(stream)
+                    .set_log_events(Some(events))
+                    .send()
+                    .await
+                    .expect("PutLogEvents");
+            }
+        });
+    }
+
+    fn expected(&self) -> usize {
+        self.span_ids.len() + self.invocations
+    }
+
+    /// MLflow holds exactly the spans written: every span line's span once, one invocation
+    /// span per invocation, nothing else.
+    fn assert_in_mlflow(&self) {
+        let want = self.expected();
+        let trace = mlflow_trace(&self.trace, want, Duration::from_secs(30));
+        let spans = trace["trace"]["spans"].as_array().expect("spans");
+        let ids: Vec<String> = spans
+            .iter()
+            .map(|s| {
+                let b = base64::engine::general_purpose::STANDARD
+                    .decode(s["span_id"].as_str().unwrap_or(""))
+                    .expect("base64 span id");
+                hex(&b)
+            })
+            .collect();
+        assert_eq!(ids.len(), want, "spans in MLflow");
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), want, "a span id twice in MLflow");
+        for id in &self.span_ids {
+            assert!(ids.contains(id), "span {id} is missing from MLflow");
+        }
+        let name = self.group.trim_start_matches("/aws/lambda/");
+        let invocations = spans.iter().filter(|s| s["name"] == name).count();
+        assert_eq!(invocations, self.invocations, "invocation spans in MLflow");
+    }
+}
+
+/// A directory with a checkpoint, and one OTLP JSON file per run.
+struct Runner {
+    dir: PathBuf,
+    checkpoint: String,
+    runs: usize,
+}
+
+impl Runner {
+    fn new(name: &str) -> Runner {
+        let dir = scratch(name);
+        Runner {
+            checkpoint: dir.join("checkpoint.json").to_string_lossy().into_owned(),
+            dir,
+            runs: 0,
+        }
+    }
+
+    fn args(&mut self, f: &Function, extra: &[&str], otlp: &str) -> Vec<String> {
+        self.runs += 1;
+        let out = self.dir.join(format!("sent-{}.jsonl", self.runs));
+        let mut args: Vec<String> = [
+            "forward",
+            "--log-group-name",
+            &f.group,
+            "--checkpoint",
+            &self.checkpoint,
+            "--start-time",
+            "1h",
+            "--output",
+            &out.to_string_lossy(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(mlflow_args(otlp));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    }
+
+    fn run(&mut self, f: &Function, extra: &[&str]) -> Run {
+        let args = self.args(f, extra, &service("SPANLINE_TEST_MLFLOW"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env = aws_env(&service("SPANLINE_TEST_MOTO"));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run_spanline(&self.dir, &args, &env)
+    }
+
+    /// How often each span id was sent, over every run's file.
+    fn sent(&self) -> BTreeMap<String, usize> {
+        let mut all = BTreeMap::new();
+        for i in 1..=self.runs {
+            for (id, n) in file_span_ids(&self.dir.join(format!("sent-{i}.jsonl"))) {
+                *all.entry(id).or_default() += n;
+            }
+        }
+        all
+    }
+
+    fn checkpoint_bytes(&self) -> Vec<u8> {
+        std::fs::read(&self.checkpoint).unwrap_or_default()
+    }
+}
+
+/// The JSON line a run prints on stdout.
+fn stats(run: &Run) -> Value {
+    let line = run.stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("stats line {line:?}: {e}\n{}", run.stderr))
+}
+
+fn ok(run: &Run) -> Value {
+    assert!(run.status.success(), "{}\n{}", run.status, run.stderr);
+    stats(run)
+}
+
+#[test]
+fn forward_delivers_every_span_once_through_late_events_an_outage_and_a_sigkill() {
+    let mut f = Function::new();
+    let mut r = Runner::new("fwd-story");
+    let t = now_ms();
+
+    // Every run re-reads one minute before its cursor.
+    let lateness: &[&str] = &["--lateness", "1m"];
+
+    // Run 1: four invocations (the child line of the first is held back, to arrive late), and
+    // an invocation that started 150 s ago and is still running: its spans wait for its REPORT,
+    // and the cursor stays at its START although that is older than the lateness window.
+    let mut wave_a = f.wave(t - 40_000, 4);
+    let late = wave_a.remove(3);
+    assert!(late.message.contains("db-query"), "{}", late.message);
+    let running = f.invocation(t - 150_000);
+    wave_a.extend(running.puts.iter().cloned());
+    wave_a.push(running.child.clone());
+    f.put(&wave_a);
+    let s = ok(&r.run(&f, lateness));
+    assert_eq!(s["spans_forwarded"], 11, "{s}");
+    assert_eq!(s["skipped"]["held_for_next_run"], 2, "{s}");
+    assert_eq!(s["outcome"], "done");
+
+    // Run 2: the late line (back-dated inside the lateness window), three more invocations,
+    // and the running invocation's END and REPORT.
+    let mut puts = f.wave(t - 20_000, 3);
+    puts.push(late);
+    puts.extend(running.report.iter().cloned());
+    f.put(&puts);
+    let s = ok(&r.run(&f, lateness));
+    assert_eq!(s["spans_forwarded"], 1 + 9 + 3, "{s}");
+    assert_eq!(s["skipped"]["held_for_next_run"], 0, "{s}");
+    assert!(
+        s["skipped"]["already_forwarded"].as_u64() >= Some(11),
+        "{s}"
+    );
+
+    // More invocations; the backend is down for a run: it fails with the retryable code and
+    // the checkpoint does not move.
+    let puts = f.wave(t - 10_000, 3);
+    f.put(&puts);
+    let before = r.checkpoint_bytes();
+    let mut extra = lateness.to_vec();
+    extra.extend(["--retry-deadline", "2s"]);
+    let args = r.args(&f, &extra, "http://127.0.0.1:9");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = aws_env(&service("SPANLINE_TEST_MOTO"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let down = run_spanline(&r.dir, &args, &env);
+    assert_eq!(down.status.code(), Some(4), "{}", down.stderr);
+    assert_eq!(stats(&down)["outcome"], "backend failed");
+    assert_eq!(
+        r.checkpoint_bytes(),
+        before,
+        "checkpoint moved although nothing was accepted"
+    );
+
+    // A run killed with SIGKILL after its first accepted batch (one span per batch).
+    let mut extra = lateness.to_vec();
+    extra.extend(["--batch-spans", "1"]);
+    let args = r.args(&f, &extra, &service("SPANLINE_TEST_MLFLOW"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = spawn_spanline(&r.dir, &args, &env);
+    let moved = crate::support::poll(Duration::from_secs(30), || {
+        (r.checkpoint_bytes() != before).then_some(())
+    });
+    assert!(moved.is_some(), "the killed run never recorded a batch");
+    // SAFETY: signalling our own child by its id.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+    let killed = wait_spanline(&r.dir, child, Duration::from_secs(10));
+    assert_eq!(killed.status.code(), None, "{}", killed.stderr);
+
+    // The next run takes the lock the dead process held and finishes the job.
+    let s = ok(&r.run(&f, lateness));
+    assert!(s["spans_forwarded"].as_u64() > Some(0), "{s}");
+    // And a run with nothing new sends nothing.
+    let s = ok(&r.run(&f, lateness));
+    assert_eq!(s["spans_forwarded"], 0, "{s}");
+
+    f.assert_in_mlflow();
+    // What was sent: every span, and only the batch in flight at the kill sent twice.
+    let sent = r.sent();
+    assert_eq!(sent.len(), f.expected(), "{sent:?}");
+    let twice: Vec<_> = sent.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.len() <= 1 && twice.iter().all(|(_, n)| **n == 2),
+        "{twice:?}"
+    );
+}
+
+#[test]
+fn a_second_run_while_the_lock_is_held_does_nothing_and_says_so() {
+    let mut f = Function::new();
+    let puts = f.wave(now_ms() - 60_000, 2);
+    f.put(&puts);
+    let mut r = Runner::new("fwd-lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(format!("{}.lock", r.checkpoint))
+        .expect("lock file");
+    lock.try_lock().expect("taking the lock");
+    let run = r.run(&f, &[]);
+    assert_eq!(run.status.code(), Some(6), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("locked by another run"),
+        "{}",
+        run.stderr
+    );
+    assert!(r.sent().is_empty());
+    assert!(r.checkpoint_bytes().is_empty());
+    drop(lock);
+
+    // Two runs started at once: one forwards, the other finds the lock or finds nothing new;
+    // nothing is sent twice.
+    let env = aws_env(&service("SPANLINE_TEST_MOTO"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mlflow = service("SPANLINE_TEST_MLFLOW");
+    let (a, b) = (r.args(&f, &[], &mlflow), r.args(&f, &[], &mlflow));
+    let (da, db) = (r.dir.join("a"), r.dir.join("b"));
+    std::fs::create_dir_all(&da).expect("dir");
+    std::fs::create_dir_all(&db).expect("dir");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let (ca, cb) = (spawn_spanline(&da, &a, &env), spawn_spanline(&db, &b, &env));
+    let (ra, rb) = (
+        wait_spanline(&da, ca, Duration::from_secs(60)),
+        wait_spanline(&db, cb, Duration::from_secs(60)),
+    );
+    let mut codes = [ra.status.code(), rb.status.code()];
+    codes.sort();
+    assert!(
+        codes == [Some(0), Some(6)] || codes == [Some(0), Some(0)],
+        "{codes:?}\n{}\n{}",
+        ra.stderr,
+        rb.stderr
+    );
+    let sent = r.sent();
+    assert_eq!(sent.len(), f.expected(), "{sent:?}");
+    assert!(sent.values().all(|n| *n == 1), "{sent:?}");
+    f.assert_in_mlflow();
+}
+
+fn s3_client() -> aws_sdk_s3::Client {
+    let sdk = rt().block_on(
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(service("SPANLINE_TEST_MOTO"))
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "static",
+            ))
+            .load(),
+    );
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+fn s3_get(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    rt().block_on(async {
+        let o = client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(o.body.collect().await.ok()?.into_bytes().to_vec())
+    })
+}
+
+#[test]
+fn an_s3_checkpoint_is_versioned_json_and_its_lease_keeps_a_second_run_out() {
+    let mut f = Function::new();
+    let puts = f.wave(now_ms() - 60_000, 3);
+    f.put(&puts);
+    let s3 = s3_client();
+    let bucket = format!("spanline-fwd-{}", fresh_id::<4>());
+    rt().block_on(s3.create_bucket().bucket(&bucket).send())
+        .expect("CreateBucket");
+    let mut r = Runner::new("fwd-s3");
+    r.checkpoint = format!("s3://{bucket}/spanline/checkpoint.json");
+
+    // A live lease of another run: this run does nothing.
+    let lease =
+        serde_json::json!({"owner": "pid 1 on elsewhere", "expires_ms": now_ms() + 600_000});
+    rt().block_on(
+        s3.put_object()
+            .bucket(&bucket)
+            .key("spanline/checkpoint.json.lock")
+            .body(lease.to_string().into_bytes().into())
+            .send(),
+    )
+    .expect("PutObject lease");
+    let run = r.run(&f, &[]);
+    assert_eq!(run.status.code(), Some(6), "{}", run.stderr);
+    assert!(run.stderr.contains("pid 1 on elsewhere"), "{}", run.stderr);
+
+    // The lease expires: the next run takes it over, forwards, and releases it.
+    let lease = serde_json::json!({"owner": "pid 1 on elsewhere", "expires_ms": now_ms() - 1});
+    rt().block_on(
+        s3.put_object()
+            .bucket(&bucket)
+            .key("spanline/checkpoint.json.lock")
+            .body(lease.to_string().into_bytes().into())
+            .send(),
+    )
+    .expect("PutObject lease");
+    let s = ok(&r.run(&f, &[]));
+    assert_eq!(s["spans_forwarded"], f.expected(), "{s}");
+    assert!(
+        s3_get(&s3, &bucket, "spanline/checkpoint.json.lock").is_none(),
+        "the lease was not released"
+    );
+    let cp: Value = serde_json::from_slice(
+        &s3_get(&s3, &bucket, "spanline/checkpoint.json").expect("checkpoint object"),
+    )
+    .expect("checkpoint JSON");
+    assert_eq!(cp["version"], 1);
+    assert!(
+        cp["groups"][&f.group]["cursor_ms"].as_i64() > Some(0),
+        "{cp}"
+    );
+
+    let s = ok(&r.run(&f, &[]));
+    assert_eq!(s["spans_forwarded"], 0, "{s}");
+    f.assert_in_mlflow();
+}
+
+#[test]
+fn dry_run_shows_what_would_be_sent_and_writes_nothing() {
+    let mut f = Function::new();
+    let puts = f.wave(now_ms() - 60_000, 2);
+    f.put(&puts);
+    let r = Runner::new("fwd-dry");
+    let env = aws_env(&service("SPANLINE_TEST_MOTO"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = run_spanline(
+        &r.dir,
+        &[
+            "forward",
+            "--dry-run",
+            "--log-group-name",
+            &f.group,
+            "--checkpoint",
+            &r.checkpoint,
+            "--color",
+            "never",
+        ],
+        &env,
+    );
+    let s = ok(&run);
+    assert_eq!(s["outcome"], "dry run");
+    assert_eq!(s["spans_would_forward"], f.expected(), "{s}");
+    assert!(!Path::new(&r.checkpoint).exists());
+    // Without a backend, a real run refuses to start.
+    let run = run_spanline(
+        &r.dir,
+        &[
+            "forward",
+            "--log-group-name",
+            &f.group,
+            "--checkpoint",
+            &r.checkpoint,
+        ],
+        &env,
+    );
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        run.stderr.contains("forward needs a backend"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn forward_rides_out_throttling_from_a_scripted_endpoint() {
+    let mut f = Function::new();
+    let puts = f.wave(now_ms() - 60_000, 2);
+    let events: Vec<Value> = puts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            serde_json::json!({
+                "logStreamName": p.stream, "timestamp": p.ts, "ingestionTime": p.ts + 5,
+                "message": p.message, "eventId": format!("{:056}", 1000 + i),
+            })
+        })
+        .collect();
+    let answers = vec![
+        (
+            400,
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned(),
+        ),
+        (
+            400,
+            r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_owned(),
+        ),
+        (200, serde_json::json!({ "events": events }).to_string()),
+    ];
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (url, server) = runtime.block_on(scripted(answers));
+    let r = Runner::new("fwd-throttle");
+    let out = r.dir.join("sent.jsonl");
+    let env = aws_env(&url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = run_spanline(
+        &r.dir,
+        &[
+            "forward",
+            "--log-group-name",
+            &f.group,
+            "--checkpoint",
+            &r.checkpoint,
+            "--output",
+            &out.to_string_lossy(),
+        ],
+        &env,
+    );
+    let s = ok(&run);
+    assert_eq!(s["throttled"], 2, "{s}");
+    assert_eq!(s["requests"], 3, "{s}");
+    assert_eq!(s["spans_forwarded"], f.expected(), "{s}");
+    let seen = runtime.block_on(server).expect("server");
+    assert_eq!(seen.len(), 3);
+    let sent = file_span_ids(&out);
+    assert_eq!(sent.len(), f.expected());
+}
