@@ -609,3 +609,146 @@ fn forward_rides_out_throttling_from_a_scripted_endpoint() {
     let sent = file_span_ids(&out);
     assert_eq!(sent.len(), f.expected());
 }
+
+#[test]
+fn runs_back_to_back_over_continuous_writes_deliver_exactly_what_was_written() {
+    let f = std::sync::Arc::new(std::sync::Mutex::new(Function::new()));
+    let mut r = Runner::new("fwd-continuous");
+    let group = f.lock().expect("lock").group.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The writer: an invocation every 100 ms, its START and span lines in one PutLogEvents and
+    // its END and REPORT in the next, so runs also meet invocations still in progress.
+    let writer = {
+        let (f, stop) = (f.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let inv = f.lock().expect("lock").invocation(now_ms());
+                let mut first = inv.puts;
+                first.push(inv.child);
+                f.lock().expect("lock").put(&first);
+                std::thread::sleep(Duration::from_millis(30));
+                f.lock().expect("lock").put(&inv.report);
+                std::thread::sleep(Duration::from_millis(70));
+            }
+        })
+    };
+    let env = aws_env(&service("SPANLINE_TEST_MOTO"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mlflow = service("SPANLINE_TEST_MLFLOW");
+    let lateness: &[&str] = &["--lateness", "1m"];
+    let snapshot = |f: &std::sync::Arc<std::sync::Mutex<Function>>| {
+        let g = f.lock().expect("lock");
+        Function {
+            group: g.group.clone(),
+            trace: g.trace.clone(),
+            caller: g.caller.clone(),
+            streams: g.streams.clone(),
+            span_ids: g.span_ids.clone(),
+            invocations: g.invocations,
+        }
+    };
+    for i in 0..8 {
+        std::thread::sleep(Duration::from_millis(250));
+        let view = snapshot(&f);
+        if i == 4 {
+            // One run is killed after it recorded a batch (if it gets that far).
+            let mut extra = lateness.to_vec();
+            extra.extend(["--batch-spans", "1"]);
+            let args = r.args(&view, &extra, &mlflow);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let before = r.checkpoint_bytes();
+            let child = spawn_spanline(&r.dir, &args, &env);
+            crate::support::poll(Duration::from_secs(10), || {
+                (r.checkpoint_bytes() != before).then_some(())
+            });
+            // SAFETY: signalling our own child by its id.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            wait_spanline(&r.dir, child, Duration::from_secs(10));
+            continue;
+        }
+        ok(&r.run(&view, lateness));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    let all = snapshot(&f);
+    assert_eq!(all.group, group);
+    assert!(
+        all.invocations >= 15,
+        "only {} invocations written",
+        all.invocations
+    );
+    ok(&r.run(&all, lateness));
+    let s = ok(&r.run(&all, lateness));
+    assert_eq!(s["spans_forwarded"], 0, "{s}");
+    all.assert_in_mlflow();
+    let sent = r.sent();
+    assert_eq!(sent.len(), all.expected(), "{sent:?}");
+    let twice: Vec<_> = sent.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.len() <= 1 && twice.iter().all(|(_, n)| **n == 2),
+        "{twice:?}"
+    );
+}
+
+/// An OTLP/HTTP endpoint that fails the first two requests (503, then 429 with Retry-After)
+/// and relays every later connection to `upstream` (MLflow).
+async fn flaky_front(upstream: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let failed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = failed.clone();
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let n = counter.load(std::sync::atomic::Ordering::SeqCst);
+            if n < 2 {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = vec![0u8; 1 << 16];
+                let _ = sock.read(&mut buf).await;
+                let resp = if n == 0 {
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                };
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+                continue;
+            }
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut up) =
+                    tokio::net::TcpStream::connect(upstream.trim_end_matches('/')).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut sock, &mut up).await;
+                }
+            });
+        }
+    });
+    (url, failed)
+}
+
+#[test]
+fn a_backend_answering_503_and_429_is_retried_and_the_run_completes() {
+    let mut f = Function::new();
+    let puts = f.wave(now_ms() - 60_000, 3);
+    f.put(&puts);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (url, failed) = runtime.block_on(flaky_front(service("SPANLINE_TEST_MLFLOW")));
+    let mut r = Runner::new("fwd-flaky");
+    let args = r.args(&f, &[], &url);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let env = aws_env(&service("SPANLINE_TEST_MOTO"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = ok(&run_spanline(&r.dir, &args, &env));
+    assert_eq!(failed.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(s["send_retries"], 2, "{s}");
+    assert_eq!(s["spans_forwarded"], f.expected(), "{s}");
+    f.assert_in_mlflow();
+}

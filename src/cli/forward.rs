@@ -87,6 +87,7 @@ struct Stats {
     held_back: u64,
     requests: u64,
     throttled: u64,
+    send_retries: u64,
     summary: Summary,
     lag_ms: Option<i64>,
     per_group: BTreeMap<String, serde_json::Value>,
@@ -128,6 +129,7 @@ impl Stats {
             },
             "requests": self.requests,
             "throttled": self.throttled,
+            "send_retries": self.send_retries,
             "lag_ms": self.lag_ms,
             "groups": self.per_group,
         });
@@ -248,6 +250,9 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         for chunk in fresh.chunks(batch) {
             if let Err(failed) = output.deliver(chunk.to_vec()).await? {
                 // Nothing of this batch is recorded: the next run sends it again.
+                stats.send_retries = output.retries();
+                stats.requests = progress.requests.load(Ordering::Relaxed);
+                stats.throttled = progress.throttled.load(Ordering::Relaxed);
                 stats.print("backend failed", exit_u8(&failed.0));
                 store.unlock().await?;
                 return Ok(failed.0);
@@ -265,6 +270,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     stats.lag_ms = lag;
     stats.requests = progress.requests.load(Ordering::Relaxed);
     stats.throttled = progress.throttled.load(Ordering::Relaxed);
+    stats.send_retries = output.retries();
     let total = stats.summary.clone();
     let code = output
         .close(

@@ -194,6 +194,7 @@ pub struct Output {
     color: bool,
     drawn: Vec<Span>,
     attempts: u32,
+    retries: u64,
     rejected: u64,
 }
 
@@ -216,8 +217,14 @@ impl Output {
             color,
             drawn: Vec::new(),
             attempts: 0,
+            retries: 0,
             rejected: 0,
         })
+    }
+
+    /// Sends that had to be repeated (backoff after a failure) before a sink accepted them.
+    pub fn retries(&self) -> u64 {
+        self.retries
     }
 
     /// Whether a backend or file is configured (otherwise spans are only drawn).
@@ -235,6 +242,7 @@ impl Output {
                 Ok(d) => {
                     self.rejected += d.rejected;
                     self.attempts = self.attempts.max(d.attempts);
+                    self.retries += u64::from(d.attempts.saturating_sub(1));
                     if let Some(m) = d.message {
                         eprintln!(
                             "spanline: {}: {} spans rejected: {m}",
