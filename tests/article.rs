@@ -579,6 +579,12 @@ fn the_story_lands_in_mlflow_as_one_exact_tree() {
     );
     assert_eq!(c.exec.error.as_deref(), Some("upstream returned 500"));
     has_exception(c.exec, "upstream returned 500");
+    // The Node handler threw: the runtime's `Invoke Error` line makes its invocation an error.
+    assert_eq!(
+        c.node_inv.error.as_deref(),
+        Some("Error: upstream returned 500"),
+        "the Node invocation whose handler threw"
+    );
     assert_eq!(c.egress.error.as_deref(), Some("Internal Server Error"));
     has_exception(c.egress, "Internal Server Error");
 

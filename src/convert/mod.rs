@@ -106,6 +106,8 @@ struct Needles {
     init_start: memchr::memmem::Finder<'static>,
     json_platform: memchr::memmem::Finder<'static>,
     json_escape: memchr::memmem::Finder<'static>,
+    invoke_error: memchr::memmem::Finder<'static>,
+    python_error: memchr::memmem::Finder<'static>,
 }
 
 static NEEDLES: std::sync::LazyLock<Needles> = std::sync::LazyLock::new(|| {
@@ -119,6 +121,8 @@ static NEEDLES: std::sync::LazyLock<Needles> = std::sync::LazyLock::new(|| {
         init_start: Finder::new("INIT_START"),
         json_platform: Finder::new("\"platform."),
         json_escape: Finder::new("\\u"),
+        invoke_error: Finder::new("\tERROR\tInvoke Error "),
+        python_error: Finder::new("[ERROR] "),
     }
 });
 
@@ -127,7 +131,8 @@ static NEEDLES: std::sync::LazyLock<Needles> = std::sync::LazyLock::new(|| {
 /// The skipping of the bulk of the logs, so it costs a few vectorised scans and no allocation.
 ///
 /// What `parse` looks for: the marker anywhere; a text platform line *starts* with
-/// `START`/`END`/`REPORT RequestId: ` or `INIT_START`, or contains a timeout or crash text. In
+/// `START`/`END`/`REPORT RequestId: `, `INIT_START` or Python's `[ERROR] `, or contains a timeout,
+/// crash or Node `Invoke Error` text. In
 /// a JSON message those starts may sit inside the `message` field, so they are searched for
 /// anywhere; JSON escapes none of these characters, except that `\u` escapes could spell
 /// anything, so a JSON message with one (or a `platform.*` record) is always parsed.
@@ -150,6 +155,7 @@ fn surely_foreign(message: &str) -> bool {
             || n.json_escape.find(b).is_some()
             || n.request_id.find(b).is_some()
             || n.init_start.find(b).is_some()
+            || n.python_error.find(b).is_some()
         {
             return false;
         }
@@ -158,13 +164,17 @@ fn surely_foreign(message: &str) -> bool {
         b"END RequestId: ",
         b"REPORT RequestId: ",
         b"INIT_START",
+        b"[ERROR] ",
     ]
     .iter()
     .any(|p| b.starts_with(p))
     {
         return false;
     }
-    n.marker.find(b).is_none() && n.timeout.find(b).is_none() && n.exited.find(b).is_none()
+    n.marker.find(b).is_none()
+        && n.timeout.find(b).is_none()
+        && n.exited.find(b).is_none()
+        && n.invoke_error.find(b).is_none()
 }
 
 impl Converter {
@@ -290,7 +300,8 @@ impl Converter {
             Platform::Start { request_id, .. }
             | Platform::End { request_id }
             | Platform::Timeout { request_id, .. }
-            | Platform::Crash { request_id, .. } => Some(request_id.as_str()),
+            | Platform::Crash { request_id, .. }
+            | Platform::HandlerError { request_id, .. } => Some(request_id.as_str()),
             Platform::Report(r) => Some(r.request_id.as_str()),
             Platform::InitStart { .. } => None,
         }
@@ -343,6 +354,21 @@ impl Converter {
                 message,
             } => {
                 self.invocation(rec, &request_id).timeout = Some(message);
+            }
+            Platform::HandlerError {
+                request_id,
+                message,
+            } => {
+                // Python's line names no request: the stream's current one failed.
+                let request_id = if request_id.is_empty() {
+                    match self.current.get(&stream_key) {
+                        Some(r) => r.clone(),
+                        None => return,
+                    }
+                } else {
+                    request_id
+                };
+                self.invocation(rec, &request_id).handler_error = Some(message);
             }
             Platform::Crash {
                 request_id,

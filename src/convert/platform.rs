@@ -50,6 +50,15 @@ pub enum Platform {
         /// The message.
         message: String,
     },
+    /// The handler failed: Node's `Invoke Error` line, Python's `[ERROR] Type: message`
+    /// (text format). Python's line names no request: `request_id` is empty and the stream's
+    /// current invocation is meant.
+    HandlerError {
+        /// Request id, or empty.
+        request_id: String,
+        /// `errorType: errorMessage`.
+        message: String,
+    },
     /// The runtime died: out of memory (`signal: killed`) or a crash.
     Crash {
         /// Request id.
@@ -141,6 +150,33 @@ pub fn parse_text(message: &str) -> Option<Platform> {
             message: m[at..].trim().to_owned(),
         });
     }
+    if let Some((prefix, json)) = m.split_once("\tERROR\tInvoke Error ") {
+        // Node: `<ts>\t<requestId>\tERROR\tInvoke Error \t{"errorType":…,"errorMessage":…}`.
+        let request_id = prefix
+            .split('\t')
+            .nth(1)
+            .filter(|r| looks_like_request_id(r))?
+            .to_owned();
+        return Some(Platform::HandlerError {
+            request_id,
+            message: error_text(json.trim()),
+        });
+    }
+    if let Some(rest) = m.strip_prefix("[ERROR] ") {
+        // Python: `[ERROR] ValueError: boom` then the traceback, in one event.
+        let first = rest.lines().next().unwrap_or("").trim();
+        let error_type = first.split(": ").next().unwrap_or("");
+        let is_type = !error_type.is_empty()
+            && error_type
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '.');
+        if is_type && m.contains("Traceback (most recent call last)") {
+            return Some(Platform::HandlerError {
+                request_id: String::new(),
+                message: first.to_owned(),
+            });
+        }
+    }
     if m.contains("Runtime exited with error")
         || m.contains("Process exited before completing request")
     {
@@ -167,6 +203,37 @@ pub fn parse_text(message: &str) -> Option<Platform> {
         });
     }
     None
+}
+
+/// `errorType: errorMessage` from the JSON Node prints after `Invoke Error`, without a JSON
+/// parser (this module is also built without serde): the two string fields are found by name.
+fn error_text(json: &str) -> String {
+    let field = |name: &str| -> Option<String> {
+        let key = format!("\"{name}\":\"");
+        let start = json.find(&key)? + key.len();
+        let mut out = String::new();
+        let mut escaped = false;
+        for c in json[start..].chars() {
+            match (escaped, c) {
+                (true, 'n') => out.push(' '),
+                (true, c) => out.push(c),
+                (false, '\\') => {
+                    escaped = true;
+                    continue;
+                }
+                (false, '"') => return Some(out),
+                (false, c) => out.push(c),
+            }
+            escaped = false;
+        }
+        None
+    };
+    match (field("errorType"), field("errorMessage")) {
+        (Some(t), Some(m)) => format!("{t}: {m}"),
+        (Some(t), None) => t,
+        (None, Some(m)) => m,
+        (None, None) => "Invoke Error".to_owned(),
+    }
 }
 
 fn parse_report(m: &str) -> Option<Report> {
@@ -257,6 +324,40 @@ pub fn parse_json(v: &serde_json::Value) -> Option<Platform> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handler_errors_in_the_text_format() {
+        let node = format!(
+            "2024-05-01T12:00:00.123Z\t{REQ}\tERROR\tInvoke Error \t{{\"errorType\":\"Error\",\"errorMessage\":\"item \\\"x\\\" not found\",\"stack\":[\"Error: item\"]}}\n"
+        );
+        assert_eq!(
+            parse_text(&node),
+            Some(Platform::HandlerError {
+                request_id: REQ.into(),
+                message: "Error: item \"x\" not found".into(),
+            })
+        );
+        let py = "[ERROR] ValueError: boom\nTraceback (most recent call last):\n  File \"/var/task/h.py\"\n";
+        assert_eq!(
+            parse_text(py),
+            Some(Platform::HandlerError {
+                request_id: String::new(),
+                message: "ValueError: boom".into(),
+            })
+        );
+        // An application's own error log is not a handler error.
+        assert_eq!(
+            parse_text("[ERROR] could not reach the cache, retrying"),
+            None
+        );
+        assert_eq!(parse_text("[ERROR] cache: miss"), None);
+        assert_eq!(
+            parse_text(&format!(
+                "[ERROR]\t2024-05-01T12:00:00.123Z\t{REQ}\tboom: x"
+            )),
+            None
+        );
+    }
 
     const REQ: &str = "c793869b-ee49-115b-a5b6-4fd21e8dedac";
 

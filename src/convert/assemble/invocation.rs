@@ -72,6 +72,8 @@ pub struct Invocation {
     pub timeout: Option<String>,
     /// Crash message and whether it looks like out-of-memory.
     pub crash: Option<(String, bool)>,
+    /// The handler's error (`errorType: errorMessage`), from the runtime's error line.
+    pub handler_error: Option<String>,
 }
 
 impl Invocation {
@@ -86,6 +88,9 @@ impl Invocation {
                 m.clone()
             };
             return (StatusCode::Error, msg);
+        }
+        if let Some(e) = &self.handler_error {
+            return (StatusCode::Error, e.clone());
         }
         if let Some(r) = &self.report {
             match r.status.as_deref() {

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 /// Selects span lines and the Lambda platform lines invocation spans are built from, in every
 /// Lambda log format (plain alphanumeric terms match inside prefixes and JSON alike).
-pub const DEFAULT_FILTER_PATTERN: &str =
-    r#"?SPLN ?START ?END ?REPORT ?"Task timed out" ?"Runtime exited" ?"platform.""#;
+pub const DEFAULT_FILTER_PATTERN: &str = r#"?SPLN ?START ?END ?REPORT ?"Task timed out" ?"Runtime exited" ?"Process exited" ?"Invoke Error" ?Traceback ?"platform.""#;
 
 /// How many attempts one request gets before the group fails.
 const MAX_ATTEMPTS: u32 = 10;
