@@ -77,7 +77,7 @@ enum Command {
     },
     /// Read log groups over a time range with FilterLogEvents and convert them.
     Read(Box<ReadArgs>),
-    /// Follow log groups and convert as events arrive (`--poll`: FilterLogEvents polling).
+    /// Follow log groups and convert as events arrive (Live Tail; `--poll`: FilterLogEvents polling).
     Tail(Box<TailArgs>),
     /// Run as the bootstrap of an AWS Lambda function behind a CloudWatch Logs subscription
     /// (direct, Kinesis or Firehose); configured by OTEL_EXPORTER_OTLP_* and

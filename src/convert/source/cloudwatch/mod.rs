@@ -14,6 +14,7 @@
 
 pub mod budget;
 pub mod filter;
+pub mod live;
 pub mod tail;
 pub mod time;
 
