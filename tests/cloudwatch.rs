@@ -1,5 +1,5 @@
 //! CloudWatch sources end to end: realistic Lambda logs put into the real moto server with the
-//! real SDK client, read back by the real CLI (`read`, `tail` in both modes, `convert s3://…`) and sent
+//! real SDK client, read back by the real CLI (`read`, `tail` in both modes, `convert s3://…`, `export`) and sent
 //! to the real MLflow; every span must arrive exactly once. A scripted in-process endpoint
 //! speaking the CloudWatch Logs JSON protocol injects what moto cannot: throttling and empty pages
 //! that carry a `nextToken`.
@@ -659,6 +659,97 @@ fn convert_reads_an_export_tree_from_s3() {
     let ids = file_span_ids(&out);
     assert_eq!(ids.len(), logs.expected_spans(), "{ids:?}\n{}", run.stderr);
     logs.assert_in_mlflow();
+}
+
+#[test]
+fn export_runs_an_export_task_into_s3_and_converts_what_it_wrote() {
+    // moto runs CreateExportTask synchronously into its own S3, with its own key layout (a
+    // random id per stream instead of the task id, `/` in stream names turned into `-`): the
+    // destination prefix is fresh, so `export` reads all of it.
+    let moto = service("SPANLINE_TEST_MOTO");
+    let client = logs_client();
+    let logs = Logs::new(now_ms() - 600_000);
+    logs.create(&client);
+    logs.put(&client, &logs.puts);
+    let bucket = format!("spanline-it-{}", fresh_id::<4>());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk_config(&moto))
+            .force_path_style(true)
+            .build(),
+    );
+    rt().block_on(async {
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("CreateBucket");
+    });
+    let dir = scratch("cw-export");
+    let out = dir.join("spans.jsonl");
+    let out_arg = out.to_string_lossy().into_owned();
+    let dest = format!("s3://{bucket}/exports");
+    let env = aws_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = run_spanline(
+        &dir,
+        &[
+            "export",
+            "--log-group-name",
+            &logs.group,
+            "--start-time",
+            "1h",
+            "--destination",
+            &dest,
+            "--output",
+            &out_arg,
+        ],
+        &env,
+    );
+    assert!(run.status.success(), "{}\n{}", run.status, run.stderr);
+    assert!(run.stderr.contains("export task"), "{}", run.stderr);
+    assert!(run.stderr.contains("2 files"), "{}", run.stderr);
+    let ids = file_span_ids(&out);
+    assert_eq!(ids.len(), logs.expected_spans(), "{ids:?}\n{}", run.stderr);
+    assert!(ids.values().all(|n| *n == 1), "{ids:?}");
+}
+
+#[test]
+fn export_of_a_missing_log_group_fails_with_its_name() {
+    let moto = service("SPANLINE_TEST_MOTO");
+    let bucket = format!("spanline-it-{}", fresh_id::<4>());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk_config(&moto))
+            .force_path_style(true)
+            .build(),
+    );
+    rt().block_on(async {
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("CreateBucket");
+    });
+    let group = format!("/aws/lambda/spanline-missing-{}", fresh_id::<4>());
+    let dir = scratch("cw-export-missing");
+    let dest = format!("s3://{bucket}/exports");
+    let env = aws_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = run_spanline(
+        &dir,
+        &[
+            "export",
+            "--log-group-name",
+            &group,
+            "--start-time",
+            "1h",
+            "--destination",
+            &dest,
+        ],
+        &env,
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains(&group), "{}", run.stderr);
+    assert!(run.stderr.contains("CreateExportTask"), "{}", run.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------

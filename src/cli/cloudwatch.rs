@@ -490,3 +490,123 @@ async fn live_tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(code)
 }
+
+/// `spanline export`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The log group to export (CreateExportTask takes one).
+    #[arg(long = "log-group-name", value_name = "NAME")]
+    log_group_name: String,
+    /// Only log streams whose name starts with this.
+    #[arg(long = "log-stream-name-prefix", value_name = "PREFIX")]
+    log_stream_name_prefix: Option<String>,
+    /// From this time: RFC 3339, epoch milliseconds, or a duration before now (`2h`, `1d`).
+    #[arg(long = "start-time", value_name = "TIME")]
+    start_time: String,
+    /// Up to this time (same forms). Default: now.
+    #[arg(long = "end-time", value_name = "TIME")]
+    end_time: Option<String>,
+    /// Where the service writes the export: `s3://bucket/prefix` (the bucket policy must let
+    /// CloudWatch Logs write there). The files are then read from `<prefix>/<taskId>/`.
+    #[arg(long, value_name = "S3_URL")]
+    destination: String,
+    /// How long to wait for the task to complete (it keeps running after that).
+    #[arg(long = "wait-timeout", default_value = "1h", value_name = "DURATION")]
+    wait_timeout: String,
+    #[command(flatten)]
+    opts: ConvertOpts,
+    #[command(flatten)]
+    aws: AwsArgs,
+    #[command(flatten)]
+    sinks: SinkArgs,
+}
+
+/// `spanline export`: CreateExportTask, wait for it, then convert the files it wrote.
+pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    use spanline::convert::source::cloudwatch::export::{
+        start, task_prefix, wait, ExportRequest, Wait,
+    };
+    use spanline::convert::source::s3;
+    let now = now_ms();
+    let from_ms = parse_time(&args.start_time, now).context("--start-time")?;
+    let to_ms = time_arg("end-time", &args.end_time, now)?.unwrap_or(now);
+    if from_ms > to_ms {
+        anyhow::bail!("--start-time is after --end-time");
+    }
+    let timeout = duration_arg("wait-timeout", &args.wait_timeout)?;
+    let (bucket, prefix) = s3::parse_url(&args.destination).context("--destination")?;
+    let prefix = prefix.trim_end_matches('/').to_owned();
+    // The "folder", so that `exports` does not also list `exports-old/…`.
+    let folder = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let mut output = Output::new(&args.sinks, args.opts.color, false)?;
+    let (mut conv, client) = converter(&args.opts, &args.aws).await?;
+    let s3_client = args.aws.options().s3_client().await;
+    // Whether the destination held exports before: if it did not, everything under it after
+    // the task is this task's.
+    let before = s3::list_objects(&s3_client, &bucket, &folder).await?;
+    // A handful of calls: the default budget of `read`.
+    let budget = Budget::per_second(5.0);
+    let progress = Progress::default();
+    let req = ExportRequest {
+        log_group: args.log_group_name.clone(),
+        log_stream_name_prefix: args.log_stream_name_prefix.clone(),
+        from_ms,
+        to_ms,
+        bucket: bucket.clone(),
+        prefix: prefix.clone(),
+    };
+    let task_id = start(&client, &budget, &progress, &req).await?;
+    eprintln!(
+        "spanline: export task {task_id} started ({})",
+        args.log_group_name
+    );
+    let policy = Wait {
+        timeout,
+        ..Wait::default()
+    };
+    wait(
+        &client,
+        &budget,
+        &progress,
+        &args.log_group_name,
+        &task_id,
+        &policy,
+    )
+    .await?;
+    let mut read_prefix = task_prefix(&prefix, &task_id);
+    if s3::list_objects(&s3_client, &bucket, &read_prefix)
+        .await?
+        .is_empty()
+        && before.is_empty()
+    {
+        // Emulators (moto) do not put the task id in the keys; the prefix was empty before,
+        // so what is there now is this task's.
+        read_prefix = folder;
+    }
+    let mut ready = Vec::new();
+    let objects = s3::for_each_object(
+        &s3_client,
+        &bucket,
+        &read_prefix,
+        &args.log_group_name,
+        |_, recs| {
+            for r in &recs {
+                conv.push(r);
+            }
+            ready.append(&mut conv.take_ready());
+        },
+    )
+    .await?;
+    let what = format!("{objects} files of export task {task_id}");
+    if let Err(f) = output.deliver(ready).await? {
+        return Ok(Output::fail(&conv.summary, &what, f));
+    }
+    if let Err(f) = output.deliver(conv.finish()).await? {
+        return Ok(Output::fail(&conv.summary, &what, f));
+    }
+    output.close(&conv.summary, &what, args.opts.strict).await
+}

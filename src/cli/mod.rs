@@ -77,6 +77,8 @@ enum Command {
     },
     /// Read log groups over a time range with FilterLogEvents and convert them.
     Read(Box<ReadArgs>),
+    /// Export a time range of a log group to S3 (CreateExportTask), wait for it, and convert it.
+    Export(Box<cloudwatch::ExportArgs>),
     /// Follow log groups and convert as events arrive (Live Tail; `--poll`: FilterLogEvents polling).
     Tail(Box<TailArgs>),
     /// Run as the bootstrap of an AWS Lambda function behind a CloudWatch Logs subscription
@@ -151,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => runtime()?.block_on(convert(paths, log_group_name, opts, aws, *sinks)),
         Command::Read(args) => runtime()?.block_on(cloudwatch::read(*args)),
         Command::Tail(args) => runtime()?.block_on(cloudwatch::tail(*args)),
+        Command::Export(args) => runtime()?.block_on(cloudwatch::export(*args)),
         #[cfg(feature = "lambda")]
         Command::Lambda => runtime()?.block_on(lambda::run()),
     }

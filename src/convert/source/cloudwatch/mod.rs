@@ -13,6 +13,7 @@
 //! [`LogRecord`]: crate::convert::record::LogRecord
 
 pub mod budget;
+pub mod export;
 pub mod filter;
 pub mod live;
 pub mod tail;
