@@ -197,10 +197,13 @@ impl Seen {
             }
             self.order.push_back((now_ms, k));
         }
-        while self.last.len() > MAX_REMEMBERED {
+        // Re-sightings add to `order` too: it is bounded as well.
+        while self.last.len() > MAX_REMEMBERED || self.order.len() > 2 * MAX_REMEMBERED {
             match self.order.pop_front() {
-                Some((_, k)) => {
-                    self.last.remove(&k);
+                Some((at, k)) => {
+                    if self.last.get(&k) == Some(&at) {
+                        self.last.remove(&k);
+                    }
                 }
                 None => break,
             }
@@ -472,8 +475,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Whether `url` names `localhost` or an IPv4/IPv6 address, where `stream-<host>` is no host
-/// name (an emulator, a tunnel).
+/// Whether `url` names a host before which `stream-` makes no usable name: `localhost`, an IP
+/// address, or a single-label name (`moto` in a compose network): emulators and tunnels.
 pub fn is_local_endpoint(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
@@ -481,11 +484,8 @@ pub fn is_local_endpoint(url: &str) -> bool {
         Some(v6) => v6.split(']').next().unwrap_or(""),
         None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
     };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
-        || host.parse::<std::net::Ipv4Addr>().is_ok()
+    !host.is_empty()
+        && (host == "localhost" || !host.contains('.') || host.parse::<std::net::IpAddr>().is_ok())
 }
 
 /// Drops the `stream-` host prefix StartLiveTail puts before the endpoint: an emulator on

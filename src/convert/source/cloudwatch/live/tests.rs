@@ -274,6 +274,8 @@ fn arns_and_local_endpoints() {
         ("http://127.0.0.1:5055", true),
         ("http://localhost:4566/", true),
         ("http://[::1]:5055", true),
+        ("http://10.0.0.7:4566", true),
+        ("http://moto:5000", true),
         ("https://logs.us-east-1.amazonaws.com", false),
         ("https://vpce-1.logs.us-east-1.vpce.amazonaws.com", false),
     ] {
