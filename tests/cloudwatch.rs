@@ -1,5 +1,5 @@
 //! CloudWatch sources end to end: realistic Lambda logs put into the real moto server with the
-//! real SDK client, read back by the real CLI (`read`, `tail --poll`, `convert s3://…`) and sent
+//! real SDK client, read back by the real CLI (`read`, `tail` in both modes, `convert s3://…`, `export`) and sent
 //! to the real MLflow; every span must arrive exactly once. A scripted in-process endpoint
 //! speaking the CloudWatch Logs JSON protocol injects what moto cannot: throttling and empty pages
 //! that carry a `nextToken`.
@@ -28,10 +28,14 @@ pub(crate) fn rt() -> tokio::runtime::Runtime {
 }
 
 fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config_in(endpoint, "us-east-1")
+}
+
+fn sdk_config_in(endpoint: &str, region: &'static str) -> aws_config::SdkConfig {
     rt().block_on(
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(endpoint)
-            .region(aws_config::Region::new("us-east-1"))
+            .region(aws_config::Region::new(region))
             .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
                 "testing", "testing", None, None, "static",
             ))
@@ -427,12 +431,103 @@ fn read_without_a_log_group_is_refused_with_the_flags_to_use() {
     assert!(run.stderr.contains("--start-time"), "{}", run.stderr);
 }
 
+/// Span ids in a file still being written: lines not complete yet are left for the next look.
+fn file_span_ids_so_far(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            v["resourceSpans"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|rs| rs["scopeSpans"].as_array().into_iter().flatten())
+                .map(|ss| ss["spans"].as_array().map_or(0, Vec::len))
+                .sum::<usize>()
+        })
+        .sum()
+}
+
 #[test]
-fn tail_without_poll_says_live_tail_is_not_implemented() {
+fn live_tail_follows_a_log_group_across_sessions_and_shows_each_span_once() {
+    // moto answers StartLiveTail with one snapshot of the group and ends the session: every
+    // reconnect replays everything, which the de-duplication must absorb. The endpoint is
+    // 127.0.0.1, so this also checks that the `stream-` host prefix is dropped for it.
+    //
+    // moto 5.x looks a Live Tail group up by ARN in a loop without `break` and so always tails
+    // the group created last in the Region: this test has a Region of its own, where the group
+    // it creates is the last one.
+    const REGION: &str = "eu-central-2";
+    let moto = service("SPANLINE_TEST_MOTO");
+    let client = aws_sdk_cloudwatchlogs::Client::new(&sdk_config_in(&moto, REGION));
+    let logs = Logs::new(now_ms() - 30_000);
+    logs.create(&client);
+    let half = logs.puts.len() / 2;
+    logs.put(&client, &logs.puts[..half]);
     let dir = scratch("cw-livetail");
-    let run = run_spanline(&dir, &["tail", "--log-group-name", "g"], &[]);
-    assert_eq!(run.status.code(), Some(1));
-    assert!(run.stderr.contains("not implemented"), "{}", run.stderr);
+    let out = dir.join("spans.jsonl");
+    let out_arg = out.to_string_lossy().into_owned();
+    let mut env = aws_env(&moto);
+    env.push(("AWS_REGION", REGION.to_owned()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let child = spawn_spanline(
+        &dir,
+        &[
+            "tail",
+            "--log-group-name",
+            &logs.group,
+            "--output",
+            &out_arg,
+        ],
+        &env,
+    );
+    // The rest while it follows (the late event last), in two sessions' time at least.
+    std::thread::sleep(Duration::from_millis(1500));
+    logs.put(&client, &logs.puts[half..logs.puts.len() - 1]);
+    std::thread::sleep(Duration::from_millis(1500));
+    logs.put(&client, &logs.puts[logs.puts.len() - 1..]);
+    // Complete invocations are written as soon as they are seen; the late child span may wait
+    // for the flush. Generous timeout: the machine is shared.
+    let want = logs.expected_spans();
+    crate::support::poll(Duration::from_secs(60), || {
+        (file_span_ids_so_far(&out) + 1 >= want).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} of {want} spans after 60 s\n{}",
+            file_span_ids_so_far(&out),
+            std::fs::read_to_string(dir.join("spanline.stderr")).unwrap_or_default()
+        )
+    });
+    // A few more sessions replaying the same snapshot.
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: signalling our own child by its id.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let run = wait_spanline(&dir, child, Duration::from_secs(30));
+    assert!(run.status.success(), "{}\n{}", run.status, run.stderr);
+    // Every event converted once, however many sessions replayed it.
+    let records = format!(" {} records,", logs.puts.len());
+    assert!(run.stderr.contains(&records), "{records}\n{}", run.stderr);
+    let ids = file_span_ids(&out);
+    assert_eq!(ids.len(), want, "{ids:?}\n{}", run.stderr);
+    assert!(ids.values().all(|n| *n == 1), "{ids:?}");
+    for id in &logs.span_ids {
+        assert_eq!(ids.get(id), Some(&1), "span {id}: {ids:?}");
+    }
+}
+
+#[test]
+fn live_tail_of_a_missing_log_group_says_so() {
+    let moto = service("SPANLINE_TEST_MOTO");
+    let dir = scratch("cw-livetail-missing");
+    let group = format!("/aws/lambda/spanline-missing-{}", fresh_id::<4>());
+    let env = aws_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = run_spanline(&dir, &["tail", "--log-group-name", &group], &env);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains(&group), "{}", run.stderr);
+    assert!(run.stderr.contains("no such log group"), "{}", run.stderr);
     assert!(run.stdout.is_empty());
 }
 
@@ -564,6 +659,97 @@ fn convert_reads_an_export_tree_from_s3() {
     let ids = file_span_ids(&out);
     assert_eq!(ids.len(), logs.expected_spans(), "{ids:?}\n{}", run.stderr);
     logs.assert_in_mlflow();
+}
+
+#[test]
+fn export_runs_an_export_task_into_s3_and_converts_what_it_wrote() {
+    // moto runs CreateExportTask synchronously into its own S3, with its own key layout (a
+    // random id per stream instead of the task id, `/` in stream names turned into `-`): the
+    // destination prefix is fresh, so `export` reads all of it.
+    let moto = service("SPANLINE_TEST_MOTO");
+    let client = logs_client();
+    let logs = Logs::new(now_ms() - 600_000);
+    logs.create(&client);
+    logs.put(&client, &logs.puts);
+    let bucket = format!("spanline-it-{}", fresh_id::<4>());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk_config(&moto))
+            .force_path_style(true)
+            .build(),
+    );
+    rt().block_on(async {
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("CreateBucket");
+    });
+    let dir = scratch("cw-export");
+    let out = dir.join("spans.jsonl");
+    let out_arg = out.to_string_lossy().into_owned();
+    let dest = format!("s3://{bucket}/exports");
+    let env = aws_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = run_spanline(
+        &dir,
+        &[
+            "export",
+            "--log-group-name",
+            &logs.group,
+            "--start-time",
+            "1h",
+            "--destination",
+            &dest,
+            "--output",
+            &out_arg,
+        ],
+        &env,
+    );
+    assert!(run.status.success(), "{}\n{}", run.status, run.stderr);
+    assert!(run.stderr.contains("export task"), "{}", run.stderr);
+    assert!(run.stderr.contains("2 files"), "{}", run.stderr);
+    let ids = file_span_ids(&out);
+    assert_eq!(ids.len(), logs.expected_spans(), "{ids:?}\n{}", run.stderr);
+    assert!(ids.values().all(|n| *n == 1), "{ids:?}");
+}
+
+#[test]
+fn export_of_a_missing_log_group_fails_with_its_name() {
+    let moto = service("SPANLINE_TEST_MOTO");
+    let bucket = format!("spanline-it-{}", fresh_id::<4>());
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk_config(&moto))
+            .force_path_style(true)
+            .build(),
+    );
+    rt().block_on(async {
+        s3.create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("CreateBucket");
+    });
+    let group = format!("/aws/lambda/spanline-missing-{}", fresh_id::<4>());
+    let dir = scratch("cw-export-missing");
+    let dest = format!("s3://{bucket}/exports");
+    let env = aws_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = run_spanline(
+        &dir,
+        &[
+            "export",
+            "--log-group-name",
+            &group,
+            "--start-time",
+            "1h",
+            "--destination",
+            &dest,
+        ],
+        &env,
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains(&group), "{}", run.stderr);
+    assert!(run.stderr.contains("CreateExportTask"), "{}", run.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -131,19 +131,24 @@ pub struct ReadArgs {
 /// `spanline tail`.
 #[derive(clap::Args, Debug)]
 pub struct TailArgs {
-    /// Poll with FilterLogEvents (Live Tail, the default mode, is not implemented yet).
+    /// Poll with FilterLogEvents instead of Live Tail: every event, nothing sampled, late
+    /// events picked up, at the cost of requests (5 TPS per account) and latency.
     #[arg(long)]
     poll: bool,
+    /// Live Tail: how long events already shown are remembered, so that a new session
+    /// replaying them does not show them twice.
+    #[arg(long = "dedup-window", default_value = "15m", value_name = "DURATION")]
+    dedup_window: String,
     #[command(flatten)]
     groups: GroupArgs,
-    /// Start here (same forms as `read`). Default: one overlap window before now.
-    #[arg(long = "start-time", value_name = "TIME")]
+    /// `--poll`: start here (same forms as `read`). Default: one overlap window before now.
+    #[arg(long = "start-time", value_name = "TIME", requires = "poll")]
     start_time: Option<String>,
-    /// Time between polls (`5s`, `1m`, `500ms`).
+    /// `--poll`: time between polls (`5s`, `1m`, `500ms`).
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     interval: String,
-    /// How much event time every poll reads again, for events ingested late or sharing a
-    /// millisecond; seen events are dropped by id.
+    /// `--poll`: how much event time every poll reads again, for events ingested late or
+    /// sharing a millisecond; seen events are dropped by id.
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     overlap: String,
     #[command(flatten)]
@@ -289,12 +294,10 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-/// `spanline tail --poll`: polls every `--interval` until Ctrl-C, then flushes and exits 0.
+/// `spanline tail`: Live Tail, or polling with `--poll`, until Ctrl-C, then flushes and exits 0.
 pub async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     if !args.poll {
-        anyhow::bail!(
-            "Live Tail (StartLiveTail) is not implemented yet: use `spanline tail --poll` (FilterLogEvents polling)"
-        );
+        return live_tail(args).await;
     }
     let sel = args.groups.selection()?;
     let interval = duration_arg("interval", &args.interval)?;
@@ -354,6 +357,256 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     }
     if let Err(failed) = output.deliver(conv.finish()).await? {
         return Ok(Output::fail(&conv.summary, &what, failed));
+    }
+    output.close(&conv.summary, &what, args.opts.strict).await
+}
+
+/// How often the sampling warning may be repeated.
+const SAMPLED_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// `spanline tail` (Live Tail): one follower per ten groups, events into the converter as they
+/// come, until Ctrl-C (flush, exit 0) or until every follower failed (flush, exit 1).
+async fn live_tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    use spanline::convert::source::cloudwatch::live::{
+        follow, group_name_of, live_tail_client, resolve_arns, LiveQuery, Notice, Policy,
+        SdkConnector, MAX_GROUPS_PER_SESSION,
+    };
+    let sel = args.groups.selection()?;
+    let dedup_window = duration_arg("dedup-window", &args.dedup_window)?;
+    let mut output = Output::new(&args.sinks, args.opts.color, true)?;
+    let sdk = args.aws.options().load().await;
+    let region = args
+        .aws
+        .region
+        .clone()
+        .or_else(|| sdk.region().map(|r| r.to_string()));
+    let mut conv = args.opts.converter(region)?;
+    let client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let budget = Budget::per_second(args.groups.max_tps);
+    let progress = Progress::default();
+    let names = resolve_groups(&client, &budget, &progress, &sel).await?;
+    if names.is_empty() {
+        anyhow::bail!("no log group matches the selection");
+    }
+    let prefix = args.groups.log_stream_name_prefix.clone();
+    if prefix.is_some() && names.len() > 1 {
+        anyhow::bail!(
+            "--log-stream-name-prefix: Live Tail takes a stream prefix for a single log group only ({} selected); use --poll",
+            names.len()
+        );
+    }
+    let groups = resolve_arns(&client, &budget, &progress, &names).await?;
+    let what = format!("{} log groups", groups.len());
+    let filter_pattern = Some(args.groups.filter_pattern.clone()).filter(|p| !p.trim().is_empty());
+    let connector = SdkConnector::new(
+        live_tail_client(&sdk),
+        LiveQuery {
+            log_stream_name_prefix: prefix,
+            filter_pattern,
+        },
+    );
+    let policy = Policy {
+        dedup_window,
+        ..Policy::default()
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let arns: Vec<String> = groups.iter().map(|(_, arn)| arn.clone()).collect();
+    let mut followers = Vec::new();
+    for chunk in arns.chunks(MAX_GROUPS_PER_SESSION) {
+        followers.push(tokio::spawn(follow(
+            connector.clone(),
+            chunk.to_vec(),
+            policy.clone(),
+            tx.clone(),
+        )));
+    }
+    drop(tx);
+    let name_of = |arn: &str| -> String {
+        groups
+            .iter()
+            .find(|(_, a)| a == arn)
+            .map_or_else(|| group_name_of(arn).to_owned(), |(n, _)| n.clone())
+    };
+    let mut failed = 0usize;
+    let mut sampled: u64 = 0;
+    let mut warned_at: Option<tokio::time::Instant> = None;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let notice = tokio::select! {
+            n = rx.recv() => n,
+            _ = &mut ctrl_c => break,
+        };
+        let Some(notice) = notice else { break };
+        match notice {
+            Notice::Events(mut events) => {
+                // The converter wants each stream in order; an update is in time order.
+                events.sort_by(|a, b| {
+                    (&a.log_group, &a.log_stream, a.timestamp_ms, a.ingestion_ms).cmp(&(
+                        &b.log_group,
+                        &b.log_stream,
+                        b.timestamp_ms,
+                        b.ingestion_ms,
+                    ))
+                });
+                for e in events {
+                    let group = name_of(&e.log_group);
+                    conv.push(&e.into_record(&group));
+                }
+                if let Err(f) = output.deliver(conv.take_ready()).await? {
+                    return Ok(Output::fail(&conv.summary, &what, f));
+                }
+            }
+            Notice::Sampled { groups } => {
+                sampled += 1;
+                if warned_at.is_none_or(|t| t.elapsed() >= SAMPLED_WARNING_EVERY) {
+                    warned_at = Some(tokio::time::Instant::now());
+                    eprintln!(
+                        "spanline: warning: Live Tail sampled {sampled} update(s) of {groups} (more than 500 events/s matched): spans are missing; use `spanline tail --poll` or a narrower --filter-pattern"
+                    );
+                }
+            }
+            // A session the service closed normally is followed by the next one quietly.
+            Notice::Reconnecting {
+                error: Some(e),
+                delay,
+            } => eprintln!("spanline: {e}; new session in {delay:?}"),
+            Notice::Failed(e) => {
+                eprintln!("spanline: {e}");
+                failed += 1;
+            }
+            _ => {}
+        }
+    }
+    for f in followers {
+        f.abort();
+    }
+    if let Err(f) = output.deliver(conv.finish()).await? {
+        return Ok(Output::fail(&conv.summary, &what, f));
+    }
+    let code = output.close(&conv.summary, &what, args.opts.strict).await?;
+    if failed > 0 && code == ExitCode::SUCCESS {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(code)
+}
+
+/// `spanline export`.
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// The log group to export (CreateExportTask takes one).
+    #[arg(long = "log-group-name", value_name = "NAME")]
+    log_group_name: String,
+    /// Only log streams whose name starts with this.
+    #[arg(long = "log-stream-name-prefix", value_name = "PREFIX")]
+    log_stream_name_prefix: Option<String>,
+    /// From this time: RFC 3339, epoch milliseconds, or a duration before now (`2h`, `1d`).
+    #[arg(long = "start-time", value_name = "TIME")]
+    start_time: String,
+    /// Up to this time (same forms). Default: now.
+    #[arg(long = "end-time", value_name = "TIME")]
+    end_time: Option<String>,
+    /// Where the service writes the export: `s3://bucket/prefix` (the bucket policy must let
+    /// CloudWatch Logs write there). The files are then read from `<prefix>/<taskId>/`.
+    #[arg(long, value_name = "S3_URL")]
+    destination: String,
+    /// How long to wait for the task to complete (it keeps running after that).
+    #[arg(long = "wait-timeout", default_value = "1h", value_name = "DURATION")]
+    wait_timeout: String,
+    #[command(flatten)]
+    opts: ConvertOpts,
+    #[command(flatten)]
+    aws: AwsArgs,
+    #[command(flatten)]
+    sinks: SinkArgs,
+}
+
+/// `spanline export`: CreateExportTask, wait for it, then convert the files it wrote.
+pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    use spanline::convert::source::cloudwatch::export::{
+        start, task_prefix, wait, ExportRequest, Wait,
+    };
+    use spanline::convert::source::s3;
+    let now = now_ms();
+    let from_ms = parse_time(&args.start_time, now).context("--start-time")?;
+    let to_ms = time_arg("end-time", &args.end_time, now)?.unwrap_or(now);
+    if from_ms > to_ms {
+        anyhow::bail!("--start-time is after --end-time");
+    }
+    let timeout = duration_arg("wait-timeout", &args.wait_timeout)?;
+    let (bucket, prefix) = s3::parse_url(&args.destination).context("--destination")?;
+    let prefix = prefix.trim_end_matches('/').to_owned();
+    // The "folder", so that `exports` does not also list `exports-old/…`.
+    let folder = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let mut output = Output::new(&args.sinks, args.opts.color, false)?;
+    let (mut conv, client) = converter(&args.opts, &args.aws).await?;
+    let s3_client = args.aws.options().s3_client().await;
+    // Whether the destination held exports before: if it did not, everything under it after
+    // the task is this task's.
+    let before = s3::list_objects(&s3_client, &bucket, &folder).await?;
+    // A handful of calls: the default budget of `read`.
+    let budget = Budget::per_second(5.0);
+    let progress = Progress::default();
+    let req = ExportRequest {
+        log_group: args.log_group_name.clone(),
+        log_stream_name_prefix: args.log_stream_name_prefix.clone(),
+        from_ms,
+        to_ms,
+        bucket: bucket.clone(),
+        prefix: prefix.clone(),
+    };
+    let task_id = start(&client, &budget, &progress, &req).await?;
+    eprintln!(
+        "spanline: export task {task_id} started ({})",
+        args.log_group_name
+    );
+    let policy = Wait {
+        timeout,
+        ..Wait::default()
+    };
+    wait(
+        &client,
+        &budget,
+        &progress,
+        &args.log_group_name,
+        &task_id,
+        &policy,
+    )
+    .await?;
+    let mut read_prefix = task_prefix(&prefix, &task_id);
+    if s3::list_objects(&s3_client, &bucket, &read_prefix)
+        .await?
+        .is_empty()
+        && before.is_empty()
+    {
+        // Emulators (moto) do not put the task id in the keys; the prefix was empty before,
+        // so what is there now is this task's.
+        read_prefix = folder;
+    }
+    let mut ready = Vec::new();
+    let objects = s3::for_each_object(
+        &s3_client,
+        &bucket,
+        &read_prefix,
+        &args.log_group_name,
+        |_, recs| {
+            for r in &recs {
+                conv.push(r);
+            }
+            ready.append(&mut conv.take_ready());
+        },
+    )
+    .await?;
+    let what = format!("{objects} files of export task {task_id}");
+    if let Err(f) = output.deliver(ready).await? {
+        return Ok(Output::fail(&conv.summary, &what, f));
+    }
+    if let Err(f) = output.deliver(conv.finish()).await? {
+        return Ok(Output::fail(&conv.summary, &what, f));
     }
     output.close(&conv.summary, &what, args.opts.strict).await
 }

@@ -78,7 +78,9 @@ enum Command {
     },
     /// Read log groups over a time range with FilterLogEvents and convert them.
     Read(Box<ReadArgs>),
-    /// Follow log groups and convert as events arrive (`--poll`: FilterLogEvents polling).
+    /// Export a time range of a log group to S3 (CreateExportTask), wait for it, and convert it.
+    Export(Box<cloudwatch::ExportArgs>),
+    /// Follow log groups and convert as events arrive (Live Tail; `--poll`: FilterLogEvents polling).
     Tail(Box<TailArgs>),
     /// One scheduled run: forward everything new since the checkpoint to the backend, exactly
     /// once, and exit (codes: 0 done, 1 error, 4 backend failing, 5 refused, 6 locked).
@@ -156,6 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Read(args) => runtime()?.block_on(cloudwatch::read(*args)),
         Command::Tail(args) => runtime()?.block_on(cloudwatch::tail(*args)),
         Command::Forward(args) => runtime()?.block_on(forward::forward(*args)),
+        Command::Export(args) => runtime()?.block_on(cloudwatch::export(*args)),
         #[cfg(feature = "lambda")]
         Command::Lambda => runtime()?.block_on(lambda::run()),
     }

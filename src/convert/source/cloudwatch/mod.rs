@@ -13,7 +13,9 @@
 //! [`LogRecord`]: crate::convert::record::LogRecord
 
 pub mod budget;
+pub mod export;
 pub mod filter;
+pub mod live;
 pub mod tail;
 pub mod time;
 
