@@ -470,17 +470,19 @@ fn live_tail_follows_a_log_group_across_sessions_and_shows_each_span_once() {
     let mut env = aws_env(&moto);
     env.push(("AWS_REGION", REGION.to_owned()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let child = spawn_spanline(
-        &dir,
-        &[
-            "tail",
-            "--log-group-name",
-            &logs.group,
-            "--output",
-            &out_arg,
-        ],
-        &env,
-    );
+    let mut args: Vec<String> = [
+        "tail",
+        "--log-group-name",
+        &logs.group,
+        "--output",
+        &out_arg,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(mlflow_args(&service("SPANLINE_TEST_MLFLOW")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let child = spawn_spanline(&dir, &args, &env);
     // The rest while it follows (the late event last), in two sessions' time at least.
     std::thread::sleep(Duration::from_millis(1500));
     logs.put(&client, &logs.puts[half..logs.puts.len() - 1]);
@@ -515,6 +517,7 @@ fn live_tail_follows_a_log_group_across_sessions_and_shows_each_span_once() {
     for id in &logs.span_ids {
         assert_eq!(ids.get(id), Some(&1), "span {id}: {ids:?}");
     }
+    logs.assert_in_mlflow();
 }
 
 #[test]
