@@ -94,7 +94,7 @@ else
   # fast enough for one trace.
   say "spanline (cargo build --no-default-features --features convert)"
   cargo build --quiet --bin spanline --no-default-features --features convert
-  BIN=$ROOT/target/debug/spanline
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/spanline
 fi
 
 if [[ ! -d $ARTICLE/node_modules/opentracing || ! -d $ARTICLE/node_modules/express ]]; then
