@@ -86,6 +86,55 @@ pub(crate) fn iso(ms: i64) -> String {
     )
 }
 
+/// Puts `puts` into `group` stream by stream (chronological within a call, as PutLogEvents
+/// requires).
+pub(crate) fn put_events(client: &aws_sdk_cloudwatchlogs::Client, group: &str, puts: &[Put]) {
+    let mut by_stream: BTreeMap<&str, Vec<&Put>> = BTreeMap::new();
+    for p in puts {
+        by_stream.entry(&p.stream).or_default().push(p);
+    }
+    rt().block_on(async {
+        for (stream, mut events) in by_stream {
+            events.sort_by_key(|p| p.ts);
+            let events: Vec<InputLogEvent> = events
+                .iter()
+                .map(|p| {
+                    InputLogEvent::builder()
+                        .timestamp(p.ts)
+                        .message(&p.message)
+                        .build()
+                        .expect("event")
+                })
+                .collect();
+            client
+                .put_log_events()
+                .log_group_name(group)
+                .log_stream_name(stream)
+                .set_log_events(Some(events))
+                .send()
+                .await
+                .expect("PutLogEvents");
+        }
+    });
+}
+
+/// An S3 client for moto (path-style addressing: `bucket.127.0.0.1` does not resolve).
+pub(crate) fn s3_client() -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk_config(&service("SPANLINE_TEST_MOTO")))
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// A new, empty bucket in moto.
+pub(crate) fn fresh_bucket(s3: &aws_sdk_s3::Client) -> String {
+    let bucket = format!("spanline-it-{}", fresh_id::<4>());
+    rt().block_on(s3.create_bucket().bucket(&bucket).send())
+        .expect("CreateBucket");
+    bucket
+}
+
 /// One log event to put: stream, time, message.
 #[derive(Clone, Debug)]
 pub(crate) struct Put {
@@ -237,35 +286,9 @@ impl Logs {
         });
     }
 
-    /// Puts `puts` stream by stream (chronological within a call, as PutLogEvents requires).
+    /// Puts `puts` into the group (see [`put_events`]).
     fn put(&self, client: &aws_sdk_cloudwatchlogs::Client, puts: &[Put]) {
-        let mut by_stream: BTreeMap<&str, Vec<&Put>> = BTreeMap::new();
-        for p in puts {
-            by_stream.entry(&p.stream).or_default().push(p);
-        }
-        rt().block_on(async {
-            for (stream, mut events) in by_stream {
-                events.sort_by_key(|p| p.ts);
-                let events: Vec<InputLogEvent> = events
-                    .iter()
-                    .map(|p| {
-                        InputLogEvent::builder()
-                            .timestamp(p.ts)
-                            .message(&p.message)
-                            .build()
-                            .expect("event")
-                    })
-                    .collect();
-                client
-                    .put_log_events()
-                    .log_group_name(&self.group)
-                    .log_stream_name(stream)
-                    .set_log_events(Some(events))
-                    .send()
-                    .await
-                    .expect("PutLogEvents");
-            }
-        });
+        put_events(client, &self.group, puts);
     }
 
     /// MLflow holds the trace with every span exactly once.
@@ -584,12 +607,8 @@ fn convert_reads_an_export_tree_from_s3() {
     let moto = service("SPANLINE_TEST_MOTO");
     let mlflow = service("SPANLINE_TEST_MLFLOW");
     let logs = Logs::new(now_ms() - 600_000);
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk_config(&moto))
-            .force_path_style(true)
-            .build(),
-    );
-    let bucket = format!("spanline-it-{}", fresh_id::<4>());
+    let s3 = s3_client();
+    let bucket = fresh_bucket(&s3);
     // The real layout: <prefix>/<taskId>/<stream>/000000.gz, lines `<ISO>Z <message>` not
     // time-sorted, and the write-test object.
     let task = format!(
@@ -605,11 +624,6 @@ fn convert_reads_an_export_tree_from_s3() {
         by_stream.entry(&p.stream).or_default().push(p);
     }
     rt().block_on(async {
-        s3.create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("CreateBucket");
         s3.put_object()
             .bucket(&bucket)
             .key("exports/aws-logs-write-test")
@@ -674,19 +688,7 @@ fn export_runs_an_export_task_into_s3_and_converts_what_it_wrote() {
     let logs = Logs::new(now_ms() - 600_000);
     logs.create(&client);
     logs.put(&client, &logs.puts);
-    let bucket = format!("spanline-it-{}", fresh_id::<4>());
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk_config(&moto))
-            .force_path_style(true)
-            .build(),
-    );
-    rt().block_on(async {
-        s3.create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("CreateBucket");
-    });
+    let bucket = fresh_bucket(&s3_client());
     let dir = scratch("cw-export");
     let out = dir.join("spans.jsonl");
     let out_arg = out.to_string_lossy().into_owned();
@@ -719,19 +721,7 @@ fn export_runs_an_export_task_into_s3_and_converts_what_it_wrote() {
 #[test]
 fn export_of_a_missing_log_group_fails_with_its_name() {
     let moto = service("SPANLINE_TEST_MOTO");
-    let bucket = format!("spanline-it-{}", fresh_id::<4>());
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk_config(&moto))
-            .force_path_style(true)
-            .build(),
-    );
-    rt().block_on(async {
-        s3.create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("CreateBucket");
-    });
+    let bucket = fresh_bucket(&s3_client());
     let group = format!("/aws/lambda/spanline-missing-{}", fresh_id::<4>());
     let dir = scratch("cw-export-missing");
     let dest = format!("s3://{bucket}/exports");

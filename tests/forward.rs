@@ -8,12 +8,12 @@
 //! these tests fail, never skip.
 
 use crate::cloudwatch::{
-    aws_env, file_span_ids, iso, logs_client, mlflow_args, now_ms, rt, scripted, span_line, Put,
+    aws_env, file_span_ids, fresh_bucket, iso, logs_client, mlflow_args, now_ms, put_events, rt,
+    s3_client, scripted, span_line, Put,
 };
 use crate::support::{
     fresh_id, hex, mlflow_trace, run_spanline, scratch, service, spawn_spanline, wait_spanline, Run,
 };
-use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use base64::Engine;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// One Lambda function's log group, written in waves; remembers every span it should produce.
+#[derive(Clone)]
 struct Function {
     group: String,
     trace: String,
@@ -137,34 +138,7 @@ impl Function {
     }
 
     fn put(&self, puts: &[Put]) {
-        let client = logs_client();
-        let mut by_stream: BTreeMap<&str, Vec<&Put>> = BTreeMap::new();
-        for p in puts {
-            by_stream.entry(&p.stream).or_default().push(p);
-        }
-        rt().block_on(async {
-            for (stream, mut events) in by_stream {
-                events.sort_by_key(|p| p.ts);
-                let events: Vec<InputLogEvent> = events
-                    .iter()
-                    .map(|p| {
-                        InputLogEvent::builder()
-                            .timestamp(p.ts)
-                            .message(&p.message)
-                            .build()
-                            .expect("event")
-                    })
-                    .collect();
-                client
-                    .put_log_events()
-                    .log_group_name(&self.group)
-                    .log_stream_name(stream)
-                    .set_log_events(Some(events))
-                    .send()
-                    .await
-                    .expect("PutLogEvents");
-            }
-        });
+        put_events(&logs_client(), &self.group, puts);
     }
 
     fn expected(&self) -> usize {
@@ -237,12 +211,17 @@ impl Runner {
         args
     }
 
-    fn run(&mut self, f: &Function, extra: &[&str]) -> Run {
-        let args = self.args(f, extra, &service("SPANLINE_TEST_MLFLOW"));
+    /// Starts `spanline <args>` against moto.
+    fn spawn(&self, args: &[String]) -> std::process::Child {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let env = aws_env(&service("SPANLINE_TEST_MOTO"));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        run_spanline(&self.dir, &args, &env)
+        spawn_spanline(&self.dir, &args, &env)
+    }
+
+    fn run(&mut self, f: &Function, extra: &[&str]) -> Run {
+        let args = self.args(f, extra, &service("SPANLINE_TEST_MLFLOW"));
+        wait_spanline(&self.dir, self.spawn(&args), Duration::from_secs(60))
     }
 
     /// How often each span id was sent, over every run's file.
@@ -254,6 +233,42 @@ impl Runner {
             }
         }
         all
+    }
+
+    /// Each span sent once over every run, but for the one batch (of one span) in flight
+    /// when a run was killed, sent twice.
+    fn assert_sent_once_but_the_killed_batch(&self, f: &Function) {
+        let sent = self.sent();
+        assert_eq!(sent.len(), f.expected(), "{sent:?}");
+        let twice: Vec<_> = sent.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.len() <= 1 && twice.iter().all(|(_, n)| **n == 2),
+            "{twice:?}"
+        );
+    }
+
+    /// Starts a run that sends one span per batch and SIGKILLs it as soon as its checkpoint
+    /// changed (or after `wait`); says whether it had recorded a batch, and what it left.
+    fn kill_after_first_batch(
+        &mut self,
+        f: &Function,
+        extra: &[&str],
+        wait: Duration,
+    ) -> (bool, Run) {
+        let mut extra = extra.to_vec();
+        extra.extend(["--batch-spans", "1"]);
+        let args = self.args(f, &extra, &service("SPANLINE_TEST_MLFLOW"));
+        let before = self.checkpoint_bytes();
+        let child = self.spawn(&args);
+        let recorded =
+            crate::support::poll(wait, || (self.checkpoint_bytes() != before).then_some(()))
+                .is_some();
+        // SAFETY: signalling our own child by its id.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        (
+            recorded,
+            wait_spanline(&self.dir, child, Duration::from_secs(10)),
+        )
     }
 
     fn checkpoint_bytes(&self) -> Vec<u8> {
@@ -319,10 +334,7 @@ fn forward_delivers_every_span_once_through_late_events_an_outage_and_a_sigkill(
     let mut extra = lateness.to_vec();
     extra.extend(["--retry-deadline", "2s"]);
     let args = r.args(&f, &extra, "http://127.0.0.1:9");
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let env = aws_env(&service("SPANLINE_TEST_MOTO"));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let down = run_spanline(&r.dir, &args, &env);
+    let down = wait_spanline(&r.dir, r.spawn(&args), Duration::from_secs(60));
     assert_eq!(down.status.code(), Some(4), "{}", down.stderr);
     assert_eq!(stats(&down)["outcome"], "backend failed");
     assert_eq!(
@@ -332,18 +344,8 @@ fn forward_delivers_every_span_once_through_late_events_an_outage_and_a_sigkill(
     );
 
     // A run killed with SIGKILL after its first accepted batch (one span per batch).
-    let mut extra = lateness.to_vec();
-    extra.extend(["--batch-spans", "1"]);
-    let args = r.args(&f, &extra, &service("SPANLINE_TEST_MLFLOW"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let child = spawn_spanline(&r.dir, &args, &env);
-    let moved = crate::support::poll(Duration::from_secs(30), || {
-        (r.checkpoint_bytes() != before).then_some(())
-    });
-    assert!(moved.is_some(), "the killed run never recorded a batch");
-    // SAFETY: signalling our own child by its id.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
-    let killed = wait_spanline(&r.dir, child, Duration::from_secs(10));
+    let (recorded, killed) = r.kill_after_first_batch(&f, lateness, Duration::from_secs(30));
+    assert!(recorded, "the killed run never recorded a batch");
     assert_eq!(killed.status.code(), None, "{}", killed.stderr);
 
     // The next run takes the lock the dead process held and finishes the job.
@@ -354,14 +356,7 @@ fn forward_delivers_every_span_once_through_late_events_an_outage_and_a_sigkill(
     assert_eq!(s["spans_forwarded"], 0, "{s}");
 
     f.assert_in_mlflow();
-    // What was sent: every span, and only the batch in flight at the kill sent twice.
-    let sent = r.sent();
-    assert_eq!(sent.len(), f.expected(), "{sent:?}");
-    let twice: Vec<_> = sent.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.len() <= 1 && twice.iter().all(|(_, n)| **n == 2),
-        "{twice:?}"
-    );
+    r.assert_sent_once_but_the_killed_batch(&f);
 }
 
 #[test]
@@ -418,23 +413,6 @@ fn a_second_run_while_the_lock_is_held_does_nothing_and_says_so() {
     f.assert_in_mlflow();
 }
 
-fn s3_client() -> aws_sdk_s3::Client {
-    let sdk = rt().block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(service("SPANLINE_TEST_MOTO"))
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "static",
-            ))
-            .load(),
-    );
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
 fn s3_get(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
     rt().block_on(async {
         let o = client
@@ -454,9 +432,7 @@ fn an_s3_checkpoint_is_versioned_json_and_its_lease_keeps_a_second_run_out() {
     let puts = f.wave(now_ms() - 60_000, 3);
     f.put(&puts);
     let s3 = s3_client();
-    let bucket = format!("spanline-fwd-{}", fresh_id::<4>());
-    rt().block_on(s3.create_bucket().bucket(&bucket).send())
-        .expect("CreateBucket");
+    let bucket = fresh_bucket(&s3);
     let mut r = Runner::new("fwd-s3");
     r.checkpoint = format!("s3://{bucket}/spanline/checkpoint.json");
 
@@ -614,7 +590,6 @@ fn forward_rides_out_throttling_from_a_scripted_endpoint() {
 fn runs_back_to_back_over_continuous_writes_deliver_exactly_what_was_written() {
     let f = std::sync::Arc::new(std::sync::Mutex::new(Function::new()));
     let mut r = Runner::new("fwd-continuous");
-    let group = f.lock().expect("lock").group.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // The writer: an invocation every 100 ms, its START and span lines in one PutLogEvents and
     // its END and REPORT in the next, so runs also meet invocations still in progress.
@@ -632,38 +607,14 @@ fn runs_back_to_back_over_continuous_writes_deliver_exactly_what_was_written() {
             }
         })
     };
-    let env = aws_env(&service("SPANLINE_TEST_MOTO"));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mlflow = service("SPANLINE_TEST_MLFLOW");
     let lateness: &[&str] = &["--lateness", "1m"];
-    let snapshot = |f: &std::sync::Arc<std::sync::Mutex<Function>>| {
-        let g = f.lock().expect("lock");
-        Function {
-            group: g.group.clone(),
-            trace: g.trace.clone(),
-            caller: g.caller.clone(),
-            streams: g.streams.clone(),
-            span_ids: g.span_ids.clone(),
-            invocations: g.invocations,
-        }
-    };
+    let snapshot = |f: &std::sync::Arc<std::sync::Mutex<Function>>| f.lock().expect("lock").clone();
     for i in 0..8 {
         std::thread::sleep(Duration::from_millis(250));
         let view = snapshot(&f);
         if i == 4 {
             // One run is killed after it recorded a batch (if it gets that far).
-            let mut extra = lateness.to_vec();
-            extra.extend(["--batch-spans", "1"]);
-            let args = r.args(&view, &extra, &mlflow);
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let before = r.checkpoint_bytes();
-            let child = spawn_spanline(&r.dir, &args, &env);
-            crate::support::poll(Duration::from_secs(10), || {
-                (r.checkpoint_bytes() != before).then_some(())
-            });
-            // SAFETY: signalling our own child by its id.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            wait_spanline(&r.dir, child, Duration::from_secs(10));
+            r.kill_after_first_batch(&view, lateness, Duration::from_secs(10));
             continue;
         }
         ok(&r.run(&view, lateness));
@@ -671,7 +622,6 @@ fn runs_back_to_back_over_continuous_writes_deliver_exactly_what_was_written() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().expect("writer");
     let all = snapshot(&f);
-    assert_eq!(all.group, group);
     assert!(
         all.invocations >= 15,
         "only {} invocations written",
@@ -681,13 +631,7 @@ fn runs_back_to_back_over_continuous_writes_deliver_exactly_what_was_written() {
     let s = ok(&r.run(&all, lateness));
     assert_eq!(s["spans_forwarded"], 0, "{s}");
     all.assert_in_mlflow();
-    let sent = r.sent();
-    assert_eq!(sent.len(), all.expected(), "{sent:?}");
-    let twice: Vec<_> = sent.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.len() <= 1 && twice.iter().all(|(_, n)| **n == 2),
-        "{twice:?}"
-    );
+    r.assert_sent_once_but_the_killed_batch(&all);
 }
 
 /// An OTLP/HTTP endpoint that fails the first two requests (503, then 429 with Retry-After)
