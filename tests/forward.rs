@@ -490,24 +490,46 @@ fn dry_run_shows_what_would_be_sent_and_writes_nothing() {
     let r = Runner::new("fwd-dry");
     let env = aws_env(&service("SPANLINE_TEST_MOTO"));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let run = run_spanline(
-        &r.dir,
-        &[
-            "forward",
-            "--dry-run",
-            "--log-group-name",
-            &f.group,
-            "--checkpoint",
-            &r.checkpoint,
-            "--color",
-            "never",
-        ],
-        &env,
-    );
+    // Sinks configured as for a real run: a dry run still sends nothing to them.
+    let out = r.dir.join("sent.jsonl");
+    let mut args: Vec<String> = [
+        "forward",
+        "--dry-run",
+        "--log-group-name",
+        &f.group,
+        "--checkpoint",
+        &r.checkpoint,
+        "--color",
+        "never",
+        "--output",
+        &out.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(mlflow_args(&service("SPANLINE_TEST_MLFLOW")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_spanline(&r.dir, &args, &env);
     let s = ok(&run);
     assert_eq!(s["outcome"], "dry run");
     assert_eq!(s["spans_would_forward"], f.expected(), "{s}");
     assert!(!Path::new(&r.checkpoint).exists());
+    assert!(!out.exists(), "a dry run wrote to its --output sink");
+    assert!(
+        run.stdout.contains("lambda-execution"),
+        "the waterfall of what would be sent:\n{}",
+        run.stdout
+    );
+    let url = format!(
+        "{}/api/3.0/mlflow/traces/get?trace_id=tr-{}",
+        service("SPANLINE_TEST_MLFLOW"),
+        f.trace
+    );
+    assert_eq!(
+        crate::support::http_get(&url).0,
+        404,
+        "a dry run sent the trace to MLflow"
+    );
     // Without a backend, a real run refuses to start.
     let run = run_spanline(
         &r.dir,

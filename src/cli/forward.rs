@@ -163,7 +163,11 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let lock_ttl = duration_arg("lock-ttl", &args.lock_ttl)?;
     let first_start = time_arg("start-time", &Some(args.start_time.clone()), now)?.unwrap_or(now);
     let location = Location::parse(&args.checkpoint)?;
-    let mut output = Output::new(&args.sinks, args.opts.color, false)?;
+    let mut output = if args.dry_run {
+        Output::terminal_only(args.opts.color)
+    } else {
+        Output::new(&args.sinks, args.opts.color, false)?
+    };
     if !args.dry_run && !output.has_sinks() {
         anyhow::bail!(
             "forward needs a backend: --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT), --zipkin-endpoint or --output; --dry-run shows what would be sent"

@@ -203,6 +203,16 @@ impl Output {
     pub fn new(args: &SinkArgs, color: Color, draw_now: bool) -> anyhow::Result<Self> {
         let sinks = sinks(args)?;
         let draw = sinks.is_empty() || args.terminal;
+        Ok(Self::with(sinks, draw, draw_now, color))
+    }
+
+    /// Only the terminal waterfall, whatever the flags and environment configure: for a dry run,
+    /// which must send nothing.
+    pub fn terminal_only(color: Color) -> Self {
+        Self::with(Vec::new(), true, false, color)
+    }
+
+    fn with(sinks: Vec<AnySink>, draw: bool, draw_now: bool, color: Color) -> Self {
         let color = match color {
             Color::Always => true,
             Color::Never => false,
@@ -210,7 +220,7 @@ impl Output {
                 std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
             }
         };
-        Ok(Output {
+        Output {
             sinks,
             draw,
             draw_now,
@@ -219,7 +229,7 @@ impl Output {
             attempts: 0,
             retries: 0,
             rejected: 0,
-        })
+        }
     }
 
     /// Sends that had to be repeated (backoff after a failure) before a sink accepted them.
