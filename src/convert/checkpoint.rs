@@ -361,30 +361,12 @@ impl Store {
                 *lease_etag =
                     renew_lease(client, bucket, key, owner, lease_etag, *ttl, &self.location)
                         .await?;
-                let prev = self.etag.clone();
-                let put = s3_retry(bucket, key, "PutObject", || {
-                    let req = client
-                        .put_object()
-                        .bucket(bucket)
-                        .key(key)
-                        .content_type("application/json")
-                        .body(bytes.clone().into());
-                    match &prev {
-                        Some(e) => req.if_match(e),
-                        None => req.if_none_match("*"),
-                    }
-                    .send()
-                })
-                .await;
-                match put {
-                    Ok(o) => {
-                        self.etag = o.e_tag().map(str::to_owned);
+                match put_if(client, bucket, key, &bytes, self.etag.as_deref()).await? {
+                    Some(etag) => {
+                        self.etag = Some(etag);
                         Ok(())
                     }
-                    Err(e) if is_precondition_failed(&e) => {
-                        Err(CheckpointError::Conflict { location: loc })
-                    }
-                    Err(e) => Err(e.into()),
+                    None => Err(CheckpointError::Conflict { location: loc }),
                 }
             }
             (Location::S3 { .. }, Held::File(_)) => Err(CheckpointError::Format {
@@ -489,6 +471,37 @@ fn lease_body(owner: &str, ttl: Duration) -> Vec<u8> {
     serde_json::to_vec(&lease).unwrap_or_default()
 }
 
+/// A conditional PUT: with `etag`, only over that version of the object (`If-Match`); without,
+/// only if there is no object yet (`If-None-Match: *`). Returns the new ETag, or `None` when the
+/// condition failed: another run wrote (or removed) the object since.
+async fn put_if(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    body: &[u8],
+    etag: Option<&str>,
+) -> Result<Option<String>, crate::convert::source::s3::S3Error> {
+    let put = s3_retry(bucket, key, "PutObject", || {
+        let req = client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(body.to_vec().into());
+        match etag {
+            Some(e) => req.if_match(e),
+            None => req.if_none_match("*"),
+        }
+        .send()
+    })
+    .await;
+    match put {
+        Ok(o) => Ok(Some(o.e_tag().unwrap_or_default().to_owned())),
+        Err(e) if is_precondition_failed(&e) || (etag.is_some() && is_missing(&e)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates the lease object, or takes over an expired one. Returns its ETag.
 async fn take_lease(
     client: &aws_sdk_s3::Client,
@@ -500,20 +513,8 @@ async fn take_lease(
 ) -> Result<String, CheckpointError> {
     let lock_key = format!("{key}.lock");
     let body = lease_body(owner, ttl);
-    let created = s3_retry(bucket, &lock_key, "PutObject", || {
-        client
-            .put_object()
-            .bucket(bucket)
-            .key(&lock_key)
-            .if_none_match("*")
-            .body(body.clone().into())
-            .send()
-    })
-    .await;
-    match created {
-        Ok(o) => return Ok(o.e_tag().unwrap_or_default().to_owned()),
-        Err(e) if is_precondition_failed(&e) => {}
-        Err(e) => return Err(e.into()),
+    if let Some(etag) = put_if(client, bucket, &lock_key, &body, None).await? {
+        return Ok(etag);
     }
     // Someone holds it: take it over only if the lease ran out.
     let got = s3_retry(bucket, &lock_key, "GetObject", || {
@@ -538,25 +539,9 @@ async fn take_lease(
             l.owner,
             (l.expires_ms - now_ms()) / 1000
         ))),
-        _ => {
-            let taken = s3_retry(bucket, &lock_key, "PutObject", || {
-                client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(&lock_key)
-                    .if_match(&etag)
-                    .body(body.clone().into())
-                    .send()
-            })
-            .await;
-            match taken {
-                Ok(o) => Ok(o.e_tag().unwrap_or_default().to_owned()),
-                Err(e) if is_precondition_failed(&e) => {
-                    Err(locked("another run took over the expired lease".into()))
-                }
-                Err(e) => Err(e.into()),
-            }
-        }
+        _ => put_if(client, bucket, &lock_key, &body, Some(&etag))
+            .await?
+            .ok_or_else(|| locked("another run took over the expired lease".into())),
     }
 }
 
@@ -571,25 +556,18 @@ async fn renew_lease(
     location: &Location,
 ) -> Result<String, CheckpointError> {
     let lock_key = format!("{key}.lock");
-    let body = lease_body(owner, ttl);
-    let put = s3_retry(bucket, &lock_key, "PutObject", || {
-        client
-            .put_object()
-            .bucket(bucket)
-            .key(&lock_key)
-            .if_match(etag)
-            .body(body.clone().into())
-            .send()
+    put_if(
+        client,
+        bucket,
+        &lock_key,
+        &lease_body(owner, ttl),
+        Some(etag),
+    )
+    .await?
+    .ok_or_else(|| CheckpointError::Locked {
+        location: location.to_string(),
+        holder: "the lease expired and another run took it".into(),
     })
-    .await;
-    match put {
-        Ok(o) => Ok(o.e_tag().unwrap_or_default().to_owned()),
-        Err(e) if is_precondition_failed(&e) || is_missing(&e) => Err(CheckpointError::Locked {
-            location: location.to_string(),
-            holder: "the lease expired and another run took it".into(),
-        }),
-        Err(e) => Err(e.into()),
-    }
 }
 
 #[cfg(test)]
