@@ -205,33 +205,13 @@ pub fn parse_text(message: &str) -> Option<Platform> {
     None
 }
 
-/// `errorType: errorMessage` from the JSON Node prints after `Invoke Error`, without a JSON
-/// parser (this module is also built without serde): the two string fields are found by name.
+/// `errorType: errorMessage` from the JSON Node prints after `Invoke Error`.
 fn error_text(json: &str) -> String {
-    let field = |name: &str| -> Option<String> {
-        let key = format!("\"{name}\":\"");
-        let start = json.find(&key)? + key.len();
-        let mut out = String::new();
-        let mut escaped = false;
-        for c in json[start..].chars() {
-            match (escaped, c) {
-                (true, 'n') => out.push(' '),
-                (true, c) => out.push(c),
-                (false, '\\') => {
-                    escaped = true;
-                    continue;
-                }
-                (false, '"') => return Some(out),
-                (false, c) => out.push(c),
-            }
-            escaped = false;
-        }
-        None
-    };
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let field = |k: &str| v.get(k).and_then(serde_json::Value::as_str);
     match (field("errorType"), field("errorMessage")) {
         (Some(t), Some(m)) => format!("{t}: {m}"),
-        (Some(t), None) => t,
-        (None, Some(m)) => m,
+        (Some(one), None) | (None, Some(one)) => one.to_owned(),
         (None, None) => "Invoke Error".to_owned(),
     }
 }
