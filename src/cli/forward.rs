@@ -94,20 +94,6 @@ struct Stats {
 }
 
 impl Stats {
-    fn add(&mut self, s: &Summary) {
-        let t = &mut self.summary;
-        t.records += s.records;
-        t.span_lines += s.span_lines;
-        t.platform_lines += s.platform_lines;
-        t.invocations += s.invocations;
-        t.spans += s.spans;
-        t.duplicates += s.duplicates;
-        t.foreign += s.foreign;
-        for (k, v) in &s.malformed {
-            *t.malformed.entry(k).or_default() += v;
-        }
-    }
-
     fn print(&self, outcome: &str, code: u8) {
         let line = serde_json::json!({
             "spanline": "forward",
@@ -234,7 +220,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<ExitCode> {
         stats.already_forwarded += already;
         let held = conv.assembler.held() as u64;
         stats.held_back += held;
-        stats.add(&conv.summary);
+        stats.summary.add(&conv.summary);
         let pending = conv.oldest_pending_ms(group);
         let cursor = pending.map_or(to, |p| p.min(to));
         stats.per_group.insert(

@@ -47,6 +47,20 @@ impl Summary {
         self.malformed.values().sum()
     }
 
+    /// Adds the counts of `other` (another converter's, e.g. of another log group).
+    pub fn add(&mut self, other: &Summary) {
+        self.records += other.records;
+        self.span_lines += other.span_lines;
+        self.platform_lines += other.platform_lines;
+        self.invocations += other.invocations;
+        self.spans += other.spans;
+        self.duplicates += other.duplicates;
+        self.foreign += other.foreign;
+        for (k, v) in &other.malformed {
+            *self.malformed.entry(k).or_default() += v;
+        }
+    }
+
     /// One human line.
     pub fn line(&self) -> String {
         let mut s = format!(
@@ -396,18 +410,23 @@ impl Converter {
     pub fn finish(&mut self) -> Vec<assemble::Span> {
         let invocations = std::mem::take(&mut self.invocations);
         for inv in invocations.values() {
-            // An END alone says nothing worth a span.
-            if inv.start_ms.is_none() && inv.timeout.is_none() && inv.crash.is_none() {
-                continue;
-            }
-            self.summary.invocations += 1;
-            self.assembler
-                .finish_invocation(inv, self.region.as_deref());
+            self.end_without_report(inv);
         }
         self.current.clear();
         self.cold_pending.clear();
         self.assembler.flush();
         self.take_ready()
+    }
+
+    /// Ends an invocation whose REPORT line never came with what is known of it.
+    fn end_without_report(&mut self, inv: &Invocation) {
+        // An END alone says nothing worth a span.
+        if inv.start_ms.is_none() && inv.timeout.is_none() && inv.crash.is_none() {
+            return;
+        }
+        self.summary.invocations += 1;
+        self.assembler
+            .finish_invocation(inv, self.region.as_deref());
     }
 
     /// The earliest time (ms) of what `log_group` still holds back: invocations whose REPORT
@@ -418,12 +437,7 @@ impl Converter {
             .invocations
             .values()
             .filter(|i| i.log_group == log_group)
-            .filter_map(|i| {
-                [i.init_start_ms, i.start_ms, i.last_ms]
-                    .into_iter()
-                    .flatten()
-                    .min()
-            });
+            .filter_map(|i| i.times_ms().min());
         let held = self.assembler.oldest_held_ms(log_group);
         invocations.chain(held).min()
     }
@@ -436,22 +450,12 @@ impl Converter {
         let stale: Vec<(String, String)> = self
             .invocations
             .iter()
-            .filter(|(_, i)| {
-                [i.init_start_ms, i.start_ms, i.last_ms]
-                    .into_iter()
-                    .flatten()
-                    .max()
-                    .is_none_or(|t| t < before_ms)
-            })
+            .filter(|(_, i)| i.times_ms().max().is_none_or(|t| t < before_ms))
             .map(|(k, _)| k.clone())
             .collect();
         for key in stale {
             if let Some(inv) = self.invocations.remove(&key) {
-                if inv.start_ms.is_some() || inv.timeout.is_some() || inv.crash.is_some() {
-                    self.summary.invocations += 1;
-                    self.assembler
-                        .finish_invocation(&inv, self.region.as_deref());
-                }
+                self.end_without_report(&inv);
                 self.current.retain(|_, r| *r != key.1);
                 self.mark_finished(key);
             }
@@ -470,6 +474,25 @@ impl Converter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summaries_add_up_by_field_and_malformed_reason() {
+        let mut a = Summary {
+            records: 3,
+            spans: 2,
+            malformed: BTreeMap::from([("marker", 1)]),
+            ..Summary::default()
+        };
+        let b = Summary {
+            records: 4,
+            foreign: 1,
+            malformed: BTreeMap::from([("marker", 2), ("ids", 1)]),
+            ..Summary::default()
+        };
+        a.add(&b);
+        assert_eq!((a.records, a.spans, a.foreign), (7, 2, 1));
+        assert_eq!(a.malformed, BTreeMap::from([("ids", 1), ("marker", 3)]));
+    }
 
     /// What `push` would make of `message` without the shortcut.
     fn parsed_foreign(message: &str) -> bool {

@@ -77,6 +77,13 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// The times of its lines seen so far (INIT_START, START, the last one), ms.
+    pub fn times_ms(&self) -> impl Iterator<Item = i64> {
+        [self.init_start_ms, self.start_ms, self.last_ms]
+            .into_iter()
+            .flatten()
+    }
+
     fn status(&self) -> (StatusCode, String) {
         if let Some(t) = &self.timeout {
             return (StatusCode::Error, t.clone());
