@@ -115,6 +115,9 @@ pub async fn start(
     // checked once before the usual retries, so a busy account is said so at once instead of
     // being retried for minutes.
     budget.acquire().await;
+    progress
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let out = match call().await {
         Ok(out) => out,
         Err(e) if is_busy(&e) => {

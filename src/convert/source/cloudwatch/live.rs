@@ -15,9 +15,9 @@
 //! session, given as ARNs without the trailing `:*`.
 
 use super::budget::Budget;
-use super::classify;
 use super::filter::{with_retries, Progress, ReadError};
 use super::Failure;
+use super::{classify, error_chain};
 use crate::convert::record::LogRecord;
 use crate::convert::sink::retry::{Backoff, Verdict};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -462,17 +462,6 @@ impl Session for SdkSession {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// Whether `url` names a host before which `stream-` makes no usable name: `localhost`, an IP

@@ -151,8 +151,13 @@ where
             _ => err.to_string(),
         };
     }
+    error_chain(e)
+}
+
+/// An error's text followed by its causes, `: `-separated.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
+    let mut cause = e.source();
     while let Some(c) = cause {
         text.push_str(": ");
         text.push_str(&c.to_string());
