@@ -82,8 +82,9 @@ enum Command {
     Export(Box<cloudwatch::ExportArgs>),
     /// Follow log groups and convert as events arrive (Live Tail; `--poll`: FilterLogEvents polling).
     Tail(Box<TailArgs>),
-    /// One scheduled run: forward everything new since the checkpoint to the backend, exactly
-    /// once, and exit (codes: 0 done, 1 error, 4 backend failing, 5 refused, 6 locked).
+    /// One scheduled run: forward everything new since the checkpoint to the backend, once
+    /// (see the README for what a killed run may send again), and exit (codes: 0 done, 1 error,
+    /// 4 backend failing, 5 refused, 6 locked).
     Forward(Box<forward::ForwardArgs>),
     /// Run as the bootstrap of an AWS Lambda function behind a CloudWatch Logs subscription
     /// (direct, Kinesis or Firehose); configured by OTEL_EXPORTER_OTLP_* and
