@@ -33,7 +33,7 @@ use prost::Message as _;
 use serverless_otlp_forwarder_core::span_compactor::CompressionPreference;
 use serverless_otlp_forwarder_core::TelemetryData;
 use serverless_otlp_forwarder_core::{compact_telemetry_payloads, SpanCompactionConfig};
-use spanline::convert::assemble::{self, Origin, Span};
+use spanline::convert::assemble::{Resource, Span};
 use spanline::convert::record::LogRecordRef;
 use spanline::convert::sink::otlp::encode_request;
 use spanline::convert::source::file::for_each_record;
@@ -46,6 +46,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Counts heap allocations, to report allocations per span record.
@@ -650,13 +651,9 @@ fn peer_lines(c: &Corpus, per_span: bool) -> (Vec<String>, u64) {
             Kind::Span => {
                 let at = spanline::span_line::find_marker(line).unwrap();
                 let rec = decode(&line[at..]).unwrap();
-                let origin = Origin {
-                    log_group: LOG_GROUP,
-                    log_stream: "2026/11/23/[$LATEST]0123456789abcdef0123456789abcdef",
-                    request_id: None,
-                };
+                let res = Arc::new(Resource::new(SERVICE.into(), vec![]));
                 for s in rec.spans() {
-                    batch.push(assemble::to_span(&s, &origin));
+                    batch.push(Span::from_line(&s, res.clone(), &mut Vec::new()).0);
                     spans_total += 1;
                     if per_span {
                         flush(&mut batch, &mut out);
@@ -1048,11 +1045,8 @@ fn print_stages(c: &Corpus, end_to_end: (f64, u64)) {
         .map(|(_, l)| l.as_str())
         .collect();
     let n = lines.len() as f64;
-    let origin = Origin {
-        log_group: LOG_GROUP,
-        log_stream: "2026/11/23/[$LATEST]0123456789abcdef0123456789abcdef",
-        request_id: None,
-    };
+    let res = Arc::new(Resource::new(SERVICE.into(), vec![]));
+    let mut scratch = Vec::new();
     let decode = time(|| {
         let mut k = 0;
         for l in &lines {
@@ -1067,7 +1061,7 @@ fn print_stages(c: &Corpus, end_to_end: (f64, u64)) {
         for l in &lines {
             if let Parsed::Spans { record, .. } = parse_text(l) {
                 for s in record.spans() {
-                    k += black_box(assemble::to_span(&s, &origin)).attributes.len();
+                    k += black_box(Span::from_line(&s, res.clone(), &mut scratch).0).heap_size();
                 }
             }
         }
@@ -1076,7 +1070,11 @@ fn print_stages(c: &Corpus, end_to_end: (f64, u64)) {
     let mut spans: Vec<Span> = Vec::with_capacity(lines.len());
     for l in &lines {
         if let Parsed::Spans { record, .. } = parse_text(l) {
-            spans.extend(record.spans().map(|s| assemble::to_span(&s, &origin)));
+            spans.extend(
+                record
+                    .spans()
+                    .map(|s| Span::from_line(&s, res.clone(), &mut scratch).0),
+            );
         }
     }
     let request = time(|| {

@@ -170,7 +170,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     };
     let mut cp = store.load(&aws).await?;
     let (conv, client) = converter(&args.opts, &args.aws).await?;
-    let region = conv.region.clone();
+    let region = conv.config().region.clone();
     let budget = Budget::per_second(args.groups.max_tps);
     let progress = Progress::default();
     let groups = resolve_groups(&client, &budget, &progress, &sel).await?;
@@ -218,7 +218,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<ExitCode> {
             .collect();
         let already = (before - fresh.len()) as u64;
         stats.already_forwarded += already;
-        let held = conv.assembler.held() as u64;
+        let held = conv.held() as u64;
         stats.held_back += held;
         stats.summary.add(&conv.summary);
         let pending = conv.oldest_pending_ms(group);

@@ -49,11 +49,13 @@ pub struct ConvertOpts {
 
 impl ConvertOpts {
     fn converter(&self, region: Option<String>) -> anyhow::Result<Converter> {
-        let mut conv = Converter::default();
-        conv.region = region;
-        conv.services = ServiceMap::parse(self.service.iter().map(String::as_str))
+        let services = ServiceMap::parse(self.service.iter().map(String::as_str))
             .map_err(|e| anyhow::anyhow!("--service {e}"))?;
-        Ok(conv)
+        Ok(Converter::new(spanline::convert::Config {
+            region,
+            services,
+            ..spanline::convert::Config::default()
+        }))
     }
 }
 

@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use clap::ValueEnum;
-use spanline::convert::assemble::{group_by_trace, Span};
+use spanline::convert::assemble::{group_by_trace, Span, SpanData};
 use spanline::convert::sink::file::FileSink;
 use spanline::convert::sink::otlp::{Compression, OtlpConfig, OtlpSink, Protocol};
 use spanline::convert::sink::terminal::{render_trace, Style};
@@ -283,8 +283,9 @@ impl Output {
             ..Style::default()
         };
         let mut out = std::io::stdout().lock();
-        for t in group_by_trace(spans) {
-            writeln!(out, "{}", render_trace(&t, style))?;
+        for t in group_by_trace(spans, |s| s.trace_id) {
+            let data: Vec<SpanData> = t.iter().map(Span::data).collect();
+            writeln!(out, "{}", render_trace(&data, style))?;
         }
         out.flush()?;
         Ok(())

@@ -453,11 +453,11 @@ where
                     outcomes.push(Some(Outcome::Invalid));
                 }
                 Item::Data(records) => {
-                    let mut conv = Converter {
+                    let mut conv = Converter::new(crate::convert::Config {
                         region: self.region.clone(),
                         services: self.services.clone(),
-                        ..Converter::default()
-                    };
+                        ..crate::convert::Config::default()
+                    });
                     for r in &records {
                         conv.push(r);
                     }

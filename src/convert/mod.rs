@@ -9,16 +9,24 @@ pub mod checkpoint;
 pub mod lambda;
 pub mod parse;
 pub mod platform;
+pub mod proto;
 pub mod record;
 pub mod sink;
 pub mod source;
 
+use crate::span_line::decode::{Attr as LineAttr, AttrValue};
 use crate::span_line::DecodeErrorKind;
-use assemble::{Assembler, Invocation, Origin};
+use assemble::invocation::{resource_attributes, ReportFigures};
+use assemble::span::write_line_body;
+use assemble::{
+    Assembler, Ending, GroupId, KeyValue, Limits, RequestId, RequestKey, RequestRef, Resource,
+    ServiceMap, Span,
+};
 use parse::{parse_text, unwrap_message, Message, Parsed};
 use platform::Platform;
 use record::{LogRecord, LogRecordRef};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 /// What a conversion saw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -39,12 +47,21 @@ pub struct Summary {
     pub foreign: u64,
     /// Span lines that could not be decoded, by reason code.
     pub malformed: BTreeMap<&'static str, u64>,
+    /// Bounds that were reached, by name: what happened at each is in the README ("Limits").
+    pub limits: BTreeMap<&'static str, u64>,
 }
 
 impl Summary {
     /// Total malformed span lines.
     pub fn malformed_total(&self) -> u64 {
         self.malformed.values().sum()
+    }
+
+    /// Counts a bound that was reached.
+    pub fn limit_hit(&mut self, name: &'static str, n: u64) {
+        if n > 0 {
+            *self.limits.entry(name).or_default() += n;
+        }
     }
 
     /// Adds the counts of `other` (another converter's, e.g. of another log group).
@@ -58,6 +75,9 @@ impl Summary {
         self.foreign += other.foreign;
         for (k, v) in &other.malformed {
             *self.malformed.entry(k).or_default() += v;
+        }
+        for (k, v) in &other.limits {
+            *self.limits.entry(k).or_default() += v;
         }
     }
 
@@ -82,33 +102,17 @@ impl Summary {
                 .collect();
             s.push_str(&format!(" ({})", reasons.join(", ")));
         }
+        if !self.limits.is_empty() {
+            let hits: Vec<String> = self
+                .limits
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            s.push_str(&format!("; limits reached: {}", hits.join(", ")));
+        }
         s
     }
 }
-
-/// Parses and assembles records, counting as it goes. Records of one log stream must arrive in
-/// stream order (spans printed between a request's START and END belong to that request).
-#[derive(Debug, Default)]
-pub struct Converter {
-    /// Collected spans.
-    pub assembler: Assembler,
-    /// Counters.
-    pub summary: Summary,
-    /// `cloud.region` for invocation spans, when known.
-    pub region: Option<String>,
-    /// Service names for log groups (`--service`).
-    pub services: assemble::ServiceMap,
-    invocations: BTreeMap<(String, String), Invocation>,
-    current: HashMap<(String, String), String>,
-    cold_pending: HashMap<(String, String), i64>,
-    /// Invocations already finished (bounded), so that a line of theirs that arrives after the
-    /// REPORT (lines of one millisecond come in any order) does not start a new one.
-    finished: std::collections::HashSet<(String, String)>,
-    finished_order: std::collections::VecDeque<(String, String)>,
-}
-
-/// How many finished invocations the converter remembers.
-const FINISHED_CAPACITY: usize = 100_000;
 
 /// Prebuilt finders for the substrings without which a message is neither a span line nor a
 /// platform line (see [`surely_foreign`]).
@@ -191,33 +195,114 @@ fn surely_foreign(message: &str) -> bool {
         && n.invoke_error.find(b).is_none()
 }
 
+/// How the converter is set up.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// `cloud.region` for invocation spans, when known.
+    pub region: Option<String>,
+    /// Service names for log groups (`--service`).
+    pub services: ServiceMap,
+    /// Bounds of the assembly state.
+    pub limits: Limits,
+}
+
+/// What the converter remembers per log stream.
+#[derive(Debug)]
+struct StreamState {
+    group: GroupId,
+    group_name: Arc<str>,
+    stream: Arc<str>,
+    /// The invocation between its START and its REPORT: prefix-less span lines (custom
+    /// runtimes) belong to it.
+    current: Option<RequestId>,
+    /// INIT_START seen, START not yet: the next invocation is a cold start (time, ms).
+    cold_pending: Option<i64>,
+    /// The resource of this stream's invocation spans.
+    invocation_resource: Option<Arc<Resource>>,
+}
+
+/// How many log streams the converter keeps state for; beyond this the oldest is forgotten
+/// (counted as `streams`).
+pub const MAX_STREAMS: usize = 65_536;
+/// How many distinct resources are kept for sharing; beyond this the table starts afresh
+/// (spans keep theirs).
+const MAX_RESOURCES: usize = 4096;
+
+/// Parses and assembles records, counting as it goes. Records of one log stream must arrive in
+/// stream order (spans printed between a request's START and END belong to that request).
+#[derive(Debug)]
+pub struct Converter {
+    /// Counters.
+    pub summary: Summary,
+    config: Config,
+    assembler: Assembler,
+    groups: Vec<Arc<str>>,
+    group_ids: HashMap<Arc<str>, GroupId>,
+    streams: HashMap<Box<str>, StreamState>,
+    stream_order: VecDeque<Box<str>>,
+    resources: HashMap<Box<[u8]>, Arc<Resource>>,
+    key_scratch: Vec<u8>,
+    body_scratch: Vec<u8>,
+    stream_key: String,
+}
+
+impl Default for Converter {
+    fn default() -> Self {
+        Converter::new(Config::default())
+    }
+}
+
+/// The names of a stream's state, copied out so that the converter can be borrowed again.
+struct StreamNames {
+    group: GroupId,
+    group_name: Arc<str>,
+    stream: Arc<str>,
+    current: Option<RequestId>,
+}
+
 impl Converter {
-    /// Feeds one record.
+    /// A converter set up by `config`.
+    pub fn new(config: Config) -> Self {
+        Converter {
+            summary: Summary::default(),
+            assembler: Assembler::new(config.limits),
+            config,
+            groups: Vec::new(),
+            group_ids: HashMap::new(),
+            streams: HashMap::new(),
+            stream_order: VecDeque::new(),
+            resources: HashMap::new(),
+            key_scratch: Vec::new(),
+            body_scratch: Vec::with_capacity(1024),
+            stream_key: String::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Feeds one owned record.
     pub fn push(&mut self, rec: &LogRecord) {
-        self.push_record(rec.as_ref(), Some(rec));
+        self.push_ref(rec.as_ref());
     }
 
-    /// Feeds one record borrowed from a source's buffer (what streaming sources use): a record
-    /// that is neither a span line nor a platform line, the common case, costs no allocation.
+    /// Feeds one record borrowed from a source's buffer: a record that is neither a span line
+    /// nor a platform line, the common case, costs no allocation.
     pub fn push_ref(&mut self, rec: LogRecordRef<'_>) {
-        self.push_record(rec, None);
-    }
-
-    /// [`Converter::push`] and [`Converter::push_ref`]; `owned` is `rec` itself when the caller
-    /// has it owned, which spares a copy for platform lines.
-    fn push_record(&mut self, rec: LogRecordRef<'_>, owned: Option<&LogRecord>) {
         self.summary.records += 1;
         if surely_foreign(rec.message) {
             self.summary.foreign += 1;
             return;
         }
         let (text, json_req) = match unwrap_message(rec.message) {
-            Message::Platform(p) => return self.platform_ref(rec, owned, p),
+            Message::Platform(p) => return self.platform(rec, p),
             Message::Text(t, r) => (t, r),
         };
         match parse_text(&text) {
             Parsed::Foreign => self.summary.foreign += 1,
-            Parsed::Platform(p) => self.platform_ref(rec, owned, p),
+            Parsed::Platform(p) => self.platform(rec, p),
             Parsed::Malformed(kind) => {
                 *self
                     .summary
@@ -227,247 +312,370 @@ impl Converter {
             }
             Parsed::Spans { record, request_id } => {
                 self.summary.span_lines += 1;
-                // The stream's current invocation is the last resort: looked up (which needs
-                // an owned key) only when the line's prefix names no request.
-                let request_id = match request_id.or(json_req.as_deref()) {
-                    Some(r) => Some(r),
-                    None => self
-                        .current
-                        .get(&(rec.log_group.to_owned(), rec.log_stream.to_owned()))
-                        .map(String::as_str),
-                };
-                let origin = Origin {
-                    log_group: rec.log_group,
-                    log_stream: rec.log_stream,
-                    request_id,
-                };
+                let prefix_req = request_id.or(json_req.as_deref());
                 for line in record.spans() {
-                    let req = line
-                        .request_id
-                        .map(|r| r.text().into_owned())
-                        .or_else(|| origin.request_id.map(str::to_owned));
-                    let span = assemble::to_span(&line, &origin);
-                    // A line of an invocation that already ended (written after its REPORT, or
-                    // re-read after it was finished) has nothing left to wait for.
-                    let key = req
-                        .map(|r| (rec.log_group.to_owned(), r))
-                        .filter(|k| !self.finished.contains(k));
-                    if line.open {
-                        self.assembler.push_open(span, key);
-                    } else {
-                        self.assembler.push_from(span, key);
-                    }
+                    self.span_line(rec, &line, prefix_req);
                 }
             }
         }
     }
 
-    /// [`Converter::platform`] for a borrowed record. Platform lines are a few per invocation;
-    /// the copy of group and stream is small next to what the invocation keeps anyway.
-    fn platform_ref(&mut self, rec: LogRecordRef<'_>, owned: Option<&LogRecord>, p: Platform) {
-        match owned {
-            Some(r) => self.platform(r, p),
-            None => {
-                // `platform` reads group, stream and time only.
-                let r = LogRecord {
-                    log_group: rec.log_group.to_owned(),
-                    log_stream: rec.log_stream.to_owned(),
-                    timestamp_ms: rec.timestamp_ms,
-                    ..LogRecord::default()
-                };
-                self.platform(&r, p);
-            }
-        }
-    }
-
-    fn mark_finished(&mut self, key: (String, String)) {
-        if self.finished.insert(key.clone()) {
-            self.finished_order.push_back(key);
-            if self.finished_order.len() > FINISHED_CAPACITY {
-                if let Some(old) = self.finished_order.pop_front() {
-                    self.finished.remove(&old);
+    /// The state of a stream, created if new (`None` only if the table failed to keep it,
+    /// which it does not).
+    fn stream(&mut self, group: &str, stream: &str) -> Option<&mut StreamState> {
+        self.stream_key.clear();
+        self.stream_key.push_str(group);
+        self.stream_key.push('\0');
+        self.stream_key.push_str(stream);
+        if !self.streams.contains_key(self.stream_key.as_str()) {
+            let gid = self.group_id(group);
+            if self.streams.len() >= MAX_STREAMS {
+                if let Some(old) = self.stream_order.pop_front() {
+                    self.streams.remove(&old);
+                    self.summary.limit_hit("streams", 1);
                 }
             }
+            let key: Box<str> = self.stream_key.as_str().into();
+            self.stream_order.push_back(key.clone());
+            let group_name = self
+                .groups
+                .get(gid as usize)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(group));
+            self.streams.insert(
+                key,
+                StreamState {
+                    group: gid,
+                    group_name,
+                    stream: Arc::from(stream),
+                    current: None,
+                    cold_pending: None,
+                    invocation_resource: None,
+                },
+            );
         }
+        self.streams.get_mut(self.stream_key.as_str())
     }
 
-    fn invocation(&mut self, rec: &LogRecord, request_id: &str) -> &mut Invocation {
-        let inv = self
-            .invocations
-            .entry((rec.log_group.clone(), request_id.to_owned()))
-            .or_insert_with(|| Invocation {
-                log_group: rec.log_group.clone(),
-                log_stream: rec.log_stream.clone(),
-                request_id: request_id.to_owned(),
-                ..Invocation::default()
-            });
-        if rec.timestamp_ms > 0 {
-            let t = rec.timestamp_ms;
-            inv.last_ms = Some(inv.last_ms.map_or(t, |l| l.max(t)));
-        }
-        inv
+    fn stream_names(&mut self, group: &str, stream: &str) -> Option<StreamNames> {
+        let st = self.stream(group, stream)?;
+        Some(StreamNames {
+            group: st.group,
+            group_name: Arc::clone(&st.group_name),
+            stream: Arc::clone(&st.stream),
+            current: st.current,
+        })
     }
 
-    fn platform(&mut self, rec: &LogRecord, p: Platform) {
+    fn group_id(&mut self, group: &str) -> GroupId {
+        if let Some(id) = self.group_ids.get(group) {
+            return *id;
+        }
+        let id = GroupId::try_from(self.groups.len()).unwrap_or(GroupId::MAX);
+        let name: Arc<str> = Arc::from(group);
+        self.groups.push(Arc::clone(&name));
+        self.group_ids.insert(name, id);
+        id
+    }
+
+    /// The shared resource for the key in `key_scratch`, built by `make` when new.
+    fn intern(&mut self, make: impl FnOnce() -> Resource) -> Arc<Resource> {
+        if let Some(r) = self.resources.get(self.key_scratch.as_slice()) {
+            return Arc::clone(r);
+        }
+        if self.resources.len() >= MAX_RESOURCES {
+            self.resources.clear();
+        }
+        let r = Arc::new(make());
+        self.resources
+            .insert(Box::from(self.key_scratch.as_slice()), Arc::clone(&r));
+        r
+    }
+
+    fn span_line(
+        &mut self,
+        rec: LogRecordRef<'_>,
+        line: &crate::span_line::SpanLine<'_>,
+        prefix_req: Option<&str>,
+    ) {
+        // The resource key: group, stream, the line's service and resource fields, as written.
+        let mut key = std::mem::take(&mut self.key_scratch);
+        key.clear();
+        key.extend_from_slice(rec.log_group.as_bytes());
+        key.push(0);
+        key.extend_from_slice(rec.log_stream.as_bytes());
+        key.push(0);
+        match line.service {
+            Some(s) => key.extend_from_slice(s.raw().as_bytes()),
+            None => key.push(1),
+        }
+        let mut body = std::mem::take(&mut self.body_scratch);
+        let facts = write_line_body(line, &mut body, |a: LineAttr<'_>| {
+            key.push(0);
+            key.extend_from_slice(a.key.raw().as_bytes());
+            match a.value {
+                AttrValue::Str(v) => {
+                    key.push(b'=');
+                    key.extend_from_slice(v.raw().as_bytes());
+                }
+                AttrValue::Int(i) => {
+                    key.push(b'#');
+                    key.extend_from_slice(&i.to_le_bytes());
+                }
+                AttrValue::Float(f) => {
+                    key.push(b'~');
+                    key.extend_from_slice(&f.to_bits().to_le_bytes());
+                }
+                AttrValue::Bool(b) => key.extend_from_slice(if b { b"!t" } else { b"!f" }),
+            }
+        });
+        self.key_scratch = key;
+        let services = self.config.services.clone();
+        let make = || {
+            let service = line
+                .service
+                .map(assemble::span::text)
+                .unwrap_or_else(|| services.service(rec.log_group));
+            let mut attrs: Vec<KeyValue> =
+                line.resource().map(|a| KeyValue::from_line(&a)).collect();
+            if !rec.log_group.is_empty() {
+                attrs.push(KeyValue::str("aws.log.group.names", rec.log_group));
+            }
+            if !rec.log_stream.is_empty() {
+                attrs.push(KeyValue::str("aws.log.stream.names", rec.log_stream));
+            }
+            if rec.log_group.starts_with("/aws/lambda/") {
+                attrs.push(KeyValue::str("cloud.provider", "aws"));
+                attrs.push(KeyValue::str(
+                    "faas.name",
+                    assemble::service_from_log_group(rec.log_group),
+                ));
+            }
+            Resource::new(service, attrs)
+        };
+        let resource = self.intern(make);
+        let span = Span::from_line_body(line, &facts, &mut body, resource);
+        self.body_scratch = body;
+        let called = facts.called_request.map(|r| RequestId::new(&r.text()));
+        // The request: the line's own `*r=`, the runtime prefix's, else (custom runtimes
+        // print no prefix) the stream's current invocation.
+        let line_req = line.request_id.map(|r| r.text());
+        let named = line_req.as_deref().or(prefix_req);
+        let Some(names) = self.stream_names(rec.log_group, rec.log_stream) else {
+            return;
+        };
+        let (id, text) = match named {
+            Some(r) => (Some(RequestId::new(r)), r),
+            None => (
+                names.current,
+                names
+                    .current
+                    .as_ref()
+                    .and_then(|c| c.as_str())
+                    .unwrap_or(""),
+            ),
+        };
+        let request = id.map(|id| RequestRef {
+            key: RequestKey {
+                group: names.group,
+                id,
+            },
+            group: &names.group_name,
+            stream: &names.stream,
+            id: text,
+        });
+        self.assembler
+            .push_span(span, request, line.open, called, rec.timestamp_ms);
+    }
+
+    fn invocation_resource(&mut self, group: &str, stream: &str) -> Arc<Resource> {
+        let region = self.config.region.clone();
+        let service = self.config.services.service(group);
+        let st = self.stream(group, stream);
+        if let Some(r) = st.as_ref().and_then(|st| st.invocation_resource.as_ref()) {
+            return Arc::clone(r);
+        }
+        let r = Arc::new(Resource::new(
+            service,
+            resource_attributes(group, stream, region.as_deref()),
+        ));
+        if let Some(st) = st {
+            st.invocation_resource = Some(Arc::clone(&r));
+        }
+        r
+    }
+
+    fn platform(&mut self, rec: LogRecordRef<'_>, p: Platform<'_>) {
         self.summary.platform_lines += 1;
-        let late = match &p {
+        let ts = (rec.timestamp_ms > 0).then_some(rec.timestamp_ms);
+        let t = rec.timestamp_ms;
+        let request_id: &str = match &p {
             Platform::Start { request_id, .. }
             | Platform::End { request_id }
             | Platform::Timeout { request_id, .. }
             | Platform::Crash { request_id, .. }
-            | Platform::HandlerError { request_id, .. } => Some(request_id.as_str()),
-            Platform::Report(r) => Some(r.request_id.as_str()),
-            Platform::InitStart { .. } => None,
-        }
-        .is_some_and(|r| {
-            self.finished
-                .contains(&(rec.log_group.clone(), r.to_owned()))
-        });
-        if late {
+            | Platform::HandlerError { request_id, .. } => request_id,
+            Platform::Report(r) => &r.request_id,
+            Platform::InitStart { .. } => {
+                if let Some(st) = self.stream(rec.log_group, rec.log_stream) {
+                    st.cold_pending = Some(t);
+                }
+                return;
+            }
+        };
+        let Some(names) = self.stream_names(rec.log_group, rec.log_stream) else {
+            return;
+        };
+        // Python's handler-error line names no request: the stream's current one failed.
+        let current_text;
+        let request_id = if request_id.is_empty() {
+            match names.current.as_ref().and_then(|c| c.as_str()) {
+                Some(c) => {
+                    current_text = c.to_owned();
+                    current_text.as_str()
+                }
+                None => return,
+            }
+        } else {
+            request_id
+        };
+        let id = RequestId::new(request_id);
+        let key = RequestKey {
+            group: names.group,
+            id,
+        };
+        if self.assembler.is_finished(&key) {
+            // A late line of a finished invocation (lines of one millisecond come in any order).
             return;
         }
-        let stream_key = (rec.log_group.clone(), rec.log_stream.clone());
-        let ts = (rec.timestamp_ms > 0).then_some(rec.timestamp_ms);
-        match p {
-            Platform::InitStart { .. } => {
-                self.cold_pending.insert(stream_key, ts.unwrap_or(0));
+        let cold = match self.stream(rec.log_group, rec.log_stream) {
+            Some(st) if matches!(p, Platform::Start { .. }) => {
+                st.current = Some(id);
+                st.cold_pending.take()
             }
+            _ => None,
+        };
+        let resource = matches!(p, Platform::Report(_))
+            .then(|| self.invocation_resource(rec.log_group, rec.log_stream));
+        let r = RequestRef {
+            key,
+            group: &names.group_name,
+            stream: &names.stream,
+            id: request_id,
+        };
+        let inv = self.assembler.request(r, t);
+        if let Some(t) = ts {
+            inv.last_ms = Some(inv.last_ms.map_or(t, |l| l.max(t)));
+        }
+        match p {
             Platform::Start {
-                request_id,
-                version,
-                tracing,
+                version, tracing, ..
             } => {
-                let cold = self.cold_pending.remove(&stream_key);
-                let inv = self.invocation(rec, &request_id);
                 inv.start_ms = ts;
-                inv.version = Some(version).filter(|v| !v.is_empty());
+                inv.version = Some(version.into_owned()).filter(|v| !v.is_empty());
                 inv.tracing = tracing.or(inv.tracing.take());
                 if let Some(c) = cold {
                     inv.init_start_ms = Some(c).filter(|c| *c > 0);
                 }
-                self.current.insert(stream_key, request_id);
             }
-            Platform::End { request_id } => {
-                self.invocation(rec, &request_id);
-            }
-            Platform::Report(r) => {
+            Platform::Report(report) => {
                 // REPORT is the last line Lambda writes for an invocation: finish it now, so
                 // its spans are released and memory stays bounded.
-                let req = r.request_id.clone();
-                self.invocation(rec, &req).report = Some(r);
-                let key = (rec.log_group.clone(), req);
-                if let Some(inv) = self.invocations.remove(&key) {
-                    self.summary.invocations += 1;
-                    self.assembler
-                        .finish_invocation(&inv, self.region.as_deref());
+                inv.report = Some(ReportFigures::from(&report));
+                if let Some(resource) = resource {
+                    self.assembler.finish(key, resource);
                 }
-                self.mark_finished(key);
-            }
-            Platform::Timeout {
-                request_id,
-                message,
-            } => {
-                self.invocation(rec, &request_id).timeout = Some(message);
-            }
-            Platform::HandlerError {
-                request_id,
-                message,
-            } => {
-                // Python's line names no request: the stream's current one failed.
-                let request_id = if request_id.is_empty() {
-                    match self.current.get(&stream_key) {
-                        Some(r) => r.clone(),
-                        None => return,
+                if let Some(st) = self.stream(rec.log_group, rec.log_stream) {
+                    if st.current == Some(id) {
+                        st.current = None;
                     }
-                } else {
-                    request_id
-                };
-                self.invocation(rec, &request_id).handler_error = Some(message);
+                }
+            }
+            Platform::Timeout { message, .. } => inv.timeout = Some(message.into_owned()),
+            Platform::HandlerError { message, .. } => {
+                inv.handler_error = Some(message.into_owned())
             }
             Platform::Crash {
-                request_id,
                 message,
                 out_of_memory,
-            } => {
-                self.invocation(rec, &request_id).crash = Some((message, out_of_memory));
+                ..
+            } => inv.crash = Some((message.into_owned(), out_of_memory)),
+            Platform::End { .. } | Platform::InitStart { .. } => {}
+        }
+    }
+
+    fn sync_counters(&mut self) {
+        let c = &self.assembler.counters;
+        self.summary.duplicates = c.duplicates;
+        self.summary.invocations = c.invocations;
+        let limits = [
+            ("pending_invocations", c.evicted_invocations),
+            ("dedup_ids", c.dedup_forgotten),
+        ];
+        for (k, v) in limits {
+            if v > 0 {
+                self.summary.limits.insert(k, v);
             }
         }
     }
 
-    /// Takes the spans that are complete (see [`Assembler`]).
-    pub fn take_ready(&mut self) -> Vec<assemble::Span> {
-        let mut spans = self.assembler.take_ready();
-        for s in &mut spans {
-            self.services.apply(s);
-        }
-        self.summary.spans += spans.len() as u64;
-        self.summary.duplicates = self.assembler.duplicates;
-        spans
+    /// The assembler's counters (invocations placed by their caller, left to a later delivery,
+    /// …).
+    pub fn counters(&self) -> &assemble::Counters {
+        &self.assembler.counters
+    }
+
+    /// Moves the spans that are complete into `out`.
+    pub fn drain_ready(&mut self, out: &mut Vec<Span>) {
+        let before = out.len();
+        self.assembler.drain_ready(out);
+        self.summary.spans += (out.len() - before) as u64;
+        self.sync_counters();
+    }
+
+    /// Takes the spans that are complete.
+    pub fn take_ready(&mut self) -> Vec<Span> {
+        let mut out = Vec::new();
+        self.drain_ready(&mut out);
+        out
     }
 
     /// Ends the input: finishes the invocations whose REPORT line never came (crashed, or cut
     /// off by the time range) with what is known, and takes every remaining span.
-    pub fn finish(&mut self) -> Vec<assemble::Span> {
-        let invocations = std::mem::take(&mut self.invocations);
-        for inv in invocations.values() {
-            self.end_without_report(inv);
-        }
-        self.current.clear();
-        self.cold_pending.clear();
-        self.assembler.flush();
+    pub fn finish(&mut self) -> Vec<Span> {
+        self.assembler.finish_all(Ending::WithWhatIsKnown);
         self.take_ready()
     }
 
-    /// Ends an invocation whose REPORT line never came with what is known of it.
-    fn end_without_report(&mut self, inv: &Invocation) {
-        // An END alone says nothing worth a span.
-        if inv.start_ms.is_none() && inv.timeout.is_none() && inv.crash.is_none() {
-            return;
-        }
-        self.summary.invocations += 1;
-        self.assembler
-            .finish_invocation(inv, self.region.as_deref());
+    /// Ends one delivery of a stream of deliveries (a subscription event in `spanline lambda`):
+    /// invocations whose REPORT has not come are left to the delivery that completes them —
+    /// their function spans are sent as they are, their invocation span is not — and no trace
+    /// id is invented for an invocation nothing places.
+    pub fn finish_delivery(&mut self) -> Vec<Span> {
+        self.assembler.finish_all(Ending::LeaveToLaterDelivery);
+        self.take_ready()
     }
 
     /// The earliest time (ms) of what `log_group` still holds back: invocations whose REPORT
     /// line has not come and the spans waiting for them. A reader that stops here (the
     /// forwarder) must read again from this time on its next run, or those spans are lost.
     pub fn oldest_pending_ms(&self, log_group: &str) -> Option<i64> {
-        let invocations = self
-            .invocations
-            .values()
-            .filter(|i| i.log_group == log_group)
-            .filter_map(|i| i.times_ms().min());
-        let held = self.assembler.oldest_held_ms(log_group);
-        invocations.chain(held).min()
+        let id = self.group_ids.get(log_group)?;
+        self.assembler.oldest_pending_ms(*id)
     }
 
     /// Finishes what has waited too long to be completed by lines still to come: invocations
     /// whose last line is older than `before_ms` (they crashed or were cut off; Lambda ends
     /// every invocation within 15 minutes) and spans held for an invocation never seen, then
     /// takes every complete span. What is newer stays held.
-    pub fn finish_stale(&mut self, before_ms: i64) -> Vec<assemble::Span> {
-        let stale: Vec<(String, String)> = self
-            .invocations
-            .iter()
-            .filter(|(_, i)| i.times_ms().max().is_none_or(|t| t < before_ms))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in stale {
-            if let Some(inv) = self.invocations.remove(&key) {
-                self.end_without_report(&inv);
-                self.current.retain(|_, r| *r != key.1);
-                self.mark_finished(key);
-            }
-        }
-        let live: std::collections::HashSet<&(String, String)> = self.invocations.keys().collect();
-        self.assembler.flush_stale(before_ms, |k| live.contains(k));
+    pub fn finish_stale(&mut self, before_ms: i64) -> Vec<Span> {
+        self.assembler.finish_stale(before_ms);
         self.take_ready()
     }
 
-    /// [`Converter::finish`], grouped by trace (for the terminal).
-    pub fn take_traces(&mut self) -> Vec<Vec<assemble::Span>> {
-        assemble::group_by_trace(self.finish())
+    /// Spans held back, waiting for their invocation to end.
+    pub fn held(&self) -> usize {
+        self.assembler.held()
     }
 }
 

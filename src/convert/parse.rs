@@ -21,7 +21,7 @@ pub enum Parsed<'a> {
         request_id: Option<&'a str>,
     },
     /// One of Lambda's own lines (START, END, REPORT, timeouts, crashes).
-    Platform(Platform),
+    Platform(Platform<'a>),
     /// Not a span line.
     Foreign,
     /// A span line that could not be decoded.
@@ -35,7 +35,7 @@ pub enum Message<'a> {
     /// or the message itself.
     Text(Cow<'a, str>, Option<String>),
     /// A JSON `platform.*` record.
-    Platform(Platform),
+    Platform(Platform<'static>),
 }
 
 /// Unwraps the JSON log format: the `message` field, or a `platform.*` record; any other

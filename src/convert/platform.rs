@@ -17,54 +17,55 @@
 
 use crate::emit::propagation::parse_xray_header;
 use crate::emit::SpanContext;
+use std::borrow::Cow;
 
 /// A Lambda platform event.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub enum Platform {
+pub enum Platform<'a> {
     /// `INIT_START` / `platform.initStart`: a new execution environment (cold start).
     InitStart {
         /// Runtime version, if given.
-        runtime_version: String,
+        runtime_version: Cow<'a, str>,
     },
     /// `START` / `platform.start`.
     Start {
         /// Request id.
-        request_id: String,
+        request_id: Cow<'a, str>,
         /// Function version.
-        version: String,
+        version: Cow<'a, str>,
         /// Trace context from `platform.start` tracing (X-Ray header), if any.
         tracing: Option<SpanContext>,
     },
     /// `END` / `platform.runtimeDone`.
     End {
         /// Request id.
-        request_id: String,
+        request_id: Cow<'a, str>,
     },
     /// `REPORT` / `platform.report`.
-    Report(Report),
+    Report(Report<'a>),
     /// `Task timed out after N seconds`.
     Timeout {
         /// Request id.
-        request_id: String,
+        request_id: Cow<'a, str>,
         /// The message.
-        message: String,
+        message: Cow<'a, str>,
     },
     /// The handler failed: Node's `Invoke Error` line, Python's `[ERROR] Type: message`
     /// (text format). Python's line names no request: `request_id` is empty and the stream's
     /// current invocation is meant.
     HandlerError {
         /// Request id, or empty.
-        request_id: String,
+        request_id: Cow<'a, str>,
         /// `errorType: errorMessage`.
-        message: String,
+        message: Cow<'a, str>,
     },
     /// The runtime died: out of memory (`signal: killed`) or a crash.
     Crash {
         /// Request id.
-        request_id: String,
+        request_id: Cow<'a, str>,
         /// The message.
-        message: String,
+        message: Cow<'a, str>,
         /// `signal: killed`, the usual sign of the out-of-memory killer.
         out_of_memory: bool,
     },
@@ -72,9 +73,9 @@ pub enum Platform {
 
 /// The figures of a REPORT line.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Report {
+pub struct Report<'a> {
     /// Request id.
-    pub request_id: String,
+    pub request_id: Cow<'a, str>,
     /// `Duration`, ms.
     pub duration_ms: f64,
     /// `Billed Duration`, ms.
@@ -88,9 +89,9 @@ pub struct Report {
     /// The X-Ray trace (`XRAY TraceId` + `SegmentId` + `Sampled`), as a context.
     pub xray: Option<SpanContext>,
     /// `Status` (`success`, `timeout`, `error`, `failure`), when given.
-    pub status: Option<String>,
+    pub status: Option<Cow<'a, str>>,
     /// `Error Type`, when given.
-    pub error_type: Option<String>,
+    pub error_type: Option<Cow<'a, str>>,
 }
 
 fn request_id_after<'a>(s: &'a str, key: &str) -> Option<&'a str> {
@@ -109,14 +110,14 @@ fn number(v: &str) -> Option<f64> {
 }
 
 /// Parses a text-format platform line (the message as CloudWatch stores it).
-pub fn parse_text(message: &str) -> Option<Platform> {
+pub fn parse_text(message: &str) -> Option<Platform<'_>> {
     let m = message.trim_end_matches(['\n', '\r']);
     if let Some(rest) = m.strip_prefix("START RequestId: ") {
-        let request_id = rest.split_whitespace().next()?.to_owned();
+        let request_id = rest.split_whitespace().next()?.into();
         let version = rest
             .split_once("Version: ")
-            .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_default();
+            .map_or("", |(_, v)| v.trim())
+            .into();
         return Some(Platform::Start {
             request_id,
             version,
@@ -125,7 +126,7 @@ pub fn parse_text(message: &str) -> Option<Platform> {
     }
     if let Some(rest) = m.strip_prefix("END RequestId: ") {
         return Some(Platform::End {
-            request_id: rest.trim().to_owned(),
+            request_id: rest.trim().into(),
         });
     }
     if m.starts_with("REPORT RequestId: ") {
@@ -134,20 +135,17 @@ pub fn parse_text(message: &str) -> Option<Platform> {
     if let Some(rest) = m.strip_prefix("INIT_START") {
         let runtime_version = rest
             .split_once("Runtime Version: ")
-            .map(|(_, v)| v.split('\t').next().unwrap_or("").trim().to_owned())
-            .unwrap_or_default();
+            .map_or("", |(_, v)| v.split('\t').next().unwrap_or("").trim())
+            .into();
         return Some(Platform::InitStart { runtime_version });
     }
     if let Some(at) = m.find("Task timed out after") {
         // `<ts> <requestId> Task timed out after 3.00 seconds` (tab- or space-separated).
         let prefix: Vec<&str> = m[..at].split_whitespace().collect();
-        let request_id = prefix
-            .last()
-            .filter(|r| looks_like_request_id(r))?
-            .to_string();
+        let request_id = prefix.last().filter(|r| looks_like_request_id(r))?;
         return Some(Platform::Timeout {
-            request_id,
-            message: m[at..].trim().to_owned(),
+            request_id: (*request_id).into(),
+            message: m[at..].trim().into(),
         });
     }
     if let Some((prefix, json)) = m.split_once("\tERROR\tInvoke Error ") {
@@ -155,11 +153,10 @@ pub fn parse_text(message: &str) -> Option<Platform> {
         let request_id = prefix
             .split('\t')
             .nth(1)
-            .filter(|r| looks_like_request_id(r))?
-            .to_owned();
+            .filter(|r| looks_like_request_id(r))?;
         return Some(Platform::HandlerError {
-            request_id,
-            message: error_text(json.trim()),
+            request_id: request_id.into(),
+            message: error_text(json.trim()).into(),
         });
     }
     if let Some(rest) = m.strip_prefix("[ERROR] ") {
@@ -172,19 +169,17 @@ pub fn parse_text(message: &str) -> Option<Platform> {
                 .all(|c| c.is_alphanumeric() || c == '_' || c == '.');
         if is_type && m.contains("Traceback (most recent call last)") {
             return Some(Platform::HandlerError {
-                request_id: String::new(),
-                message: first.to_owned(),
+                request_id: "".into(),
+                message: first.into(),
             });
         }
     }
     if m.contains("Runtime exited with error")
         || m.contains("Process exited before completing request")
     {
-        let request_id = request_id_after(m, "RequestId:")
-            .filter(|r| looks_like_request_id(r))?
-            .to_owned();
+        let request_id = request_id_after(m, "RequestId:").filter(|r| looks_like_request_id(r))?;
         let message = m
-            .split_once(request_id.as_str())
+            .split_once(request_id)
             .map(|(_, r)| {
                 r.trim_start_matches([' ', ':'])
                     .trim_start_matches("Error: ")
@@ -193,12 +188,11 @@ pub fn parse_text(message: &str) -> Option<Platform> {
             .unwrap_or(m)
             .lines()
             .next()
-            .unwrap_or("")
-            .to_owned();
+            .unwrap_or("");
         let out_of_memory = m.contains("signal: killed");
         return Some(Platform::Crash {
-            request_id,
-            message,
+            request_id: request_id.into(),
+            message: message.into(),
             out_of_memory,
         });
     }
@@ -216,7 +210,7 @@ fn error_text(json: &str) -> String {
     }
 }
 
-fn parse_report(m: &str) -> Option<Report> {
+fn parse_report(m: &str) -> Option<Report<'_>> {
     let mut r = Report::default();
     let (mut xray_root, mut xray_parent, mut xray_sampled) = (None, None, None);
     for field in m.split('\t') {
@@ -225,17 +219,17 @@ fn parse_report(m: &str) -> Option<Report> {
         };
         let v = v.trim();
         match k.trim() {
-            "REPORT RequestId" => r.request_id = v.to_owned(),
+            "REPORT RequestId" => r.request_id = v.into(),
             "Duration" => r.duration_ms = number(v)?,
             "Billed Duration" => r.billed_ms = number(v),
             "Memory Size" => r.memory_mb = number(v).map(|x| x as i64),
             "Max Memory Used" => r.max_memory_mb = number(v).map(|x| x as i64),
             "Init Duration" => r.init_ms = number(v),
-            "XRAY TraceId" => xray_root = Some(v.to_owned()),
-            "SegmentId" => xray_parent = Some(v.to_owned()),
+            "XRAY TraceId" => xray_root = Some(v),
+            "SegmentId" => xray_parent = Some(v),
             "Sampled" => xray_sampled = Some(v == "true"),
-            "Status" => r.status = Some(v.to_owned()),
-            "Error Type" => r.error_type = Some(v.to_owned()),
+            "Status" => r.status = Some(v.into()),
+            "Error Type" => r.error_type = Some(v.into()),
             _ => {}
         }
     }
@@ -251,10 +245,16 @@ fn parse_report(m: &str) -> Option<Report> {
 }
 
 /// Parses a JSON log format platform record (`{"time","type":"platform.…","record":{…}}`).
-pub fn parse_json(v: &serde_json::Value) -> Option<Platform> {
+pub fn parse_json(v: &serde_json::Value) -> Option<Platform<'static>> {
     let ty = v.get("type")?.as_str()?;
     let rec = v.get("record")?;
-    let s = |k: &str| rec.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    let s = |k: &str| -> Cow<'static, str> {
+        rec.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or("")
+            .to_owned()
+            .into()
+    };
     let request_id = s("requestId");
     match ty {
         "platform.initStart" => Some(Platform::InitStart {
@@ -290,11 +290,11 @@ pub fn parse_json(v: &serde_json::Value) -> Option<Platform> {
                 status: rec
                     .get("status")
                     .and_then(|x| x.as_str())
-                    .map(str::to_owned),
+                    .map(|x| x.to_owned().into()),
                 error_type: rec
                     .get("errorType")
                     .and_then(|x| x.as_str())
-                    .map(str::to_owned),
+                    .map(|x| x.to_owned().into()),
             }))
         }
         _ => None,
@@ -321,7 +321,7 @@ mod tests {
         assert_eq!(
             parse_text(py),
             Some(Platform::HandlerError {
-                request_id: String::new(),
+                request_id: "".into(),
                 message: "ValueError: boom".into(),
             })
         );

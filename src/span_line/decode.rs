@@ -148,6 +148,46 @@ impl<'a> EscStr<'a> {
         }
     }
 
+    /// The length in bytes of [`EscStr::write_text`]'s output.
+    pub fn text_len(&self) -> usize {
+        let (raw, cut) = match self.0.strip_suffix("%*") {
+            Some(r) => (r, true),
+            None => (self.0, false),
+        };
+        let escapes = memchr::memchr_iter(b'%', raw.as_bytes()).count();
+        raw.len() - 2 * escapes + if cut { '…'.len_utf8() } else { 0 }
+    }
+
+    /// Appends the unescaped text to `out`, with a visible `…` when the emitter truncated it:
+    /// what [`EscStr::text`] gives, without an allocation of its own.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        let (raw, cut) = match self.0.strip_suffix("%*") {
+            Some(r) => (r, true),
+            None => (self.0, false),
+        };
+        let b = raw.as_bytes();
+        let mut i = 0;
+        while let Some(p) = memchr::memchr(b'%', &b[i..]) {
+            let at = i + p;
+            out.extend_from_slice(&b[i..at]);
+            match (hex(b.get(at + 1)), hex(b.get(at + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i = at + 3;
+                }
+                // Unreachable for validated strings: keep the byte as it is.
+                _ => {
+                    out.push(b'%');
+                    i = at + 1;
+                }
+            }
+        }
+        out.extend_from_slice(&b[i..]);
+        if cut {
+            out.extend_from_slice("…".as_bytes());
+        }
+    }
+
     /// Validates escapes and UTF-8; `offset` is the string's position in the line.
     fn check(raw: &'a str, offset: usize) -> Result<Self> {
         let b = raw.as_bytes();
@@ -543,6 +583,78 @@ impl<'a> SpanLine<'a> {
                 Ok(Field::Resource(a)) => Some(a),
                 _ => None,
             })
+    }
+}
+
+/// One field of a span, in line order, as [`SpanLine::field_refs`] hands them out.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FieldRef<'a> {
+    /// An attribute: the span's when it comes before any event or link, else the attribute of
+    /// the event or link before it.
+    Attr(Attr<'a>),
+    /// A resource attribute (`+`).
+    Resource(Attr<'a>),
+    /// An event (`@`); the attributes up to the next event or link are its fields.
+    Event {
+        /// Microseconds after the span start.
+        offset_us: i64,
+        /// Event name.
+        name: EscStr<'a>,
+    },
+    /// A link (`^`); the attributes up to the next event or link are its attributes.
+    Link {
+        /// Linked trace.
+        trace_id: TraceId,
+        /// Linked span.
+        span_id: SpanId,
+    },
+}
+
+impl<'a> SpanLine<'a> {
+    /// Every field of the span's own token list in one pass (specials and skipped tokens left
+    /// out), for readers that want attributes, events, links and resource fields at once.
+    /// The batch's shared resource fields come first, as [`SpanLine::resource`] gives them.
+    pub fn field_refs(&self) -> FieldRefs<'a> {
+        FieldRefs {
+            shared: Tokens::new(self.shared, 0),
+            own: Tokens::new(self.fields, 0),
+        }
+    }
+}
+
+/// The iterator of [`SpanLine::field_refs`]; cloning it is cheap (two string slices), so a
+/// reader can look ahead.
+#[derive(Clone, Debug)]
+pub struct FieldRefs<'a> {
+    shared: Tokens<'a>,
+    own: Tokens<'a>,
+}
+
+impl<'a> Iterator for FieldRefs<'a> {
+    type Item = FieldRef<'a>;
+    fn next(&mut self) -> Option<FieldRef<'a>> {
+        for (t, o) in self.shared.by_ref() {
+            if let Ok(Field::Resource(a)) = parse_field(t, o, false) {
+                return Some(FieldRef::Resource(a));
+            }
+        }
+        for (t, o) in self.own.by_ref() {
+            if t.is_empty() {
+                continue;
+            }
+            match parse_field(t, o, false) {
+                Ok(Field::Attr(a)) => return Some(FieldRef::Attr(a)),
+                Ok(Field::Resource(a)) => return Some(FieldRef::Resource(a)),
+                Ok(Field::Event(offset_us, name)) => {
+                    return Some(FieldRef::Event { offset_us, name })
+                }
+                Ok(Field::Link(trace_id, span_id)) => {
+                    return Some(FieldRef::Link { trace_id, span_id })
+                }
+                _ => {}
+            }
+        }
+        None
     }
 }
 

@@ -14,30 +14,49 @@
 //! tracing header, the REPORT line's `XRAY TraceId`, else the derived id. An id is never 0:
 //! a zero hash is replaced by 1.
 
-use super::{service_from_log_group, KeyValue, Span};
+use super::span::{Resource, Span};
+use super::{service_from_log_group, KeyValue};
 use crate::convert::platform::Report;
+use crate::convert::proto::{self, Scalar};
 use crate::emit::SpanContext;
 use crate::span_line::{SpanId, SpanKind, StatusCode, TraceId};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// 64-bit FNV-1a.
 pub fn fnv64(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
+    fnv64_bytes(s.as_bytes(), 0xcbf2_9ce4_8422_2325)
+}
+
+/// 64-bit FNV-1a of `bytes`, continuing from `h`.
+pub fn fnv64_bytes(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
 }
 
-fn span_id(kind: &str, group: &str, request_id: &str) -> SpanId {
-    let h = fnv64(&format!("spanline/{kind}/{group}/{request_id}"));
+/// FNV-1a of `spanline/<kind>/<group>/<request id>`, without building the string.
+fn fnv_path(kind: &str, group: &str, request_id: &str) -> u64 {
+    let mut h = fnv64_bytes(b"spanline/", 0xcbf2_9ce4_8422_2325);
+    h = fnv64_bytes(kind.as_bytes(), h);
+    h = fnv64_bytes(b"/", h);
+    h = fnv64_bytes(group.as_bytes(), h);
+    h = fnv64_bytes(b"/", h);
+    fnv64_bytes(request_id.as_bytes(), h)
+}
+
+/// The derived span id of an invocation (`kind` "invocation") or init span ("init").
+pub fn span_id(kind: &str, group: &str, request_id: &str) -> SpanId {
+    let h = fnv_path(kind, group, request_id);
     SpanId(if h == 0 { 1 } else { h }.to_be_bytes())
 }
 
-fn derived_trace(group: &str, request_id: &str) -> TraceId {
-    let a = fnv64(&format!("spanline/trace/a/{group}/{request_id}"));
-    let b = fnv64(&format!("spanline/trace/b/{group}/{request_id}"));
+/// The trace id derived when nothing else names one.
+pub fn derived_trace(group: &str, request_id: &str) -> TraceId {
+    let a = fnv_path("trace/a", group, request_id);
+    let b = fnv_path("trace/b", group, request_id);
     let mut t = [0u8; 16];
     t[..8].copy_from_slice(&a.to_be_bytes());
     t[8..].copy_from_slice(&b.to_be_bytes());
@@ -47,13 +66,49 @@ fn derived_trace(group: &str, request_id: &str) -> TraceId {
     TraceId(t)
 }
 
+/// The REPORT figures an invocation keeps (owned, without the request id it is filed under).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportFigures {
+    /// `Duration`, ms.
+    pub duration_ms: f64,
+    /// `Billed Duration`, ms.
+    pub billed_ms: Option<f64>,
+    /// `Memory Size`, MB.
+    pub memory_mb: Option<i64>,
+    /// `Max Memory Used`, MB.
+    pub max_memory_mb: Option<i64>,
+    /// `Init Duration`, ms.
+    pub init_ms: Option<f64>,
+    /// The X-Ray trace.
+    pub xray: Option<SpanContext>,
+    /// `Status`.
+    pub status: Option<String>,
+    /// `Error Type`.
+    pub error_type: Option<String>,
+}
+
+impl From<&Report<'_>> for ReportFigures {
+    fn from(r: &Report<'_>) -> Self {
+        ReportFigures {
+            duration_ms: r.duration_ms,
+            billed_ms: r.billed_ms,
+            memory_mb: r.memory_mb,
+            max_memory_mb: r.max_memory_mb,
+            init_ms: r.init_ms,
+            xray: r.xray.clone(),
+            status: r.status.as_deref().map(str::to_owned),
+            error_type: r.error_type.as_deref().map(str::to_owned),
+        }
+    }
+}
+
 /// What the platform lines said about one invocation.
 #[derive(Clone, Debug, Default)]
 pub struct Invocation {
     /// Log group.
-    pub log_group: String,
+    pub log_group: Arc<str>,
     /// Log stream.
-    pub log_stream: String,
+    pub log_stream: Arc<str>,
     /// Request id.
     pub request_id: String,
     /// Function version from START.
@@ -65,7 +120,7 @@ pub struct Invocation {
     /// Time of the last line seen for it (END, REPORT, timeout), ms.
     pub last_ms: Option<i64>,
     /// The REPORT figures.
-    pub report: Option<Report>,
+    pub report: Option<ReportFigures>,
     /// Trace context from `platform.start`.
     pub tracing: Option<SpanContext>,
     /// `Task timed out …` message.
@@ -82,6 +137,14 @@ impl Invocation {
         [self.init_start_ms, self.start_ms, self.last_ms]
             .into_iter()
             .flatten()
+    }
+
+    /// Whether its lines say enough to be worth a span (an END alone does not).
+    pub fn is_worth_a_span(&self) -> bool {
+        self.start_ms.is_some()
+            || self.report.is_some()
+            || self.timeout.is_some()
+            || self.crash.is_some()
     }
 
     fn status(&self) -> (StatusCode, String) {
@@ -116,26 +179,63 @@ impl Invocation {
     }
 }
 
+/// The resource attributes of invocation and init spans.
+pub fn resource_attributes(group: &str, stream: &str, region: Option<&str>) -> Vec<KeyValue> {
+    let mut resource = vec![
+        KeyValue::str("cloud.provider", "aws"),
+        KeyValue::str("cloud.platform", "aws_lambda"),
+        KeyValue::str("faas.name", service_from_log_group(group)),
+        KeyValue::str("aws.log.group.names", group),
+        KeyValue::str("aws.log.stream.names", stream),
+    ];
+    if let Some(r) = region {
+        resource.push(KeyValue::str("cloud.region", r));
+    }
+    resource
+}
+
+/// Where the invocation's trace came from, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceSource {
+    /// The function's own root spans.
+    OwnSpans,
+    /// A caller's span that recorded the request id.
+    Caller,
+    /// `platform.start` tracing (X-Ray header with the parent).
+    PlatformTracing,
+    /// REPORT's `XRAY TraceId` (no parent).
+    Xray,
+    /// Nothing: derived from group and request id.
+    Derived,
+}
+
+/// The invocation (and init) spans of one invocation, and where their trace came from.
+#[derive(Debug)]
+pub struct Built {
+    /// Init span (cold starts) then the invocation span, last.
+    pub spans: Vec<Span>,
+    /// Where the trace came from.
+    pub source: TraceSource,
+}
+
 /// Builds the invocation (and init) spans of `inv`, re-parenting the function's root spans of
-/// that request (`spans[i]` for `i` in `own`) under the invocation span.
+/// that request (`own`: the spans the function printed for it) under the invocation span.
+/// `caller` is a span that recorded this request id (used when the function printed no span of
+/// its own). `resource` is the resource of invocation spans (see [`resource_attributes`]).
 pub fn build(
     inv: &Invocation,
-    spans: &mut [Span],
-    own: &[usize],
-    region: Option<&str>,
-) -> Vec<Span> {
-    let group = inv.log_group.as_str();
+    own: &mut [Span],
+    caller: Option<(TraceId, SpanId)>,
+    resource: Arc<Resource>,
+) -> Built {
+    let group = &*inv.log_group;
     let req = inv.request_id.as_str();
-    let ids: HashSet<SpanId> = own.iter().map(|&i| spans[i].span_id).collect();
-    let roots: Vec<usize> = own
-        .iter()
-        .copied()
-        .filter(|&i| spans[i].parent_span_id.is_none_or(|p| !ids.contains(&p)))
-        .collect();
+    let ids: HashSet<SpanId> = own.iter().map(|s| s.span_id).collect();
+    let is_root = |s: &Span| s.parent_span_id.is_none_or(|p| !ids.contains(&p));
     // The trace the function's roots agree on (the most common one).
     let mut votes: HashMap<TraceId, usize> = HashMap::new();
-    for &i in &roots {
-        *votes.entry(spans[i].trace_id).or_default() += 1;
+    for s in own.iter().filter(|s| is_root(s)) {
+        *votes.entry(s.trace_id).or_default() += 1;
     }
     let root_trace = votes
         .into_iter()
@@ -145,34 +245,39 @@ pub fn build(
         .tracing
         .clone()
         .or_else(|| inv.report.as_ref().and_then(|r| r.xray.clone()));
-    let (trace_id, parent) = match (root_trace, &xray) {
-        (Some(t), _) => {
-            let parents: HashSet<Option<SpanId>> = roots
+    let (trace_id, parent, source) = match (root_trace, caller, &xray) {
+        (Some(t), _, _) => {
+            let parents: HashSet<Option<SpanId>> = own
                 .iter()
-                .filter(|&&i| spans[i].trace_id == t)
-                .map(|&i| spans[i].parent_span_id)
+                .filter(|s| is_root(s) && s.trace_id == t)
+                .map(|s| s.parent_span_id)
                 .collect();
             let parent = if parents.len() == 1 {
                 parents.into_iter().next().flatten()
             } else {
                 None
             };
-            (t, parent)
+            (t, parent, TraceSource::OwnSpans)
         }
-        (None, Some(x)) if inv.tracing.is_some() => (x.trace_id, Some(x.span_id)),
-        (None, Some(x)) => (x.trace_id, None),
-        (None, None) => (derived_trace(group, req), None),
+        (None, Some((t, p)), _) => (t, Some(p), TraceSource::Caller),
+        (None, None, Some(x)) if inv.tracing.is_some() => {
+            (x.trace_id, Some(x.span_id), TraceSource::PlatformTracing)
+        }
+        (None, None, Some(x)) => (x.trace_id, None, TraceSource::Xray),
+        (None, None, None) => (derived_trace(group, req), None, TraceSource::Derived),
     };
     let inv_id = span_id("invocation", group, req);
-    let own_start = own.iter().map(|&i| spans[i].start_unix_nano).min();
-    let own_end = own.iter().map(|&i| spans[i].end_unix_nano).max();
-    for &i in &roots {
-        if spans[i].trace_id == trace_id {
-            spans[i].parent_span_id = Some(inv_id);
+    let own_start = own.iter().map(|s| s.start_unix_nano).min();
+    let own_end = own.iter().map(|s| s.end_unix_nano).max();
+    let roots: Vec<usize> = (0..own.len()).filter(|&i| is_root(&own[i])).collect();
+    for i in roots {
+        if own[i].trace_id == trace_id {
+            own[i].parent_span_id = Some(inv_id);
         }
     }
     let ms = |m: i64| (m.max(0) as u64).saturating_mul(1_000_000);
-    let dur_ns = inv.report.as_ref().map(|r| (r.duration_ms * 1e6) as u64);
+    let ns = |m: f64| (m * 1e6) as u64;
+    let dur_ns = inv.report.as_ref().map(|r| ns(r.duration_ms));
     let mut start = match (inv.start_ms, dur_ns, inv.last_ms) {
         (Some(s), _, _) => ms(s),
         (None, Some(d), Some(l)) => ms(l).saturating_sub(d),
@@ -191,18 +296,8 @@ pub fn build(
         end = end.max(e);
     }
     let function = service_from_log_group(group);
-    let mut resource = vec![
-        KeyValue::str("cloud.provider", "aws"),
-        KeyValue::str("cloud.platform", "aws_lambda"),
-        KeyValue::str("faas.name", function.clone()),
-        KeyValue::str("aws.log.group.names", group),
-        KeyValue::str("aws.log.stream.names", inv.log_stream.clone()),
-    ];
-    if let Some(r) = region {
-        resource.push(KeyValue::str("cloud.region", r));
-    }
     let report = inv.report.clone().unwrap_or_default();
-    let init_ns = report.init_ms.map(|m| (m * 1e6) as u64).or_else(|| {
+    let init_ns = report.init_ms.map(ns).or_else(|| {
         // INIT_START without an Init Duration (the REPORT is missing): init ran until START.
         match (inv.init_start_ms, inv.start_ms) {
             (Some(a), Some(b)) if b >= a => Some(ms(b) - ms(a)),
@@ -210,87 +305,85 @@ pub fn build(
         }
     });
     let cold = init_ns.is_some() || inv.init_start_ms.is_some();
-    let mut attributes = vec![
-        KeyValue::str("faas.invocation_id", req),
-        KeyValue {
-            key: "faas.coldstart".into(),
-            value: super::AnyValue::Bool(cold),
-        },
-    ];
+    let mut body = Vec::with_capacity(512);
+    proto::put_bytes(&mut body, proto::SPAN_NAME, function.as_bytes());
+    let attr = |b: &mut Vec<u8>, k: &str, v: Scalar<'_>| {
+        proto::key_value(b, proto::SPAN_ATTRIBUTES, k, v);
+    };
+    attr(&mut body, "faas.invocation_id", Scalar::Str(req));
+    attr(&mut body, "faas.coldstart", Scalar::Bool(cold));
     if let Some(v) = &inv.version {
-        attributes.push(KeyValue::str("faas.version", v.clone()));
+        attr(&mut body, "faas.version", Scalar::Str(v));
     }
-    let int = |k: &str, v: i64| KeyValue {
-        key: k.into(),
-        value: super::AnyValue::Int(v),
-    };
-    let float = |k: &str, v: f64| KeyValue {
-        key: k.into(),
-        value: super::AnyValue::Float(v),
-    };
     if inv.report.is_some() {
-        attributes.push(float("aws.lambda.duration_ms", report.duration_ms));
+        attr(
+            &mut body,
+            "aws.lambda.duration_ms",
+            Scalar::Float(report.duration_ms),
+        );
     }
     if let Some(b) = report.billed_ms {
-        attributes.push(float("aws.lambda.billed_duration_ms", b));
+        attr(&mut body, "aws.lambda.billed_duration_ms", Scalar::Float(b));
     }
     if let Some(m) = report.memory_mb {
-        attributes.push(int("faas.max_memory", m.saturating_mul(1024 * 1024)));
+        attr(
+            &mut body,
+            "faas.max_memory",
+            Scalar::Int(m.saturating_mul(1024 * 1024)),
+        );
     }
     if let Some(m) = report.max_memory_mb {
-        attributes.push(int("aws.lambda.max_memory_used_mb", m));
+        attr(&mut body, "aws.lambda.max_memory_used_mb", Scalar::Int(m));
     }
     if let Some(i) = report.init_ms {
-        attributes.push(float("aws.lambda.init_duration_ms", i));
+        attr(&mut body, "aws.lambda.init_duration_ms", Scalar::Float(i));
     }
     let (status, status_message) = inv.status();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(2);
     let inv_start = start.saturating_sub(init_ns.unwrap_or(0));
     if let Some(init) = init_ns {
-        out.push(Span {
+        let mut ib = Vec::with_capacity(48);
+        proto::put_bytes(&mut ib, proto::SPAN_NAME, b"init");
+        proto::key_value(
+            &mut ib,
+            proto::SPAN_ATTRIBUTES,
+            "faas.coldstart",
+            Scalar::Bool(true),
+        );
+        out.push(Span::from_parts(
             trace_id,
-            span_id: span_id("init", group, req),
-            parent_span_id: Some(inv_id),
-            name: "init".to_owned(),
-            kind: SpanKind::Internal,
-            status: StatusCode::Unset,
-            status_message: String::new(),
-            start_unix_nano: inv_start,
-            end_unix_nano: inv_start.saturating_add(init),
-            attributes: vec![KeyValue {
-                key: "faas.coldstart".into(),
-                value: super::AnyValue::Bool(true),
-            }],
-            events: vec![],
-            links: vec![],
-            service: function.clone(),
-            resource: resource.clone(),
-            dropped: (0, 0, 0),
-        });
+            span_id("init", group, req),
+            Some(inv_id),
+            SpanKind::Internal,
+            (StatusCode::Unset, ""),
+            (inv_start, inv_start.saturating_add(init)),
+            Arc::clone(&resource),
+            &ib,
+        ));
     }
-    out.push(Span {
+    out.push(Span::from_parts(
         trace_id,
-        span_id: inv_id,
-        parent_span_id: parent,
-        name: function.clone(),
-        kind: SpanKind::Server,
-        status,
-        status_message,
-        start_unix_nano: inv_start,
-        end_unix_nano: end.max(inv_start),
-        attributes,
-        events: vec![],
-        links: vec![],
-        service: function,
+        inv_id,
+        parent,
+        SpanKind::Server,
+        (status, &status_message),
+        (inv_start, end.max(inv_start)),
         resource,
-        dropped: (0, 0, 0),
-    });
-    out
+        &body,
+    ));
+    Built { spans: out, source }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_resource() -> Arc<Resource> {
+        Arc::new(Resource::new(
+            "f".into(),
+            resource_attributes("/aws/lambda/f", "s", None),
+        ))
+    }
 
     #[test]
     fn derived_ids_are_stable_and_documented() {
@@ -310,17 +403,16 @@ mod tests {
             start_ms: Some(1000),
             last_ms: Some(4000),
             timeout: Some("Task timed out after 3.00 seconds".into()),
-            report: Some(Report {
-                request_id: "r".into(),
+            report: Some(ReportFigures {
                 duration_ms: 3000.0,
                 status: Some("timeout".into()),
-                ..Report::default()
+                ..ReportFigures::default()
             }),
             ..Invocation::default()
         };
-        let out = build(&inv, &mut [], &[], None);
+        let out = build(&inv, &mut [], None, test_resource()).spans;
         assert_eq!(out.len(), 1);
-        let s = &out[0];
+        let s = &out[0].data();
         assert_eq!(
             (s.status, s.status_message.as_str()),
             (StatusCode::Error, "Task timed out after 3.00 seconds")
@@ -340,16 +432,19 @@ mod tests {
             log_group: "/aws/lambda/f".into(),
             request_id: "r".into(),
             start_ms: Some(i64::MAX / 1_000_000),
-            report: Some(Report {
-                request_id: "r".into(),
+            report: Some(ReportFigures {
                 duration_ms: 1e300,
                 memory_mb: Some(i64::MAX / 3),
                 init_ms: Some(1e300),
-                ..Report::default()
+                ..ReportFigures::default()
             }),
             ..Invocation::default()
         };
-        let out = build(&inv, &mut [], &[], None);
+        let out: Vec<_> = build(&inv, &mut [], None, test_resource())
+            .spans
+            .iter()
+            .map(Span::data)
+            .collect();
         let max = out
             .iter()
             .flat_map(|s| &s.attributes)

@@ -1,125 +1,32 @@
-//! Assembly: decoded span lines → owned, backend-neutral [`Span`]s, de-duplicated by
-//! (trace id, span id), with the service taken from the line or derived from the log group.
+//! Assembly: spans and Lambda platform events → finished spans, in order of completeness.
 //! Knows nothing of AWS APIs; sinks consume its output.
-
-use crate::span_line::decode::{Attr as LineAttr, AttrValue};
-use crate::span_line::{EscStr, SpanId, SpanKind, SpanLine, StatusCode, TraceId};
-use std::collections::{HashMap, HashSet};
+//!
+//! * spans that belong to no Lambda invocation are ready at once;
+//! * spans of an invocation are held until its REPORT line (the last line Lambda writes for
+//!   it), then released together with the invocation and init spans built from its platform
+//!   lines ([`invocation`]);
+//! * spans announced by an open record wait for their finished record, or for their invocation
+//!   to end (then they become error spans);
+//! * an invocation whose function printed no span waits (within the assembly window) for the
+//!   caller's span that recorded its request id, and is placed under it;
+//! * duplicates (the same line read twice) are dropped by (trace id, span id).
+//!
+//! Every piece of state is indexed by what looks it up (request, span id, caller request id),
+//! and nothing scans all pending state per record: time-based work (giving up on silent
+//! invocations) pops a heap ordered by time. Every set is bounded (see [`Limits`]); a bound
+//! that is hit finishes or forgets the oldest entry and is counted in [`Counters`].
 
 pub mod invocation;
+pub mod span;
 
 pub use invocation::Invocation;
+pub use span::{AnyValue, Event, KeyValue, LineFacts, Link, Resource, Span, SpanData};
 
-/// An attribute value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum AnyValue {
-    /// String.
-    Str(String),
-    /// Integer.
-    Int(i64),
-    /// Float.
-    Float(f64),
-    /// Boolean.
-    Bool(bool),
-}
-
-/// A key/value attribute.
-#[derive(Clone, Debug, PartialEq)]
-pub struct KeyValue {
-    /// Key.
-    pub key: String,
-    /// Value.
-    pub value: AnyValue,
-}
-
-impl KeyValue {
-    /// A string attribute.
-    pub fn str(key: &str, value: impl Into<String>) -> Self {
-        KeyValue {
-            key: key.to_owned(),
-            value: AnyValue::Str(value.into()),
-        }
-    }
-
-    fn from_line(a: &LineAttr<'_>) -> Self {
-        let value = match a.value {
-            AttrValue::Str(s) => AnyValue::Str(text(s)),
-            AttrValue::Int(i) => AnyValue::Int(i),
-            AttrValue::Float(f) => AnyValue::Float(f),
-            AttrValue::Bool(b) => AnyValue::Bool(b),
-        };
-        KeyValue {
-            key: text(a.key),
-            value,
-        }
-    }
-}
-
-/// Unescaped text; a truncated string keeps a visible `…` at the end.
-fn text(s: EscStr<'_>) -> String {
-    let mut t = s.text().into_owned();
-    if s.is_truncated() {
-        t.push('…');
-    }
-    t
-}
-
-/// A span event.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Event {
-    /// Time, nanoseconds since the epoch.
-    pub time_unix_nano: u64,
-    /// Name.
-    pub name: String,
-    /// Attributes.
-    pub attributes: Vec<KeyValue>,
-}
-
-/// A link to another span.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Link {
-    /// Trace.
-    pub trace_id: TraceId,
-    /// Span.
-    pub span_id: SpanId,
-    /// Attributes.
-    pub attributes: Vec<KeyValue>,
-}
-
-/// A finished span, ready for any sink.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Span {
-    /// Trace id.
-    pub trace_id: TraceId,
-    /// Span id.
-    pub span_id: SpanId,
-    /// Parent, `None` for a root.
-    pub parent_span_id: Option<SpanId>,
-    /// Name.
-    pub name: String,
-    /// Kind.
-    pub kind: SpanKind,
-    /// Status code.
-    pub status: StatusCode,
-    /// Status message.
-    pub status_message: String,
-    /// Start, ns since the epoch.
-    pub start_unix_nano: u64,
-    /// End, ns since the epoch.
-    pub end_unix_nano: u64,
-    /// Attributes.
-    pub attributes: Vec<KeyValue>,
-    /// Events.
-    pub events: Vec<Event>,
-    /// Links.
-    pub links: Vec<Link>,
-    /// `service.name`.
-    pub service: String,
-    /// Other resource attributes (`cloud.*`, `faas.*`, `aws.log.*`, the line's `+` fields).
-    pub resource: Vec<KeyValue>,
-    /// Attributes, events and links the emitter dropped.
-    pub dropped: (u32, u32, u32),
-}
+use crate::span_line::{SpanId, StatusCode, TraceId};
+use invocation::{build, TraceSource};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// The service name for spans that do not name one: `/aws/lambda/<fn>` → `<fn>`, any other
 /// group → its last path segment, no group → `unknown_service`.
@@ -133,130 +40,6 @@ pub fn service_from_log_group(group: &str) -> String {
     }
 }
 
-/// Context a record adds to the spans it carries.
-#[derive(Clone, Debug, Default)]
-pub struct Origin<'a> {
-    /// Log group.
-    pub log_group: &'a str,
-    /// Log stream.
-    pub log_stream: &'a str,
-    /// Request id from the log prefix.
-    pub request_id: Option<&'a str>,
-}
-
-/// Converts one decoded span line into a [`Span`].
-pub fn to_span(line: &SpanLine<'_>, origin: &Origin<'_>) -> Span {
-    let start = line.start_us.saturating_mul(1000);
-    let service = line
-        .service
-        .map(text)
-        .unwrap_or_else(|| service_from_log_group(origin.log_group));
-    let mut resource: Vec<KeyValue> = line.resource().map(|a| KeyValue::from_line(&a)).collect();
-    if !origin.log_group.is_empty() {
-        resource.push(KeyValue::str("aws.log.group.names", origin.log_group));
-    }
-    if !origin.log_stream.is_empty() {
-        resource.push(KeyValue::str("aws.log.stream.names", origin.log_stream));
-    }
-    if origin.log_group.starts_with("/aws/lambda/") {
-        resource.push(KeyValue::str("cloud.provider", "aws"));
-        resource.push(KeyValue::str(
-            "faas.name",
-            service_from_log_group(origin.log_group),
-        ));
-    }
-    let attributes: Vec<KeyValue> = line.attributes().map(|a| KeyValue::from_line(&a)).collect();
-    let mut span = Span {
-        trace_id: line.trace_id,
-        span_id: line.span_id,
-        parent_span_id: line.parent_span_id,
-        name: text(line.name),
-        kind: line.kind,
-        status: line.status,
-        status_message: line.status_message.map(text).unwrap_or_default(),
-        start_unix_nano: start,
-        end_unix_nano: start.saturating_add(line.duration_us.saturating_mul(1000)),
-        attributes,
-        events: line
-            .events()
-            .map(|e| Event {
-                time_unix_nano: (line.start_us as i64).saturating_add(e.offset_us).max(0) as u64
-                    * 1000,
-                name: text(e.name),
-                attributes: e.attributes().map(|a| KeyValue::from_line(&a)).collect(),
-            })
-            .collect(),
-        links: line
-            .links()
-            .map(|l| Link {
-                trace_id: l.trace_id,
-                span_id: l.span_id,
-                attributes: l.attributes().map(|a| KeyValue::from_line(&a)).collect(),
-            })
-            .collect(),
-        service,
-        resource,
-        dropped: (
-            line.dropped.attributes,
-            line.dropped.events,
-            line.dropped.links,
-        ),
-    };
-    opentracing_to_otel(&mut span);
-    span
-}
-
-/// Maps OpenTracing conventions that emitters in other languages may pass through as plain
-/// tags and logs onto their OpenTelemetry equivalents (OpenTelemetry's "OpenTracing
-/// Compatibility" specification):
-/// * tag `error=true` → status error (the tag is dropped; `error=false` is dropped too);
-/// * tag `span.kind` → the span kind, when the line did not set one;
-/// * a log with `event=error` (or named `error`) → an `exception` event, with `error.kind` /
-///   `error.object` → `exception.type`, `message` → `exception.message`, `stack` →
-///   `exception.stacktrace`.
-pub fn opentracing_to_otel(span: &mut Span) {
-    let mut kind = None;
-    let mut error = false;
-    span.attributes
-        .retain(|kv| match (kv.key.as_str(), &kv.value) {
-            ("error", AnyValue::Bool(b)) => {
-                error |= *b;
-                false
-            }
-            ("span.kind", AnyValue::Str(k)) => {
-                kind = SpanKind::from_name(k);
-                kind.is_none()
-            }
-            _ => true,
-        });
-    if error && span.status == StatusCode::Unset {
-        span.status = StatusCode::Error;
-    }
-    if let (Some(k), SpanKind::Internal) = (kind, span.kind) {
-        span.kind = k;
-    }
-    for e in &mut span.events {
-        let is_error_log = e.name == "error"
-            || e.attributes
-                .iter()
-                .any(|kv| kv.key == "event" && kv.value == AnyValue::Str("error".into()));
-        if !is_error_log {
-            continue;
-        }
-        e.name = "exception".to_owned();
-        e.attributes.retain(|kv| kv.key != "event");
-        for kv in &mut e.attributes {
-            let renamed = match kv.key.as_str() {
-                "error.kind" | "error.object" => "exception.type",
-                "message" => "exception.message",
-                "stack" => "exception.stacktrace",
-                _ => continue,
-            };
-            kv.key = renamed.to_owned();
-        }
-    }
-}
-
 /// Service names by log group, for groups whose spans do not name their service (`*s=`):
 /// `GROUP=NAME` for one group, `PREFIX*=NAME` for every group starting with `PREFIX`.
 #[derive(Clone, Debug, Default)]
@@ -264,15 +47,22 @@ pub struct ServiceMap {
     rules: Vec<(String, bool, String)>,
 }
 
+/// A `--service` rule that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?}: expected LOG_GROUP=SERVICE or PREFIX*=SERVICE")]
+pub struct ServiceRuleError(pub String);
+
 impl ServiceMap {
     /// Parses rules (`GROUP=NAME` or `PREFIX*=NAME`).
-    pub fn parse<'a>(rules: impl IntoIterator<Item = &'a str>) -> Result<ServiceMap, String> {
+    pub fn parse<'a>(
+        rules: impl IntoIterator<Item = &'a str>,
+    ) -> Result<ServiceMap, ServiceRuleError> {
         let mut out = ServiceMap::default();
         for r in rules {
             let (pat, name) = r
                 .split_once('=')
                 .filter(|(p, n)| !p.is_empty() && !n.is_empty())
-                .ok_or_else(|| format!("{r:?}: expected LOG_GROUP=SERVICE or PREFIX*=SERVICE"))?;
+                .ok_or_else(|| ServiceRuleError(r.to_owned()))?;
             let (pat, prefix) = match pat.strip_suffix('*') {
                 Some(p) => (p, true),
                 None => (pat, false),
@@ -296,219 +86,752 @@ impl ServiceMap {
             })
             .map_or_else(|| service_from_log_group(group), |(_, _, n)| n.clone())
     }
+}
 
-    /// Renames a span whose service was derived from its log group.
-    pub fn apply(&self, span: &mut Span) {
-        if self.rules.is_empty() {
-            return;
-        }
-        let group = span
-            .resource
-            .iter()
-            .find_map(|kv| match (&kv.key[..], &kv.value) {
-                ("aws.log.group.names", AnyValue::Str(g)) => Some(g.clone()),
-                _ => None,
-            });
-        if let Some(g) = group {
-            if span.service == service_from_log_group(&g) {
-                span.service = self.service(&g);
-            }
+/// A Lambda request id, held inline so that keys cost no allocation. Ids longer than
+/// [`RequestId::INLINE`] bytes (Lambda's are 36) are kept as a 128-bit hash of their text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId {
+    len: u8,
+    bytes: [u8; RequestId::INLINE],
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.as_str() {
+            Some(s) => write!(f, "RequestId({s:?})"),
+            None => write!(f, "RequestId(hash)"),
         }
     }
 }
 
-/// (log group, request id): one Lambda invocation.
-pub type RequestKey = (String, String);
+impl RequestId {
+    /// The longest id kept as text.
+    pub const INLINE: usize = 46;
+    const HASHED: u8 = u8::MAX;
 
-/// How many span ids the de-duplication remembers. Duplicates come from overlapping reads of
-/// the same window, which are close together; a bound keeps memory flat on any input size.
-pub const DEDUP_CAPACITY: usize = 1 << 20;
-
-/// A set of recently seen ids that forgets the oldest beyond its capacity.
-#[derive(Debug, Default)]
-struct RecentIds {
-    set: HashSet<(TraceId, SpanId)>,
-    order: std::collections::VecDeque<(TraceId, SpanId)>,
-}
-
-impl RecentIds {
-    fn insert(&mut self, id: (TraceId, SpanId)) -> bool {
-        if !self.set.insert(id) {
-            return false;
+    /// The key for `text`.
+    pub fn new(text: &str) -> RequestId {
+        let mut bytes = [0u8; Self::INLINE];
+        let b = text.as_bytes();
+        if b.len() <= Self::INLINE {
+            bytes[..b.len()].copy_from_slice(b);
+            return RequestId {
+                len: b.len() as u8,
+                bytes,
+            };
         }
-        self.order.push_back(id);
-        if self.order.len() > DEDUP_CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
+        let a = invocation::fnv64_bytes(b, 0xcbf2_9ce4_8422_2325);
+        let c = invocation::fnv64_bytes(b, 0x6c62_272e_07bb_0142);
+        bytes[..8].copy_from_slice(&a.to_le_bytes());
+        bytes[8..16].copy_from_slice(&c.to_le_bytes());
+        RequestId {
+            len: Self::HASHED,
+            bytes,
         }
-        true
     }
 
-    fn contains(&self, id: &(TraceId, SpanId)) -> bool {
-        self.set.contains(id)
+    /// The text, when it was short enough to keep.
+    pub fn as_str(&self) -> Option<&str> {
+        if self.len == Self::HASHED {
+            return None;
+        }
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).ok()
     }
 }
 
-/// Collects spans as they are parsed and releases them as soon as they are complete, so memory
-/// stays bounded however long the input is:
-/// * spans that belong to no Lambda invocation are ready at once;
-/// * spans of an invocation are held until its REPORT line (the last line Lambda writes for it),
-///   then released together with the invocation and init spans built from the platform lines;
-/// * spans announced by an open record wait for their finished record, or for their invocation
-///   to end (then they become error spans).
-///
-/// Duplicates (the same line read twice, e.g. from overlapping reads) are dropped by
-/// (trace id, span id) among the last [`DEDUP_CAPACITY`] spans.
-#[derive(Debug, Default)]
-pub struct Assembler {
-    seen: RecentIds,
-    ready: Vec<Span>,
-    held: HashMap<RequestKey, Vec<Span>>,
-    open: HashMap<(TraceId, SpanId), (Span, Option<RequestKey>)>,
+/// One log group, by its index in the converter's table of groups.
+pub type GroupId = u32;
+
+/// One invocation: (log group, request id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestKey {
+    /// The log group.
+    pub group: GroupId,
+    /// The request id.
+    pub id: RequestId,
+}
+
+/// (trace id, span id).
+pub type SpanKey = (TraceId, SpanId);
+
+/// The bounds of assembly state. Hitting one is never silent: it is counted in [`Counters`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Invocations whose REPORT has not come yet. Beyond this, the oldest is finished with
+    /// what is known.
+    pub pending_invocations: usize,
+    /// Spans held for invocations (open spans included). Beyond this, the invocation that has
+    /// waited longest is finished with what is known.
+    pub held_spans: usize,
+    /// Span ids remembered for de-duplication.
+    pub dedup_ids: usize,
+    /// Finished invocations remembered, so that their late lines do not start a new one.
+    pub finished_invocations: usize,
+    /// Spans remembered by the request id they recorded (callers of invocations).
+    pub callers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            pending_invocations: 50_000,
+            held_spans: 200_000,
+            dedup_ids: 1 << 19,
+            finished_invocations: 1 << 17,
+            callers: 1 << 16,
+        }
+    }
+}
+
+/// What assembly counted besides the spans it made.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
     /// Spans dropped as duplicates.
     pub duplicates: u64,
+    /// Invocation spans built.
+    pub invocations: u64,
+    /// Invocations finished before their REPORT because [`Limits::pending_invocations`] or
+    /// [`Limits::held_spans`] was reached.
+    pub evicted_invocations: u64,
+    /// Span ids forgotten by the de-duplication (a later copy of one would not be recognised).
+    pub dedup_forgotten: u64,
+    /// Invocations placed under the caller's span that recorded their request id.
+    pub placed_by_caller: u64,
+    /// Invocations left without a trace at the end of a delivery (lambda mode): not sent.
+    pub unplaced: u64,
+    /// Invocations whose REPORT had not come at the end of a delivery (lambda mode): their
+    /// function spans were sent, the invocation span is left to the delivery that completes it.
+    pub incomplete_at_end: u64,
+    /// Open spans dropped at the end of a delivery because their invocation had not ended.
+    pub open_left: u64,
+}
+
+/// A bounded set of recent keys (FIFO).
+#[derive(Debug)]
+struct RecentSet<K: std::hash::Hash + Eq + Copy> {
+    set: HashSet<K>,
+    order: VecDeque<K>,
+    capacity: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> RecentSet<K> {
+    fn new(capacity: usize) -> Self {
+        RecentSet {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Inserts `k`; `Some(evicted)` tells whether an old key had to go, `None` when `k` was
+    /// already there.
+    fn insert(&mut self, k: K) -> Option<bool> {
+        if !self.set.insert(k) {
+            return None;
+        }
+        self.order.push_back(k);
+        if self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+
+    fn contains(&self, k: &K) -> bool {
+        self.set.contains(k)
+    }
+}
+
+/// A compact key for a span id pair in the de-duplication set.
+fn span_key_hash(k: &SpanKey) -> u64 {
+    let mut h = invocation::fnv64_bytes(&k.0 .0, 0xcbf2_9ce4_8422_2325);
+    h = invocation::fnv64_bytes(&k.1 .0, h);
+    h
+}
+
+/// The state of one invocation not finished yet.
+#[derive(Debug)]
+struct Request {
+    inv: Invocation,
+    /// Finished spans the function printed for it.
+    spans: Vec<Span>,
+    /// Its open spans (in `Assembler::open`).
+    open: Vec<SpanKey>,
+    /// When its first line was seen (record time, else span start), ms.
+    first_ms: i64,
+    /// When its latest line was seen, ms.
+    last_ms: i64,
+}
+
+impl Request {
+    fn touch(&mut self, t: i64) {
+        if t > self.last_ms {
+            self.last_ms = t;
+        }
+        if t < self.first_ms {
+            self.first_ms = t;
+        }
+    }
+}
+
+/// An open span waiting for its finished record.
+#[derive(Debug)]
+struct OpenSpan {
+    span: Span,
+    request: Option<RequestKey>,
+    seen_ms: i64,
+}
+
+/// An invocation finished without a trace of its own, waiting for its caller's span.
+#[derive(Debug)]
+struct Waiting {
+    spans: Vec<Span>,
+    since_ms: i64,
+    /// Its trace is the derived one (no X-Ray trace either).
+    derived: bool,
+}
+
+/// Where a request for a line of an invocation comes from: its key and the names it is filed
+/// under.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestRef<'a> {
+    /// The key.
+    pub key: RequestKey,
+    /// The log group.
+    pub group: &'a Arc<str>,
+    /// The log stream of the line.
+    pub stream: &'a Arc<str>,
+    /// The request id as text.
+    pub id: &'a str,
+}
+
+/// How an invocation without REPORT is ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The input is over (or the invocation went silent): build its spans with what is known.
+    WithWhatIsKnown,
+    /// A delivery is over but a later one will complete it (lambda mode): send the function's
+    /// finished spans as they are, leave the invocation span to the delivery with its REPORT.
+    LeaveToLaterDelivery,
+}
+
+/// The assembler (see the module documentation).
+#[derive(Debug)]
+pub struct Assembler {
+    limits: Limits,
+    requests: HashMap<RequestKey, Request>,
+    open: HashMap<SpanKey, OpenSpan>,
+    finished: RecentSet<RequestKey>,
+    seen: RecentSet<u64>,
+    callers: HashMap<RequestId, SpanKey>,
+    callers_order: VecDeque<RequestId>,
+    waiting: HashMap<RequestId, Waiting>,
+    /// When each pending invocation was last looked at (lazily: an entry whose invocation was
+    /// touched since is pushed again with its latest time when it comes up).
+    due_requests: BinaryHeap<Reverse<(i64, RequestKey)>>,
+    due_open: BinaryHeap<Reverse<(i64, SpanKey)>>,
+    due_waiting: BinaryHeap<Reverse<(i64, RequestId)>>,
+    held: usize,
+    ready: Vec<Span>,
+    /// What it counted.
+    pub counters: Counters,
+}
+
+impl Default for Assembler {
+    fn default() -> Self {
+        Assembler::new(Limits::default())
+    }
 }
 
 impl Assembler {
-    /// Adds a span that belongs to no known invocation.
-    pub fn push(&mut self, span: Span) {
-        self.push_from(span, None);
+    /// An assembler within `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Assembler {
+            limits,
+            requests: HashMap::new(),
+            open: HashMap::new(),
+            finished: RecentSet::new(limits.finished_invocations),
+            seen: RecentSet::new(limits.dedup_ids),
+            callers: HashMap::new(),
+            callers_order: VecDeque::new(),
+            waiting: HashMap::new(),
+            due_requests: BinaryHeap::new(),
+            due_open: BinaryHeap::new(),
+            due_waiting: BinaryHeap::new(),
+            held: 0,
+            ready: Vec::new(),
+            counters: Counters::default(),
+        }
     }
 
-    /// Adds a span that belongs to the invocation `request`, if any.
-    pub fn push_from(&mut self, span: Span, request: Option<RequestKey>) {
-        let id = (span.trace_id, span.span_id);
-        if !self.seen.insert(id) {
-            self.duplicates += 1;
+    /// Whether `key` ended already (its late lines are not held for it).
+    pub fn is_finished(&self, key: &RequestKey) -> bool {
+        self.finished.contains(key)
+    }
+
+    /// Marks a span id as seen; `false` when it was seen already (a duplicate).
+    fn first_sighting(&mut self, id: &SpanKey) -> bool {
+        match self.seen.insert(span_key_hash(id)) {
+            None => false,
+            Some(evicted) => {
+                if evicted {
+                    self.counters.dedup_forgotten += 1;
+                }
+                true
+            }
+        }
+    }
+
+    fn was_seen(&self, id: &SpanKey) -> bool {
+        self.seen.contains(&span_key_hash(id))
+    }
+
+    /// The invocation of `r`, created if new (its lines may come in any order), its latest
+    /// time moved to `t_ms`.
+    pub fn request(&mut self, r: RequestRef<'_>, t_ms: i64) -> &mut Invocation {
+        &mut self.request_entry(r, t_ms).inv
+    }
+
+    fn request_entry(&mut self, r: RequestRef<'_>, t_ms: i64) -> &mut Request {
+        if self.requests.len() >= self.limits.pending_invocations
+            && !self.requests.contains_key(&r.key)
+        {
+            self.evict_oldest();
+        }
+        self.compact_heaps();
+        let due = &mut self.due_requests;
+        match self.requests.entry(r.key) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let req = e.into_mut();
+                req.touch(t_ms);
+                req
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                due.push(Reverse((t_ms, r.key)));
+                e.insert(Request {
+                    inv: Invocation {
+                        log_group: Arc::clone(r.group),
+                        log_stream: Arc::clone(r.stream),
+                        request_id: r.id.to_owned(),
+                        ..Invocation::default()
+                    },
+                    spans: Vec::new(),
+                    open: Vec::new(),
+                    first_ms: t_ms,
+                    last_ms: t_ms,
+                })
+            }
+        }
+    }
+
+    /// Keeps the time heaps from outgrowing the state they point at: entries of what ended
+    /// stay until they come up, so when they are many, the heaps are rebuilt from the live
+    /// state (amortised over the pushes that made them grow).
+    fn compact_heaps(&mut self) {
+        let live = self.requests.len() + self.open.len() + self.waiting.len();
+        let total = self.due_requests.len() + self.due_open.len() + self.due_waiting.len();
+        if total <= 2 * live + 4096 {
             return;
         }
-        self.open.remove(&id);
+        self.due_requests = self
+            .requests
+            .iter()
+            .map(|(k, r)| Reverse((r.last_ms, *k)))
+            .collect();
+        self.due_open = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.request.is_none())
+            .map(|(k, o)| Reverse((o.seen_ms, *k)))
+            .collect();
+        self.due_waiting = self
+            .waiting
+            .iter()
+            .map(|(k, w)| Reverse((w.since_ms, *k)))
+            .collect();
+    }
+
+    /// The pending invocation whose latest line is the oldest, found through the heap (entries
+    /// of ended invocations are dropped, touched ones pushed again with their latest time).
+    fn oldest_request(&mut self) -> Option<RequestKey> {
+        while let Some(Reverse((t, key))) = self.due_requests.pop() {
+            let Some(r) = self.requests.get(&key) else {
+                continue;
+            };
+            if r.last_ms > t {
+                self.due_requests.push(Reverse((r.last_ms, key)));
+                continue;
+            }
+            return Some(key);
+        }
+        None
+    }
+
+    /// Finishes the invocation that has waited longest (a bound was hit).
+    fn evict_oldest(&mut self) {
+        if let Some(key) = self.oldest_request() {
+            self.counters.evicted_invocations += 1;
+            self.end(key, Ending::WithWhatIsKnown, None);
+        }
+    }
+
+    /// Adds a finished span (`open` false) or an open record (`open` true) that belongs to
+    /// invocation `request`, if any (`None`: ready at once). `called` is the request id the
+    /// span recorded as one it invoked. `t_ms` is the record's time (0: unknown).
+    pub fn push_span(
+        &mut self,
+        span: Span,
+        request: Option<RequestRef<'_>>,
+        open: bool,
+        called: Option<RequestId>,
+        t_ms: i64,
+    ) {
+        let id = (span.trace_id, span.span_id);
+        let t = if t_ms > 0 {
+            t_ms
+        } else {
+            i64::try_from(span.start_unix_nano / 1_000_000).unwrap_or(i64::MAX)
+        };
+        // A line of an invocation that already ended (written after its REPORT, or re-read
+        // after it was finished) has nothing left to wait for.
+        let request = request.filter(|r| !self.finished.contains(&r.key));
+        if open {
+            if self.was_seen(&id) || self.open.contains_key(&id) {
+                return;
+            }
+            match request {
+                Some(r) => self.request_entry(r, t).open.push(id),
+                None => self.due_open.push(Reverse((t, id))),
+            }
+            self.open.insert(
+                id,
+                OpenSpan {
+                    span,
+                    request: request.map(|r| r.key),
+                    seen_ms: t,
+                },
+            );
+            self.held += 1;
+            self.enforce_held();
+            return;
+        }
+        if !self.first_sighting(&id) {
+            self.counters.duplicates += 1;
+            return;
+        }
+        if let Some(o) = self.open.remove(&id) {
+            self.held -= 1;
+            if let Some(k) = o.request {
+                if let Some(r) = self.requests.get_mut(&k) {
+                    r.open.retain(|x| *x != id);
+                }
+            }
+        }
+        if let Some(called) = called {
+            self.caller_seen(called, id);
+        }
         match request {
-            Some(r) => self.held.entry(r).or_default().push(span),
+            Some(r) => {
+                self.request_entry(r, t).spans.push(span);
+                self.held += 1;
+                self.enforce_held();
+            }
             None => self.ready.push(span),
         }
     }
 
-    /// Remembers a span announced by an open record (FORMAT.md, "Open records"); its finished
-    /// record, if it comes, replaces it.
-    pub fn push_open(&mut self, span: Span, request: Option<RequestKey>) {
-        let key = (span.trace_id, span.span_id);
-        if !self.seen.contains(&key) {
-            self.open.entry(key).or_insert((span, request));
+    /// A span recorded that it invoked request `called`: remember it, and place an invocation
+    /// waiting for it.
+    fn caller_seen(&mut self, called: RequestId, id: SpanKey) {
+        if let Some(w) = self.waiting.remove(&called) {
+            self.release_placed(w.spans, id);
         }
-    }
-
-    fn unfinished(mut span: Span) -> Span {
-        span.status = StatusCode::Error;
-        span.status_message = "did not finish".to_owned();
-        span
-    }
-
-    /// Ends invocation `inv`: builds its invocation and init spans, nests the function's root
-    /// spans under them, closes its unfinished open spans, and releases everything.
-    pub fn finish_invocation(&mut self, inv: &Invocation, region: Option<&str>) {
-        let key = (inv.log_group.clone(), inv.request_id.clone());
-        let mut own = self.held.remove(&key).unwrap_or_default();
-        let open_ids: Vec<(TraceId, SpanId)> = self
-            .open
-            .iter()
-            .filter(|(_, (_, r))| r.as_ref() == Some(&key))
-            .map(|(id, _)| *id)
-            .collect();
-        let first_unfinished = own.len();
-        for id in open_ids {
-            if let Some((span, _)) = self.open.remove(&id) {
-                if self.seen.insert(id) {
-                    own.push(Self::unfinished(span));
+        if self.callers.insert(called, id).is_none() {
+            self.callers_order.push_back(called);
+            if self.callers_order.len() > self.limits.callers {
+                if let Some(old) = self.callers_order.pop_front() {
+                    self.callers.remove(&old);
                 }
             }
         }
-        let idx: Vec<usize> = (0..own.len()).collect();
-        let built = invocation::build(inv, &mut own, &idx, region);
-        if let Some(inv_span) = built.last() {
-            for s in &mut own[first_unfinished..] {
-                s.end_unix_nano = inv_span.end_unix_nano.max(s.start_unix_nano);
-                if !inv_span.status_message.is_empty() {
-                    s.status_message = format!("did not finish: {}", inv_span.status_message);
-                }
+    }
+
+    /// Releases an invocation's spans placed under the caller span `caller`.
+    fn release_placed(&mut self, mut spans: Vec<Span>, caller: SpanKey) {
+        self.counters.placed_by_caller += 1;
+        let inv_id = spans.last().map(|s| s.span_id);
+        for s in &mut spans {
+            s.trace_id = caller.0;
+            if Some(s.span_id) == inv_id {
+                s.parent_span_id = Some(caller.1);
             }
         }
-        self.ready.extend(own);
-        for s in built {
-            if self.seen.insert((s.trace_id, s.span_id)) {
+        self.release_built(spans);
+    }
+
+    fn release_built(&mut self, spans: Vec<Span>) {
+        for s in spans {
+            if self.first_sighting(&(s.trace_id, s.span_id)) {
                 self.ready.push(s);
             } else {
-                self.duplicates += 1;
+                self.counters.duplicates += 1;
             }
         }
     }
 
-    /// Releases everything still held: spans of invocations whose REPORT never came (they were
-    /// already finished by the caller with what is known), unfinished open spans as errors.
-    pub fn flush(&mut self) {
-        for (_, spans) in self.held.drain() {
-            self.ready.extend(spans);
+    fn enforce_held(&mut self) {
+        while self.held > self.limits.held_spans && !self.requests.is_empty() {
+            self.evict_oldest();
         }
-        let mut open: Vec<_> = self.open.drain().map(|(_, v)| v.0).collect();
-        open.sort_by_key(|s| (s.start_unix_nano, s.span_id));
-        for s in open {
-            if self.seen.insert((s.trace_id, s.span_id)) {
-                self.ready.push(Self::unfinished(s));
+        if self.held > self.limits.held_spans {
+            // Only open spans without an invocation are left: end the oldest.
+            let oldest = self
+                .open
+                .iter()
+                .filter(|(_, o)| o.request.is_none())
+                .min_by_key(|(_, o)| o.seen_ms)
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.counters.evicted_invocations += 1;
+                self.close_open(k);
             }
         }
     }
 
-    /// The earliest start (ms) of the spans held for invocations of `log_group`, open ones
-    /// included.
-    pub fn oldest_held_ms(&self, log_group: &str) -> Option<i64> {
-        let held = self
-            .held
+    /// Ends an open span that never finished: an error span.
+    fn close_open(&mut self, k: SpanKey) {
+        if let Some(o) = self.open.remove(&k) {
+            self.held -= 1;
+            if self.first_sighting(&k) {
+                let mut s = o.span;
+                s.status = StatusCode::Error;
+                s.set_status_message("did not finish");
+                self.ready.push(s);
+            }
+        }
+    }
+
+    /// The invocation `key` is complete (its REPORT came): build its spans and release
+    /// everything. `resource` is the resource of its invocation spans.
+    pub fn finish(&mut self, key: RequestKey, resource: Arc<Resource>) {
+        self.end(key, Ending::WithWhatIsKnown, Some(resource));
+    }
+
+    /// Ends `key`: see [`Ending`]. Without `resource`, the invocation spans get a resource of
+    /// their own.
+    fn end(&mut self, key: RequestKey, how: Ending, resource: Option<Arc<Resource>>) {
+        let Some(req) = self.requests.remove(&key) else {
+            return;
+        };
+        self.finished.insert(key);
+        self.held -= req.spans.len();
+        let mut own = req.spans;
+        let first_unfinished = own.len();
+        for id in &req.open {
+            if let Some(o) = self.open.remove(id) {
+                self.held -= 1;
+                match how {
+                    Ending::WithWhatIsKnown => {
+                        if self.first_sighting(id) {
+                            let mut s = o.span;
+                            s.status = StatusCode::Error;
+                            own.push(s);
+                        }
+                    }
+                    Ending::LeaveToLaterDelivery => self.counters.open_left += 1,
+                }
+            }
+        }
+        if how == Ending::LeaveToLaterDelivery {
+            self.counters.incomplete_at_end += 1;
+            self.ready.extend(own);
+            return;
+        }
+        if !req.inv.is_worth_a_span() && first_unfinished == own.len() {
+            // An END alone says nothing worth a span.
+            self.ready.extend(own);
+            return;
+        }
+        let resource = resource.unwrap_or_else(|| {
+            Arc::new(Resource::new(
+                service_from_log_group(&req.inv.log_group),
+                invocation::resource_attributes(&req.inv.log_group, &req.inv.log_stream, None),
+            ))
+        });
+        let caller = if own.is_empty() && req.inv.tracing.is_none() {
+            self.callers.get(&key.id).copied()
+        } else {
+            None
+        };
+        let built = build(&req.inv, &mut own, caller, resource);
+        if let Some(inv_span) = built.spans.last() {
+            let reason = inv_span.status_message();
+            let msg = if reason.is_empty() {
+                "did not finish".to_owned()
+            } else {
+                format!("did not finish: {reason}")
+            };
+            for s in &mut own[first_unfinished..] {
+                s.end_unix_nano = inv_span.end_unix_nano.max(s.start_unix_nano);
+                s.set_status_message(&msg);
+            }
+        }
+        self.counters.invocations += 1;
+        if built.source == TraceSource::Caller {
+            self.counters.placed_by_caller += 1;
+        }
+        self.ready.extend(own);
+        if matches!(built.source, TraceSource::Xray | TraceSource::Derived) {
+            // Nothing of its own says where it belongs: wait for the caller's span.
+            self.due_waiting.push(Reverse((req.last_ms, key.id)));
+            self.waiting.insert(
+                key.id,
+                Waiting {
+                    spans: built.spans,
+                    since_ms: req.last_ms,
+                    derived: built.source == TraceSource::Derived,
+                },
+            );
+        } else {
+            self.release_built(built.spans);
+        }
+    }
+
+    /// Ends every invocation and open span still held (the input is over): see [`Ending`].
+    pub fn finish_all(&mut self, how: Ending) {
+        let keys: Vec<RequestKey> = self.requests.keys().copied().collect();
+        for k in keys {
+            self.end(k, how, None);
+        }
+        let open: Vec<(SpanKey, i64, u64)> = self
+            .open
             .iter()
-            .filter(|(k, _)| k.0 == log_group)
-            .flat_map(|(_, v)| v.iter());
+            .map(|(k, o)| (*k, o.seen_ms, o.span.start_unix_nano))
+            .collect();
+        let mut open = open;
+        open.sort_by_key(|(k, t, s)| (*t, *s, k.1));
+        for (k, ..) in open {
+            match how {
+                Ending::WithWhatIsKnown => self.close_open(k),
+                Ending::LeaveToLaterDelivery => {
+                    self.open.remove(&k);
+                    self.held -= 1;
+                    self.counters.open_left += 1;
+                }
+            }
+        }
+        self.release_waiting(how);
+        self.due_requests.clear();
+        self.due_open.clear();
+        self.due_waiting.clear();
+    }
+
+    /// Releases the invocations still waiting for a caller: as they are, or (lambda mode) only
+    /// those with an X-Ray trace — the rest would need an invented trace id and are counted.
+    fn release_waiting(&mut self, how: Ending) {
+        let waiting: Vec<(RequestId, Waiting)> = self.waiting.drain().collect();
+        let mut waiting = waiting;
+        waiting.sort_by_key(|(_, w)| w.since_ms);
+        for (_, w) in waiting {
+            self.release_unplaced(w, how);
+        }
+    }
+
+    fn release_unplaced(&mut self, w: Waiting, how: Ending) {
+        if how == Ending::LeaveToLaterDelivery && w.derived {
+            self.counters.unplaced += 1;
+            return;
+        }
+        self.release_built(w.spans);
+    }
+
+    /// Finishes what has waited too long to be completed by lines still to come: invocations
+    /// whose latest line is older than `before_ms` (they crashed or were cut off; Lambda ends
+    /// every invocation within 15 minutes), open spans seen before it, and invocations waiting
+    /// for their caller since before it.
+    pub fn finish_stale(&mut self, before_ms: i64) {
+        while self
+            .due_requests
+            .peek()
+            .is_some_and(|Reverse((t, _))| *t < before_ms)
+        {
+            match self.oldest_request() {
+                Some(key) => {
+                    let fresh = self
+                        .requests
+                        .get(&key)
+                        .is_some_and(|r| r.last_ms >= before_ms);
+                    if fresh {
+                        if let Some(r) = self.requests.get(&key) {
+                            self.due_requests.push(Reverse((r.last_ms, key)));
+                        }
+                        break;
+                    }
+                    self.end(key, Ending::WithWhatIsKnown, None);
+                }
+                None => break,
+            }
+        }
+        while let Some(Reverse((t, k))) = self.due_open.peek().copied() {
+            if t >= before_ms {
+                break;
+            }
+            self.due_open.pop();
+            if self.open.get(&k).is_some_and(|o| o.request.is_none()) {
+                self.close_open(k);
+            }
+        }
+        while let Some(Reverse((t, id))) = self.due_waiting.peek().copied() {
+            if t >= before_ms {
+                break;
+            }
+            self.due_waiting.pop();
+            if let Some(w) = self.waiting.remove(&id) {
+                self.release_unplaced(w, Ending::WithWhatIsKnown);
+            }
+        }
+    }
+
+    /// The earliest time (ms) of what group `group` still holds back: invocations not ended,
+    /// their spans, open spans, invocations waiting for their caller. A reader that stops here
+    /// (the forwarder) must read again from this time on its next run, or those spans are
+    /// lost. Scans the pending state of that group: called once per group and run, not per
+    /// record.
+    pub fn oldest_pending_ms(&self, group: GroupId) -> Option<i64> {
+        let requests = self
+            .requests
+            .iter()
+            .filter(|(k, _)| k.group == group)
+            .flat_map(|(_, r)| {
+                r.inv
+                    .times_ms()
+                    .chain(std::iter::once(r.first_ms))
+                    .chain(r.spans.iter().map(|s| span_ms(s.start_unix_nano)))
+            });
         let open = self
             .open
             .values()
-            .filter(|(_, k)| k.as_ref().is_none_or(|k| k.0 == log_group))
-            .map(|(s, _)| s);
-        held.chain(open)
-            .map(|s| i64::try_from(s.start_unix_nano / 1_000_000).unwrap_or(i64::MAX))
-            .min()
+            .filter(|o| o.request.is_none_or(|k| k.group == group))
+            .map(|o| o.seen_ms.min(span_ms(o.span.start_unix_nano)));
+        requests.chain(open).filter(|t| *t > 0).min()
     }
 
-    /// Releases the spans held for an invocation that is not `live` and that all started
-    /// before `before_ms`, and open spans (as unfinished) that started before it.
-    pub fn flush_stale(&mut self, before_ms: i64, live: impl Fn(&RequestKey) -> bool) {
-        let before_ns = u64::try_from(before_ms.max(0))
-            .unwrap_or(0)
-            .saturating_mul(1_000_000);
-        let stale: Vec<RequestKey> = self
-            .held
-            .iter()
-            .filter(|(k, v)| !live(k) && v.iter().all(|s| s.start_unix_nano < before_ns))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in stale {
-            if let Some(spans) = self.held.remove(&k) {
-                self.ready.extend(spans);
-            }
-        }
-        let open: Vec<(TraceId, SpanId)> = self
-            .open
-            .iter()
-            .filter(|(_, (s, k))| {
-                s.start_unix_nano < before_ns && k.as_ref().is_none_or(|k| !live(k))
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in open {
-            if let Some((s, _)) = self.open.remove(&id) {
-                if self.seen.insert(id) {
-                    self.ready.push(Self::unfinished(s));
-                }
-            }
-        }
+    /// Spans held back, waiting for their invocation to end (open spans included).
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Invocations not ended yet.
+    pub fn pending_invocations(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Moves the spans that are complete into `out`.
+    pub fn drain_ready(&mut self, out: &mut Vec<Span>) {
+        out.append(&mut self.ready);
     }
 
     /// Takes the spans that are complete.
@@ -516,20 +839,25 @@ impl Assembler {
         std::mem::take(&mut self.ready)
     }
 
-    /// Number of spans held back, waiting for their invocation to end.
-    pub fn held(&self) -> usize {
-        self.held.values().map(Vec::len).sum::<usize>() + self.open.len()
+    /// How many spans are ready.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
     }
 }
 
+fn span_ms(ns: u64) -> i64 {
+    i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX)
+}
+
 /// Groups spans by trace, in first-seen order.
-pub fn group_by_trace(spans: Vec<Span>) -> Vec<Vec<Span>> {
+pub fn group_by_trace<S>(spans: Vec<S>, trace: impl Fn(&S) -> TraceId) -> Vec<Vec<S>> {
     let mut order: Vec<TraceId> = Vec::new();
-    let mut by: HashMap<TraceId, Vec<Span>> = HashMap::new();
+    let mut by: HashMap<TraceId, Vec<S>> = HashMap::new();
     for s in spans {
-        by.entry(s.trace_id)
+        let t = trace(&s);
+        by.entry(t)
             .or_insert_with(|| {
-                order.push(s.trace_id);
+                order.push(t);
                 Vec::new()
             })
             .push(s);
@@ -543,43 +871,10 @@ mod tests {
     use crate::span_line::decode;
 
     #[test]
-    fn service_comes_from_line_or_log_group() {
+    fn service_comes_from_log_group() {
         assert_eq!(service_from_log_group("/aws/lambda/checkout"), "checkout");
         assert_eq!(service_from_log_group("/ecs/express-app"), "express-app");
         assert_eq!(service_from_log_group(""), "unknown_service");
-        let rec =
-            decode("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 n @2=e k#1 *s=api;").unwrap();
-        let line = rec.spans().next().unwrap();
-        let origin = Origin {
-            log_group: "/aws/lambda/fn",
-            ..Origin::default()
-        };
-        let s = to_span(&line, &origin);
-        assert_eq!(s.service, "api");
-        assert_eq!((s.start_unix_nano, s.end_unix_nano), (1_000_000, 1_005_000));
-        assert_eq!(s.events[0].time_unix_nano, 1_002_000);
-    }
-
-    #[test]
-    fn opentracing_tags_and_logs_map_to_otel() {
-        let rec = decode("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 n error!t span.kind=client @2=log event=error error.kind=TypeError message=boom stack=x;").unwrap();
-        let s = to_span(&rec.spans().next().unwrap(), &Origin::default());
-        assert_eq!((s.status, s.kind), (StatusCode::Error, SpanKind::Client));
-        assert!(s.attributes.is_empty());
-        assert_eq!(s.events[0].name, "exception");
-        let keys: Vec<&str> = s.events[0]
-            .attributes
-            .iter()
-            .map(|kv| kv.key.as_str())
-            .collect();
-        assert_eq!(
-            keys,
-            [
-                "exception.type",
-                "exception.message",
-                "exception.stacktrace"
-            ]
-        );
     }
 
     #[test]
@@ -592,13 +887,44 @@ mod tests {
     }
 
     #[test]
+    fn request_ids_are_inline_or_hashed() {
+        let a = RequestId::new("c793869b-ee49-115b-a5b6-4fd21e8dedac");
+        assert_eq!(a.as_str(), Some("c793869b-ee49-115b-a5b6-4fd21e8dedac"));
+        let long = "x".repeat(100);
+        let b = RequestId::new(&long);
+        assert_eq!(b.as_str(), None);
+        assert_eq!(b, RequestId::new(&long));
+        assert_ne!(b, RequestId::new(&"y".repeat(100)));
+    }
+
+    fn span(line: &str) -> Span {
+        let rec = decode(line).unwrap();
+        let l = rec.spans().next().unwrap();
+        let res = Arc::new(Resource::new("svc".into(), vec![]));
+        Span::from_line(&l, res, &mut Vec::new()).0
+    }
+
+    #[test]
     fn duplicates_are_dropped() {
-        let rec = decode("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 n;").unwrap();
-        let line = rec.spans().next().unwrap();
         let mut a = Assembler::default();
-        a.push(to_span(&line, &Origin::default()));
-        a.push(to_span(&line, &Origin::default()));
-        assert_eq!(a.duplicates, 1);
+        let s = span("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 n;");
+        a.push_span(s.clone(), None, false, None, 0);
+        a.push_span(s, None, false, None, 0);
+        assert_eq!(a.counters.duplicates, 1);
         assert_eq!(a.take_ready().len(), 1);
+    }
+
+    #[test]
+    fn the_dedup_bound_is_counted() {
+        let mut a = Assembler::new(Limits {
+            dedup_ids: 2,
+            ..Limits::default()
+        });
+        for i in 1..=3u8 {
+            let mut s = span("SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1000 5 n;");
+            s.span_id = SpanId([i; 8]);
+            a.push_span(s, None, false, None, 0);
+        }
+        assert_eq!(a.counters.dedup_forgotten, 1);
     }
 }

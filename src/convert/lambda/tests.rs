@@ -162,7 +162,7 @@ fn direct_subscription_event_delivers_its_spans() {
         .lock()
         .unwrap()
         .iter()
-        .all(|s| s.service == "orders"));
+        .all(|s| s.service() == "orders"));
 }
 
 #[test]

@@ -146,7 +146,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     fn span(i: u8) -> Span {
-        Span {
+        Span::from_data(&crate::convert::assemble::SpanData {
             trace_id: TraceId([7; 16]),
             span_id: SpanId([i; 8]),
             parent_span_id: None,
@@ -162,7 +162,7 @@ mod tests {
             service: "svc".into(),
             resource: Vec::new(),
             dropped: (0, 0, 0),
-        }
+        })
     }
 
     #[derive(Clone, Default)]

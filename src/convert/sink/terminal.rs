@@ -1,7 +1,7 @@
 //! The default sink: a waterfall per trace in the terminal (tree, service, name, offset and
 //! duration bars, errors highlighted), for when no backend is configured.
 
-use crate::convert::assemble::Span;
+use crate::convert::assemble::SpanData as Span;
 use crate::span_line::{SpanId, SpanKind, StatusCode};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;

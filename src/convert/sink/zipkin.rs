@@ -36,7 +36,7 @@
 //! [`ZipkinSink`] POSTs the array in batches with `Content-Type: application/json` and retries
 //! with [`retry`](crate::convert::sink::retry)'s policy.
 
-use crate::convert::assemble::{AnyValue, Span};
+use crate::convert::assemble::{AnyValue, Span, SpanData};
 use crate::convert::sink::otlp::config::redact_url;
 use crate::convert::sink::retry::{classify_http, parse_retry_after, Backoff, Verdict};
 use crate::convert::sink::{Delivery, Sink, SinkError};
@@ -61,11 +61,11 @@ const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Encodes `spans` as a Zipkin v2 JSON array (`ListOfSpans`), in the given order. See the
 /// module docs for the mapping.
-pub fn encode_zipkin(spans: &[Span]) -> Value {
+pub fn encode_zipkin(spans: &[SpanData]) -> Value {
     Value::Array(spans.iter().map(encode_span).collect())
 }
 
-fn encode_span(s: &Span) -> Value {
+fn encode_span(s: &SpanData) -> Value {
     let mut o = Map::new();
     o.insert("traceId".into(), Value::String(s.trace_id.to_string()));
     o.insert("id".into(), Value::String(s.span_id.to_string()));
@@ -129,7 +129,7 @@ fn endpoint(service: &str) -> Value {
 }
 
 /// `peer.service` of a CLIENT or PRODUCER span (the last one, as for tags).
-fn remote_service(s: &Span) -> Option<&str> {
+fn remote_service(s: &SpanData) -> Option<&str> {
     if !matches!(s.kind, SpanKind::Client | SpanKind::Producer) {
         return None;
     }
@@ -142,7 +142,7 @@ fn remote_service(s: &Span) -> Option<&str> {
     }
 }
 
-fn tags(s: &Span) -> Map<String, Value> {
+fn tags(s: &SpanData) -> Map<String, Value> {
     let mut tags = Map::new();
     let mut put = |k: &str, v: String| {
         tags.insert(k.to_owned(), Value::String(v));
@@ -500,7 +500,8 @@ impl Sink for ZipkinSink {
         };
         let mut delivery = Delivery::default();
         for batch in spans.chunks(inner.config.max_batch_spans.max(1)) {
-            let body = Bytes::from(encode_zipkin(batch).to_string());
+            let data: Vec<SpanData> = batch.iter().map(Span::data).collect();
+            let body = Bytes::from(encode_zipkin(&data).to_string());
             let attempts = inner.deliver(body).await?;
             delivery.accepted += batch.len() as u64;
             delivery.attempts = delivery.attempts.max(attempts);
@@ -777,12 +778,16 @@ mod tests {
             .collect()
     }
 
-    fn load_fixture() -> Vec<Span> {
+    fn fixture_spans() -> Vec<Span> {
+        load_fixture().iter().map(Span::from_data).collect()
+    }
+
+    fn load_fixture() -> Vec<SpanData> {
         let text = std::fs::read_to_string(fixture_path("spans.json")).unwrap();
         let file: FixtureFile = serde_json::from_str(&text).unwrap();
         file.spans
             .iter()
-            .map(|s| Span {
+            .map(|s| SpanData {
                 trace_id: TraceId::from_hex(&s.trace_id).unwrap(),
                 span_id: SpanId::from_hex(&s.span_id).unwrap(),
                 parent_span_id: s
@@ -1091,8 +1096,8 @@ mod tests {
     // -----------------------------------------------------------------------------------------
     // Encoder units
 
-    fn span() -> Span {
-        Span {
+    fn span() -> SpanData {
+        SpanData {
             trace_id: TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
             span_id: SpanId::from_hex("00f067aa0ba902b7").unwrap(),
             parent_span_id: None,
@@ -1481,7 +1486,7 @@ mod tests {
     #[tokio::test]
     async fn posts_the_json_array_and_takes_202() {
         let srv = server(vec![reply(202)]).await;
-        let spans = load_fixture();
+        let spans = fixture_spans();
         let mut sink = ZipkinSink::new(config(srv.url())).unwrap();
         let d = sink.send(&spans).await.unwrap();
         assert_eq!((d.accepted, d.rejected, d.attempts), (6, 0, 1));
@@ -1489,7 +1494,7 @@ mod tests {
         assert_eq!(reqs.len(), 1);
         assert_eq!(reqs[0].line, "POST /api/v2/spans HTTP/1.1");
         assert_eq!(reqs[0].header("content-type"), Some("application/json"));
-        assert_eq!(reqs[0].json(), encode_zipkin(&spans));
+        assert_eq!(reqs[0].json(), encode_zipkin(&load_fixture()));
         sink.shutdown().await.unwrap();
         sink.shutdown().await.unwrap();
         assert!(matches!(sink.send(&spans).await, Err(SinkError::Config(_))));
@@ -1498,7 +1503,7 @@ mod tests {
     #[tokio::test]
     async fn large_sends_are_split_into_batches_and_200_is_success() {
         let srv = server(vec![reply(200)]).await;
-        let spans = load_fixture();
+        let spans = fixture_spans();
         let mut sink = ZipkinSink::new(ZipkinConfig {
             max_batch_spans: 4,
             ..config(srv.url())
@@ -1508,8 +1513,8 @@ mod tests {
         assert_eq!((d.accepted, d.attempts), (6, 1));
         let reqs = srv.requests();
         assert_eq!(reqs.len(), 2);
-        assert_eq!(reqs[0].json(), encode_zipkin(&spans[..4]));
-        assert_eq!(reqs[1].json(), encode_zipkin(&spans[4..]));
+        assert_eq!(reqs[0].json(), encode_zipkin(&load_fixture()[..4]));
+        assert_eq!(reqs[1].json(), encode_zipkin(&load_fixture()[4..]));
         assert_eq!(sink.send(&[]).await.unwrap(), Delivery::default());
         assert_eq!(srv.requests().len(), 2, "nothing to send, no request");
     }
@@ -1522,7 +1527,7 @@ mod tests {
             body: "busy",
         };
         let srv = server(vec![unavailable, reply(202)]).await;
-        let spans = load_fixture();
+        let spans = fixture_spans();
         let mut sink = ZipkinSink::new(config(srv.url())).unwrap();
         let d = sink.send(&spans).await.unwrap();
         assert_eq!((d.accepted, d.attempts), (6, 2));
@@ -1541,7 +1546,7 @@ mod tests {
         let srv = server(vec![throttled, reply(202)]).await;
         let mut sink = ZipkinSink::new(config(srv.url())).unwrap();
         let t = std::time::Instant::now();
-        let d = sink.send(&load_fixture()[..1]).await.unwrap();
+        let d = sink.send(&fixture_spans()[..1]).await.unwrap();
         assert_eq!(d.attempts, 2);
         assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
     }
@@ -1560,7 +1565,7 @@ mod tests {
         })
         .unwrap();
         let t = std::time::Instant::now();
-        let e = sink.send(&load_fixture()).await.unwrap_err();
+        let e = sink.send(&fixture_spans()).await.unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
         match &e {
             SinkError::Exhausted { attempts, last, .. } => {
@@ -1582,7 +1587,7 @@ mod tests {
         .await;
         let url = srv.url().replace("http://", "http://user:hunter2@");
         let mut sink = ZipkinSink::new(config(url)).unwrap();
-        let e = sink.send(&load_fixture()).await.unwrap_err();
+        let e = sink.send(&fixture_spans()).await.unwrap_err();
         match &e {
             SinkError::Fatal { status, body, .. } => {
                 assert!(status.contains("400"), "{e}");
@@ -1606,7 +1611,7 @@ mod tests {
             ..config(format!("http://127.0.0.1:{port}/api/v2/spans"))
         })
         .unwrap();
-        let e = sink.send(&load_fixture()).await.unwrap_err();
+        let e = sink.send(&fixture_spans()).await.unwrap_err();
         assert!(matches!(e, SinkError::Exhausted { .. }), "{e:?}");
     }
 }

@@ -1,15 +1,20 @@
-//! Pure OTLP encoding: assembled [`Span`]s → `ExportTraceServiceRequest` (grouped by
-//! resource), the request as OTLP/JSON, and the export response (partial success) decoded from
-//! protobuf or JSON. No I/O: the transports in `http` and `grpc` only move these bytes.
+//! Pure OTLP encoding: assembled [`Span`]s → an `ExportTraceServiceRequest` written straight
+//! into a reusable buffer (grouped by resource), the request as OTLP/JSON, and the export
+//! response (partial success) decoded from protobuf or JSON. No I/O: the transports in `http`
+//! and `grpc` only move these bytes.
+//!
+//! Each span carries its attributes, events and links already encoded
+//! ([`Span::encoded_fields`]); writing a request is computing lengths and copying bytes, with
+//! no prost struct per span (building that tree was most of the old encoder's cost).
 
-use crate::convert::assemble::{self, Span};
+use crate::convert::assemble::Span;
+use crate::convert::proto;
 use crate::span_line::{SpanKind, StatusCode};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Status};
+use opentelemetry_proto::tonic::trace::v1::{span, status};
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message as _;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -18,113 +23,6 @@ use std::collections::HashMap;
 pub const SCOPE_NAME: &str = "spanline";
 /// The scope version: this crate's version.
 pub const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Builds one export request: one `ResourceSpans` per distinct (service, resource attributes),
-/// in first-seen order, each with a single `ScopeSpans` (scope `spanline`, this crate's version).
-pub fn encode_request(spans: &[Span]) -> ExportTraceServiceRequest {
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
-    let mut out: Vec<ResourceSpans> = Vec::new();
-    let mut key = Vec::new();
-    for s in spans {
-        key.clear();
-        resource_key(s, &mut key);
-        let i = match index.get(&key) {
-            Some(&i) => i,
-            None => {
-                index.insert(key.clone(), out.len());
-                out.push(resource_spans(s));
-                out.len() - 1
-            }
-        };
-        // `resource_spans` always creates exactly one ScopeSpans.
-        if let Some(scope) = out[i].scope_spans.first_mut() {
-            scope.spans.push(proto_span(s));
-        }
-    }
-    ExportTraceServiceRequest {
-        resource_spans: out,
-    }
-}
-
-/// An unambiguous byte key for (service, resource attributes): length-prefixed strings and
-/// tagged values, so that no two different resources share a key (floats compare by bits).
-fn resource_key(s: &Span, key: &mut Vec<u8>) {
-    fn put(key: &mut Vec<u8>, bytes: &[u8]) {
-        key.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-        key.extend_from_slice(bytes);
-    }
-    put(key, s.service.as_bytes());
-    for kv in &s.resource {
-        put(key, kv.key.as_bytes());
-        match &kv.value {
-            assemble::AnyValue::Str(v) => {
-                key.push(b's');
-                put(key, v.as_bytes());
-            }
-            assemble::AnyValue::Int(v) => {
-                key.push(b'i');
-                key.extend_from_slice(&v.to_le_bytes());
-            }
-            assemble::AnyValue::Float(v) => {
-                key.push(b'f');
-                key.extend_from_slice(&v.to_bits().to_le_bytes());
-            }
-            assemble::AnyValue::Bool(v) => {
-                key.push(b'b');
-                key.push(u8::from(*v));
-            }
-        }
-    }
-}
-
-fn resource_spans(s: &Span) -> ResourceSpans {
-    let mut attributes = Vec::with_capacity(s.resource.len() + 1);
-    attributes.push(KeyValue {
-        key: "service.name".to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(s.service.clone())),
-        }),
-        ..KeyValue::default()
-    });
-    // `Span::service` is authoritative; a `service.name` among the resource fields would be a
-    // duplicate key, which OTLP forbids.
-    attributes.extend(
-        s.resource
-            .iter()
-            .filter(|kv| kv.key != "service.name")
-            .map(key_value),
-    );
-    ResourceSpans {
-        resource: Some(Resource {
-            attributes,
-            ..Resource::default()
-        }),
-        scope_spans: vec![ScopeSpans {
-            scope: Some(InstrumentationScope {
-                name: SCOPE_NAME.to_owned(),
-                version: SCOPE_VERSION.to_owned(),
-                ..InstrumentationScope::default()
-            }),
-            spans: Vec::new(),
-            schema_url: String::new(),
-        }],
-        schema_url: String::new(),
-    }
-}
-
-fn key_value(kv: &assemble::KeyValue) -> KeyValue {
-    let value = match &kv.value {
-        assemble::AnyValue::Str(v) => any_value::Value::StringValue(v.clone()),
-        assemble::AnyValue::Int(v) => any_value::Value::IntValue(*v),
-        assemble::AnyValue::Float(v) => any_value::Value::DoubleValue(*v),
-        assemble::AnyValue::Bool(v) => any_value::Value::BoolValue(*v),
-    };
-    KeyValue {
-        key: kv.key.clone(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..KeyValue::default()
-    }
-}
 
 /// The OTLP `Span.SpanKind` number.
 pub fn proto_kind(kind: SpanKind) -> span::SpanKind {
@@ -146,51 +44,164 @@ pub fn proto_status(code: StatusCode) -> status::StatusCode {
     }
 }
 
-fn proto_span(s: &Span) -> opentelemetry_proto::tonic::trace::v1::Span {
-    let status = if s.status == StatusCode::Unset && s.status_message.is_empty() {
-        None
-    } else {
-        Some(Status {
-            message: s.status_message.clone(),
-            code: proto_status(s.status) as i32,
-        })
-    };
-    opentelemetry_proto::tonic::trace::v1::Span {
-        trace_id: s.trace_id.0.to_vec(),
-        span_id: s.span_id.0.to_vec(),
-        trace_state: String::new(),
-        parent_span_id: s.parent_span_id.map(|p| p.0.to_vec()).unwrap_or_default(),
-        flags: 0,
-        name: s.name.clone(),
-        kind: proto_kind(s.kind) as i32,
-        start_time_unix_nano: s.start_unix_nano,
-        end_time_unix_nano: s.end_unix_nano,
-        attributes: s.attributes.iter().map(key_value).collect(),
-        dropped_attributes_count: s.dropped.0,
-        events: s
-            .events
-            .iter()
-            .map(|e| span::Event {
-                time_unix_nano: e.time_unix_nano,
-                name: e.name.clone(),
-                attributes: e.attributes.iter().map(key_value).collect(),
-                dropped_attributes_count: 0,
-            })
-            .collect(),
-        dropped_events_count: s.dropped.1,
-        links: s
-            .links
-            .iter()
-            .map(|l| span::Link {
-                trace_id: l.trace_id.0.to_vec(),
-                span_id: l.span_id.0.to_vec(),
-                attributes: l.attributes.iter().map(key_value).collect(),
-                ..span::Link::default()
-            })
-            .collect(),
-        dropped_links_count: s.dropped.2,
-        status,
+/// The content of the `InstrumentationScope` message.
+fn scope_bytes() -> Vec<u8> {
+    let mut b = Vec::with_capacity(32);
+    proto::put_bytes(&mut b, proto::SCOPE_NAME, SCOPE_NAME.as_bytes());
+    proto::put_bytes(&mut b, proto::SCOPE_VERSION, SCOPE_VERSION.as_bytes());
+    b
+}
+
+/// The length of the content of `Status`, when the span has one.
+fn status_len(s: &Span) -> Option<usize> {
+    let msg = s.status_message();
+    if s.status == StatusCode::Unset && msg.is_empty() {
+        return None;
     }
+    let mut n = 0;
+    if !msg.is_empty() {
+        n += proto::field_len(proto::STATUS_MESSAGE, msg.len());
+    }
+    let code = proto_status(s.status) as u64;
+    if code != 0 {
+        n += key_len(proto::STATUS_CODE) + encoded_len_varint(code);
+    }
+    Some(n)
+}
+
+/// The length of the content of one `Span` message.
+fn span_len(s: &Span) -> usize {
+    let mut n =
+        proto::field_len(proto::SPAN_TRACE_ID, 16) + proto::field_len(proto::SPAN_SPAN_ID, 8);
+    if s.parent_span_id.is_some() {
+        n += proto::field_len(proto::SPAN_PARENT_SPAN_ID, 8);
+    }
+    n += s.encoded_fields().len();
+    n += key_len(proto::SPAN_KIND) + encoded_len_varint(proto_kind(s.kind) as u64);
+    n += 2 * (key_len(proto::SPAN_START) + 8);
+    if let Some(st) = status_len(s) {
+        n += proto::field_len(proto::SPAN_STATUS, st);
+    }
+    n
+}
+
+fn write_span(s: &Span, buf: &mut Vec<u8>) {
+    proto::put_bytes(buf, proto::SPAN_TRACE_ID, &s.trace_id.0);
+    proto::put_bytes(buf, proto::SPAN_SPAN_ID, &s.span_id.0);
+    if let Some(p) = s.parent_span_id {
+        proto::put_bytes(buf, proto::SPAN_PARENT_SPAN_ID, &p.0);
+    }
+    buf.extend_from_slice(s.encoded_fields());
+    proto::put_varint(buf, proto::SPAN_KIND, proto_kind(s.kind) as u64);
+    proto::put_fixed64(buf, proto::SPAN_START, s.start_unix_nano);
+    proto::put_fixed64(buf, proto::SPAN_END, s.end_unix_nano);
+    if let Some(st) = status_len(s) {
+        encode_key(proto::SPAN_STATUS, WireType::LengthDelimited, buf);
+        encode_varint(st as u64, buf);
+        let msg = s.status_message();
+        if !msg.is_empty() {
+            proto::put_bytes(buf, proto::STATUS_MESSAGE, msg.as_bytes());
+        }
+        let code = proto_status(s.status) as u64;
+        if code != 0 {
+            proto::put_varint(buf, proto::STATUS_CODE, code);
+        }
+    }
+}
+
+/// Writes one `ExportTraceServiceRequest` for `spans` into `buf` (cleared first): one
+/// `ResourceSpans` per distinct resource (compared by content), in first-seen order, each with
+/// a single `ScopeSpans` (scope `spanline`, this crate's version) holding its spans in input
+/// order.
+pub fn write_request(spans: &[Span], buf: &mut Vec<u8>) {
+    buf.clear();
+    if spans.is_empty() {
+        return;
+    }
+    // Which resource group each span is in: pointer equality first (spans of one stream share
+    // one `Arc`), content equality for resources built separately.
+    let mut group_of: Vec<u32> = Vec::with_capacity(spans.len());
+    let mut groups: Vec<&[u8]> = Vec::new();
+    let mut by_bytes: HashMap<&[u8], u32> = HashMap::new();
+    let mut last: Option<(*const crate::convert::assemble::Resource, u32)> = None;
+    for s in spans {
+        let ptr = std::sync::Arc::as_ptr(&s.resource);
+        let g = match last {
+            Some((p, g)) if p == ptr => g,
+            _ => {
+                let bytes = s.resource.encoded();
+                let g = *by_bytes.entry(bytes).or_insert_with(|| {
+                    groups.push(bytes);
+                    (groups.len() - 1) as u32
+                });
+                last = Some((ptr, g));
+                g
+            }
+        };
+        group_of.push(g);
+    }
+    // Span indices ordered by group, input order kept within a group (a counting sort).
+    let mut starts = vec![0usize; groups.len() + 1];
+    for g in &group_of {
+        starts[*g as usize + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut fill = starts.clone();
+    let mut order = vec![0u32; spans.len()];
+    for (i, g) in group_of.iter().enumerate() {
+        order[fill[*g as usize]] = i as u32;
+        fill[*g as usize] += 1;
+    }
+    let scope = scope_bytes();
+    let scope_field = proto::field_len(proto::SCOPE_SPANS_SCOPE, scope.len());
+    let mut total = 0usize;
+    let mut group_lens = Vec::with_capacity(groups.len());
+    for (g, res) in groups.iter().enumerate() {
+        let members = &order[starts[g]..starts[g + 1]];
+        let spans_len: usize = members
+            .iter()
+            .map(|&i| proto::field_len(proto::SCOPE_SPANS_SPANS, span_len(&spans[i as usize])))
+            .sum();
+        let scope_spans = scope_field + spans_len;
+        let rs = proto::field_len(proto::RESOURCE_SPANS_RESOURCE, res.len())
+            + proto::field_len(proto::RESOURCE_SPANS_SCOPE_SPANS, scope_spans);
+        group_lens.push((rs, scope_spans));
+        total += proto::field_len(proto::REQUEST_RESOURCE_SPANS, rs);
+    }
+    buf.reserve(total);
+    for (g, res) in groups.iter().enumerate() {
+        let (rs, scope_spans) = group_lens[g];
+        encode_key(
+            proto::REQUEST_RESOURCE_SPANS,
+            WireType::LengthDelimited,
+            buf,
+        );
+        encode_varint(rs as u64, buf);
+        proto::put_bytes(buf, proto::RESOURCE_SPANS_RESOURCE, res);
+        encode_key(
+            proto::RESOURCE_SPANS_SCOPE_SPANS,
+            WireType::LengthDelimited,
+            buf,
+        );
+        encode_varint(scope_spans as u64, buf);
+        proto::put_bytes(buf, proto::SCOPE_SPANS_SCOPE, &scope);
+        for &i in &order[starts[g]..starts[g + 1]] {
+            let s = &spans[i as usize];
+            encode_key(proto::SCOPE_SPANS_SPANS, WireType::LengthDelimited, buf);
+            encode_varint(span_len(s) as u64, buf);
+            write_span(s, buf);
+        }
+    }
+}
+
+/// The request [`write_request`] writes, as prost structs (for OTLP/JSON and gRPC).
+pub fn encode_request(spans: &[Span]) -> ExportTraceServiceRequest {
+    let mut buf = Vec::new();
+    write_request(spans, &mut buf);
+    // The bytes were written just above by this module: they decode.
+    ExportTraceServiceRequest::decode(buf.as_slice()).unwrap_or_default()
 }
 
 /// The request as OTLP/JSON (OTLP spec, "JSON Protobuf Encoding"): lowerCamelCase field names,
@@ -319,8 +330,10 @@ pub fn decode_response_json(body: &[u8]) -> Result<PartialSuccess, serde_json::E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::assemble::{AnyValue as A, Event, KeyValue as Kv, Link};
+    use crate::convert::assemble::{AnyValue as A, Event, KeyValue as Kv, Link, SpanData};
     use crate::span_line::{SpanId, TraceId};
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use opentelemetry_proto::tonic::trace::v1::Status;
     use serde_json::json;
 
     fn kv(key: &str, value: A) -> Kv {
@@ -330,8 +343,12 @@ mod tests {
         }
     }
 
-    pub(crate) fn span(name: &str, service: &str) -> Span {
-        Span {
+    fn span(name: &str, service: &str) -> Span {
+        Span::from_data(&data(name, service))
+    }
+
+    fn data(name: &str, service: &str) -> SpanData {
+        SpanData {
             trace_id: TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
             span_id: SpanId::from_hex("00f067aa0ba902b7").unwrap(),
             parent_span_id: None,
@@ -351,7 +368,11 @@ mod tests {
     }
 
     fn full_span() -> Span {
-        let mut s = span("service-egress", "express-app");
+        Span::from_data(&full_data())
+    }
+
+    fn full_data() -> SpanData {
+        let mut s = data("service-egress", "express-app");
         s.parent_span_id = SpanId::from_hex("a3ce929d0e0e4736");
         s.kind = SpanKind::Client;
         s.status = StatusCode::Error;
@@ -412,24 +433,31 @@ mod tests {
             (A::Bool(true), any_value::Value::BoolValue(true)),
         ];
         for (v, want) in table {
-            let got = key_value(&kv("k", v));
+            let mut d = data("a", "svc");
+            d.attributes = vec![kv("k", v)];
+            let req = encode_request(&[Span::from_data(&d)]);
+            let got = &req.resource_spans[0].scope_spans[0].spans[0].attributes[0];
             assert_eq!(got.key, "k");
-            assert_eq!(got.value.and_then(|v| v.value), Some(want));
+            assert_eq!(got.value.clone().and_then(|v| v.value), Some(want));
         }
     }
 
     #[test]
     fn spans_group_by_service_and_resource_in_first_seen_order() {
-        let a = span("a", "svc-a");
-        let b = span("b", "svc-b");
-        let a2 = span("a2", "svc-a");
-        let mut a_other = span("a3", "svc-a");
+        let a = data("a", "svc-a");
+        let b = data("b", "svc-b");
+        let a2 = data("a2", "svc-a");
+        let mut a_other = data("a3", "svc-a");
         a_other.resource = vec![kv("faas.name", A::Str("f".into()))];
-        let mut a_float = span("a4", "svc-a");
+        let mut a_float = data("a4", "svc-a");
         a_float.resource = vec![kv("x", A::Float(1.0))];
-        let mut a_int = span("a5", "svc-a");
+        let mut a_int = data("a5", "svc-a");
         a_int.resource = vec![kv("x", A::Int(1))];
-        let req = encode_request(&[a, b, a2, a_other, a_float, a_int]);
+        let spans: Vec<Span> = [a, b, a2, a_other, a_float, a_int]
+            .iter()
+            .map(Span::from_data)
+            .collect();
+        let req = encode_request(&spans);
         let names: Vec<Vec<&str>> = req
             .resource_spans
             .iter()
@@ -459,12 +487,12 @@ mod tests {
 
     #[test]
     fn resource_gets_service_name_once() {
-        let mut s = span("a", "api");
+        let mut s = data("a", "api");
         s.resource = vec![
             kv("service.name", A::Str("stale".into())),
             kv("faas.name", A::Str("f".into())),
         ];
-        let req = encode_request(&[s]);
+        let req = encode_request(&[Span::from_data(&s)]);
         let attrs = &req.resource_spans[0].resource.as_ref().unwrap().attributes;
         let keys: Vec<&str> = attrs.iter().map(|a| a.key.as_str()).collect();
         assert_eq!(keys, ["service.name", "faas.name"]);
@@ -653,5 +681,222 @@ mod tests {
             );
         }
         assert!(decode_response_json(b"<html>").is_err());
+    }
+
+    /// The encoder this module replaced (one prost struct per span, grouped by service and
+    /// resource attributes): the reference the hand-written bytes must match.
+    fn reference_request(spans: &[SpanData]) -> ExportTraceServiceRequest {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+        fn key_value(kv: &Kv) -> KeyValue {
+            let value = match &kv.value {
+                A::Str(v) => any_value::Value::StringValue(v.clone()),
+                A::Int(v) => any_value::Value::IntValue(*v),
+                A::Float(v) => any_value::Value::DoubleValue(*v),
+                A::Bool(v) => any_value::Value::BoolValue(*v),
+            };
+            KeyValue {
+                key: kv.key.clone(),
+                value: Some(AnyValue { value: Some(value) }),
+                ..KeyValue::default()
+            }
+        }
+        let mut out: Vec<(String, ResourceSpans)> = Vec::new();
+        for s in spans {
+            let key = format!("{:?}{:?}", s.service, s.resource);
+            let i = match out.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    let mut attributes = vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(s.service.clone())),
+                        }),
+                        ..KeyValue::default()
+                    }];
+                    attributes.extend(
+                        s.resource
+                            .iter()
+                            .filter(|kv| kv.key != "service.name")
+                            .map(key_value),
+                    );
+                    out.push((
+                        key,
+                        ResourceSpans {
+                            resource: Some(Resource {
+                                attributes,
+                                ..Resource::default()
+                            }),
+                            scope_spans: vec![ScopeSpans {
+                                scope: Some(InstrumentationScope {
+                                    name: SCOPE_NAME.into(),
+                                    version: SCOPE_VERSION.into(),
+                                    ..InstrumentationScope::default()
+                                }),
+                                ..ScopeSpans::default()
+                            }],
+                            ..ResourceSpans::default()
+                        },
+                    ));
+                    out.len() - 1
+                }
+            };
+            let status = if s.status == StatusCode::Unset && s.status_message.is_empty() {
+                None
+            } else {
+                Some(Status {
+                    message: s.status_message.clone(),
+                    code: proto_status(s.status) as i32,
+                })
+            };
+            out[i].1.scope_spans[0]
+                .spans
+                .push(opentelemetry_proto::tonic::trace::v1::Span {
+                    trace_id: s.trace_id.0.to_vec(),
+                    span_id: s.span_id.0.to_vec(),
+                    parent_span_id: s.parent_span_id.map(|p| p.0.to_vec()).unwrap_or_default(),
+                    name: s.name.clone(),
+                    kind: proto_kind(s.kind) as i32,
+                    start_time_unix_nano: s.start_unix_nano,
+                    end_time_unix_nano: s.end_unix_nano,
+                    attributes: s.attributes.iter().map(key_value).collect(),
+                    dropped_attributes_count: s.dropped.0,
+                    events: s
+                        .events
+                        .iter()
+                        .map(|e| span::Event {
+                            time_unix_nano: e.time_unix_nano,
+                            name: e.name.clone(),
+                            attributes: e.attributes.iter().map(key_value).collect(),
+                            dropped_attributes_count: 0,
+                        })
+                        .collect(),
+                    dropped_events_count: s.dropped.1,
+                    links: s
+                        .links
+                        .iter()
+                        .map(|l| span::Link {
+                            trace_id: l.trace_id.0.to_vec(),
+                            span_id: l.span_id.0.to_vec(),
+                            attributes: l.attributes.iter().map(key_value).collect(),
+                            ..span::Link::default()
+                        })
+                        .collect(),
+                    dropped_links_count: s.dropped.2,
+                    status,
+                    ..Default::default()
+                });
+        }
+        ExportTraceServiceRequest {
+            resource_spans: out.into_iter().map(|(_, rs)| rs).collect(),
+        }
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = A> {
+        use proptest::prelude::*;
+        prop_oneof![
+            ".{0,200}".prop_map(A::Str),
+            any::<i64>().prop_map(A::Int),
+            any::<f64>()
+                .prop_filter("NaN never equals itself", |f| !f.is_nan())
+                .prop_map(A::Float),
+            any::<bool>().prop_map(A::Bool),
+        ]
+    }
+
+    fn arb_kvs(n: usize) -> impl proptest::strategy::Strategy<Value = Vec<Kv>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            ("[a-z.]{1,12}", arb_value()).prop_map(|(key, value)| Kv { key, value }),
+            0..n,
+        )
+    }
+
+    fn arb_span() -> impl proptest::strategy::Strategy<Value = SpanData> {
+        use proptest::prelude::*;
+        (
+            (
+                any::<[u8; 16]>(),
+                any::<[u8; 8]>(),
+                any::<Option<[u8; 8]>>(),
+            ),
+            (".{0,150}", 0u8..5, 0u8..3, ".{0,300}"),
+            (any::<u64>(), any::<u64>()),
+            (arb_kvs(6), arb_kvs(3)),
+            proptest::collection::vec((any::<u64>(), ".{0,20}", arb_kvs(3)), 0..3),
+            proptest::collection::vec((any::<[u8; 16]>(), any::<[u8; 8]>(), arb_kvs(2)), 0..2),
+            (0u8..3, any::<(u32, u32, u32)>()),
+        )
+            .prop_map(
+                |(
+                    ids,
+                    (name, kind, status, msg),
+                    times,
+                    (attrs, res),
+                    events,
+                    links,
+                    (svc, dropped),
+                )| {
+                    SpanData {
+                        trace_id: TraceId(ids.0),
+                        span_id: SpanId(ids.1),
+                        parent_span_id: ids.2.map(SpanId),
+                        name,
+                        kind: [
+                            SpanKind::Internal,
+                            SpanKind::Server,
+                            SpanKind::Client,
+                            SpanKind::Producer,
+                            SpanKind::Consumer,
+                        ][kind as usize],
+                        status: [StatusCode::Unset, StatusCode::Ok, StatusCode::Error]
+                            [status as usize],
+                        status_message: msg,
+                        start_unix_nano: times.0,
+                        end_unix_nano: times.1,
+                        attributes: attrs,
+                        events: events
+                            .into_iter()
+                            .map(|(t, name, attributes)| Event {
+                                time_unix_nano: t,
+                                name,
+                                attributes,
+                            })
+                            .collect(),
+                        links: links
+                            .into_iter()
+                            .map(|(t, s, attributes)| Link {
+                                trace_id: TraceId(t),
+                                span_id: SpanId(s),
+                                attributes,
+                            })
+                            .collect(),
+                        service: format!("svc-{svc}"),
+                        resource: res
+                            .into_iter()
+                            .filter(|kv| kv.key != "service.name")
+                            .collect(),
+                        dropped,
+                    }
+                },
+            )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn written_requests_match_the_reference_encoder(
+            spans in proptest::collection::vec(arb_span(), 0..12),
+        ) {
+            let ours: Vec<Span> = spans.iter().map(Span::from_data).collect();
+            let mut buf = Vec::new();
+            write_request(&ours, &mut buf);
+            let decoded = ExportTraceServiceRequest::decode(buf.as_slice()).unwrap();
+            proptest::prop_assert_eq!(decoded, reference_request(&spans));
+            // And each span reads back to what it was built from.
+            for (s, d) in ours.iter().zip(&spans) {
+                proptest::prop_assert_eq!(&s.data(), d);
+            }
+        }
     }
 }

@@ -23,25 +23,27 @@ const SECRET: &str = "s3cr3t-t0ken-value";
 
 fn spans(n: usize) -> Vec<Span> {
     (0..n)
-        .map(|i| Span {
-            trace_id: TraceId([0x4b; 16]),
-            span_id: SpanId([i as u8 + 1; 8]),
-            parent_span_id: None,
-            name: format!("span-{i}"),
-            kind: SpanKind::Server,
-            status: StatusCode::Unset,
-            status_message: String::new(),
-            start_unix_nano: 1_700_000_000_000_000_000,
-            end_unix_nano: 1_700_000_000_001_000_000,
-            attributes: vec![KeyValue {
-                key: "i".into(),
-                value: AnyValue::Int(i as i64),
-            }],
-            events: Vec::new(),
-            links: Vec::new(),
-            service: "svc".into(),
-            resource: Vec::new(),
-            dropped: (0, 0, 0),
+        .map(|i| {
+            Span::from_data(&crate::convert::assemble::SpanData {
+                trace_id: TraceId([0x4b; 16]),
+                span_id: SpanId([i as u8 + 1; 8]),
+                parent_span_id: None,
+                name: format!("span-{i}"),
+                kind: SpanKind::Server,
+                status: StatusCode::Unset,
+                status_message: String::new(),
+                start_unix_nano: 1_700_000_000_000_000_000,
+                end_unix_nano: 1_700_000_000_001_000_000,
+                attributes: vec![KeyValue {
+                    key: "i".into(),
+                    value: AnyValue::Int(i as i64),
+                }],
+                events: Vec::new(),
+                links: Vec::new(),
+                service: "svc".into(),
+                resource: Vec::new(),
+                dropped: (0, 0, 0),
+            })
         })
         .collect()
 }
