@@ -3,14 +3,14 @@
 use super::output::{Output, SinkArgs};
 use super::ConvertOpts;
 use anyhow::Context as _;
+use spanline::convert::aws::AwsOptions;
 use spanline::convert::source::cloudwatch::budget::Budget;
 use spanline::convert::source::cloudwatch::filter::{
     read_group, read_groups, resolve_groups, GroupSelection, Progress, Query,
     DEFAULT_FILTER_PATTERN,
 };
 use spanline::convert::source::cloudwatch::tail::Window;
-use spanline::convert::source::cloudwatch::time::{now_ms, parse_duration_ms, parse_time};
-use spanline::convert::source::cloudwatch::AwsOptions;
+use spanline::convert::time::{now_ms, parse_duration_ms, parse_time};
 use spanline::convert::Converter;
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -24,7 +24,7 @@ use spanline::convert::assemble::Span;
 use spanline::convert::checkpoint::{CheckpointError, Location, Store};
 use spanline::convert::source::cloudwatch::budget::Budget;
 use spanline::convert::source::cloudwatch::filter::{read_group, resolve_groups, Progress, Query};
-use spanline::convert::source::cloudwatch::time::now_ms;
+use spanline::convert::time::now_ms;
 use spanline::convert::Summary;
 use std::collections::BTreeMap;
 use std::io::Write as _;

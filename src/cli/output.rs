@@ -139,7 +139,7 @@ fn otlp_config(args: &SinkArgs) -> anyhow::Result<Option<OtlpConfig>> {
         };
     }
     if let Some(d) = &args.retry_deadline {
-        let ms = spanline::convert::source::cloudwatch::time::parse_duration_ms(d.trim())
+        let ms = spanline::convert::time::parse_duration_ms(d.trim())
             .filter(|ms| *ms > 0)
             .with_context(|| {
                 format!("--retry-deadline {d:?}: expected a duration such as 30s, 5m")

@@ -23,7 +23,7 @@
 //! object `<key>.lock` created with `If-None-Match: *`, renewed on each write, and taken over
 //! only when expired.
 
-use crate::convert::source::cloudwatch::AwsOptions;
+use crate::convert::aws::AwsOptions;
 use crate::convert::source::s3::retry as s3_retry;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -242,7 +242,7 @@ enum Held {
 }
 
 fn now_ms() -> i64 {
-    crate::convert::source::cloudwatch::time::now_ms()
+    crate::convert::time::now_ms()
 }
 
 fn is_precondition_failed(e: &crate::convert::source::s3::S3Error) -> bool {

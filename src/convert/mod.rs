@@ -4,6 +4,7 @@
 //! on the way, malformed lines by reason, so nothing is dropped silently.
 
 pub mod assemble;
+pub mod aws;
 pub mod checkpoint;
 #[cfg(feature = "lambda")]
 pub mod lambda;
@@ -11,8 +12,10 @@ pub mod parse;
 pub mod platform;
 pub mod proto;
 pub mod record;
+pub mod retry;
 pub mod sink;
 pub mod source;
+pub mod time;
 
 use crate::span_line::decode::{Attr as LineAttr, AttrValue};
 use crate::span_line::DecodeErrorKind;

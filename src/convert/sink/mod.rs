@@ -13,7 +13,6 @@
 
 pub mod file;
 pub mod otlp;
-pub mod retry;
 pub mod terminal;
 pub mod zipkin;
 

@@ -34,11 +34,11 @@
 //! nearest microsecond. Links are dropped: Zipkin has no links and the spec leaves them "TBD".
 //!
 //! [`ZipkinSink`] POSTs the array in batches with `Content-Type: application/json` and retries
-//! with [`retry`](crate::convert::sink::retry)'s policy.
+//! with [`retry`](crate::convert::retry)'s policy.
 
 use crate::convert::assemble::{AnyValue, Span, SpanData};
+use crate::convert::retry::{classify_http, parse_retry_after, Backoff, Verdict};
 use crate::convert::sink::otlp::config::redact_url;
-use crate::convert::sink::retry::{classify_http, parse_retry_after, Backoff, Verdict};
 use crate::convert::sink::{Delivery, Sink, SinkError};
 use crate::span_line::{SpanKind, StatusCode};
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};

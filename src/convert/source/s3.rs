@@ -6,10 +6,10 @@
 //! ([`parse_content`](super::file::parse_content)); they come out in key order, so the parts of
 //! one stream arrive in order. The stream name is taken from the key.
 
-use super::cloudwatch::{classify_sdk, error_text};
 use super::file::parse_content;
+use crate::convert::aws::{classify_sdk, error_text};
 use crate::convert::record::LogRecord;
-use crate::convert::sink::retry::{Backoff, Verdict};
+use crate::convert::retry::{Backoff, Verdict};
 use std::io::Read;
 use std::time::Duration;
 

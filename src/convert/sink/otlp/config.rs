@@ -3,7 +3,7 @@
 //! batching and retry knobs. Header values are secrets: `Debug` redacts them, and no error
 //! built here quotes one.
 
-use crate::convert::sink::retry::Backoff;
+use crate::convert::retry::Backoff;
 use crate::convert::sink::SinkError;
 use std::fmt;
 use std::time::Duration;

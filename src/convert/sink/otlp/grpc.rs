@@ -4,7 +4,7 @@
 use super::config::{Compression, OtlpConfig};
 use super::encode::partial_success_of;
 use super::Outcome;
-use crate::convert::sink::retry::{classify_grpc, Verdict};
+use crate::convert::retry::{classify_grpc, Verdict};
 use crate::convert::sink::SinkError;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

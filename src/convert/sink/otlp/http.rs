@@ -4,7 +4,7 @@
 use super::config::{Compression, OtlpConfig, Protocol};
 use super::encode::{decode_response_json, decode_response_proto, to_json};
 use super::Outcome;
-use crate::convert::sink::retry::{classify_http, parse_retry_after, Verdict};
+use crate::convert::retry::{classify_http, parse_retry_after, Verdict};
 use crate::convert::sink::SinkError;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::bytes::Bytes;

@@ -4,7 +4,7 @@
 //! Split the vector way: [`encode`] is pure (spans → request, request → JSON, response →
 //! partial success), [`config`] reads the `OTEL_EXPORTER_OTLP_*` variables, `http` and `grpc`
 //! make one attempt each, and this module batches, bounds concurrency and retries with
-//! [`retry`](crate::convert::sink::retry)'s policy.
+//! [`retry`](crate::convert::retry)'s policy.
 //!
 //! `send` splits the spans into requests of at most `max_batch_spans`, keeps at most
 //! `max_concurrency` in flight, retries each until it is accepted, refused (fatal) or
@@ -21,7 +21,7 @@ pub use config::{parse_headers, Compression, HeadersError, OtlpConfig, Protocol}
 pub use encode::{encode_request, to_json, PartialSuccess};
 
 use crate::convert::assemble::Span;
-use crate::convert::sink::retry::Backoff;
+use crate::convert::retry::Backoff;
 use crate::convert::sink::{Delivery, Sink, SinkError};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::bytes::Bytes;

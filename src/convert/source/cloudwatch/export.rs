@@ -8,7 +8,7 @@
 
 use super::budget::Budget;
 use super::filter::{with_retries, Progress, ReadError};
-use crate::convert::sink::retry::Backoff;
+use crate::convert::retry::Backoff;
 use aws_sdk_cloudwatchlogs::types::ExportTaskStatusCode;
 use std::time::Duration;
 

@@ -7,9 +7,9 @@
 //! *each stream in order*: so a group's events are sorted by [`order_key`] before they leave.
 
 use super::budget::Budget;
-use super::{classify_sdk, error_text};
+use crate::convert::aws::{classify_sdk, error_text};
 use crate::convert::record::LogRecord;
-use crate::convert::sink::retry::{Backoff, Verdict};
+use crate::convert::retry::{Backoff, Verdict};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -16,10 +16,10 @@
 
 use super::budget::Budget;
 use super::filter::{with_retries, Progress, ReadError};
-use super::Failure;
-use super::{classify, error_chain};
+use crate::convert::aws::Failure;
+use crate::convert::aws::{classify, error_chain};
 use crate::convert::record::LogRecord;
-use crate::convert::sink::retry::{Backoff, Verdict};
+use crate::convert::retry::{Backoff, Verdict};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -399,11 +399,11 @@ impl Connect for SdkConnector {
                     aws_smithy_runtime_api::client::result::SdkError::ServiceError(s) => classify(
                         Failure::Service(s.err().code(), Some(s.raw().status().as_u16())),
                     ),
-                    other => super::classify_sdk(other),
+                    other => crate::convert::aws::classify_sdk(other),
                 };
                 Err(LiveError::Start {
                     groups: groups.join(", "),
-                    message: super::error_text(&e),
+                    message: crate::convert::aws::error_text(&e),
                     verdict,
                 })
             }

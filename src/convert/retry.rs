@@ -1,4 +1,5 @@
-//! Retry policy shared by the network sinks: one pure classification of responses, exponential
+//! Retry policy shared by every network client (sinks, the CloudWatch and S3 sources, the
+//! checkpoint store): one pure classification of responses, exponential
 //! backoff with full jitter, `Retry-After`, and a deadline. Table-tested; the sinks only call it.
 
 use std::time::Duration;

@@ -1,0 +1,205 @@
+//! AWS plumbing shared by the sources and the checkpoint store: where and as whom to call AWS
+//! ([`AwsOptions`], the options every AWS tool takes), and the one classification of SDK errors
+//! into retry / throttle / fatal ([`classify`], table-tested).
+
+use crate::convert::retry::Verdict;
+use aws_config::BehaviorVersion;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+
+/// Where and as whom to call AWS, as every AWS tool takes it: `--profile`, `--region`,
+/// `--endpoint-url` over the standard environment (`AWS_PROFILE`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_CLOUDWATCH_LOGS`, …) and the default credential chain.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// A profile of the shared config files.
+    pub profile: Option<String>,
+    /// The Region.
+    pub region: Option<String>,
+    /// An endpoint for every service (a local emulator, a VPC endpoint).
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsOptions {
+    /// Loads the shared configuration (reads files and the environment; may call IMDS/SSO).
+    pub async fn load(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::disabled());
+        if let Some(p) = &self.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &self.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(e) = &self.endpoint_url {
+            loader = loader.endpoint_url(e);
+        }
+        loader.load().await
+    }
+
+    /// A CloudWatch Logs client.
+    pub async fn logs_client(&self) -> aws_sdk_cloudwatchlogs::Client {
+        aws_sdk_cloudwatchlogs::Client::new(&self.load().await)
+    }
+
+    /// An S3 client. With a custom endpoint (an emulator, a gateway) path-style addressing is
+    /// used, because `bucket.127.0.0.1` does not resolve.
+    pub async fn s3_client(&self) -> aws_sdk_s3::Client {
+        let sdk = self.load().await;
+        let custom = sdk.endpoint_url().is_some();
+        let conf = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(custom)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+}
+
+/// How an AWS call failed, reduced to what the retry decision needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure<'a> {
+    /// The request could not be built (bad input, no credentials, no region).
+    Construction,
+    /// No response in time.
+    Timeout,
+    /// The connection failed (DNS, refused, reset, TLS).
+    Dispatch,
+    /// A response that could not be parsed.
+    Response(Option<u16>),
+    /// A service error: its code (`ThrottlingException`, …) and HTTP status.
+    Service(Option<&'a str>, Option<u16>),
+}
+
+/// The one place that says which AWS failures are worth another try.
+pub fn classify(f: Failure<'_>) -> Verdict {
+    match f {
+        Failure::Construction => Verdict::Fatal,
+        Failure::Timeout | Failure::Dispatch => Verdict::Retry,
+        Failure::Response(status) => match status {
+            Some(429) => Verdict::Throttle,
+            Some(500..=599) => Verdict::Retry,
+            _ => Verdict::Fatal,
+        },
+        Failure::Service(code, status) => match code {
+            Some(
+                "ThrottlingException"
+                | "Throttling"
+                | "ThrottledException"
+                | "TooManyRequestsException"
+                | "RequestLimitExceeded"
+                | "LimitExceededException"
+                | "SlowDown",
+            ) => Verdict::Throttle,
+            Some(
+                "ServiceUnavailableException"
+                | "ServiceUnavailable"
+                | "InternalFailure"
+                | "InternalError"
+                | "RequestTimeout"
+                | "RequestTimeoutException",
+            ) => Verdict::Retry,
+            _ => match status {
+                Some(429) => Verdict::Throttle,
+                Some(500..=599) => Verdict::Retry,
+                _ => Verdict::Fatal,
+            },
+        },
+    }
+}
+
+/// [`classify`] for an SDK error (any service's: the error metadata trait is shared).
+pub fn classify_sdk<E>(e: &SdkError<E, HttpResponse>) -> Verdict
+where
+    E: aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    classify(match e {
+        SdkError::ConstructionFailure(_) => Failure::Construction,
+        SdkError::TimeoutError(_) => Failure::Timeout,
+        SdkError::DispatchFailure(_) => Failure::Dispatch,
+        SdkError::ServiceError(s) => Failure::Service(s.err().code(), status),
+        _ => Failure::Response(status),
+    })
+}
+
+/// The text of an SDK error with its causes (the SDK's `Display` alone says "service error").
+pub fn error_text<E>(e: &SdkError<E, HttpResponse>) -> String
+where
+    E: aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if let SdkError::ServiceError(s) = e {
+        let err = s.err();
+        return match (err.code(), err.message()) {
+            (Some(c), Some(m)) => format!("{c}: {m}"),
+            (Some(c), None) => c.to_owned(),
+            _ => err.to_string(),
+        };
+    }
+    error_chain(e)
+}
+
+/// An error's text followed by its causes, `: `-separated.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_table() {
+        let table: &[(Failure<'_>, Verdict)] = &[
+            (Failure::Construction, Verdict::Fatal),
+            (Failure::Timeout, Verdict::Retry),
+            (Failure::Dispatch, Verdict::Retry),
+            (Failure::Response(Some(503)), Verdict::Retry),
+            (Failure::Response(Some(429)), Verdict::Throttle),
+            (Failure::Response(Some(400)), Verdict::Fatal),
+            (Failure::Response(None), Verdict::Fatal),
+            (
+                Failure::Service(Some("ThrottlingException"), Some(400)),
+                Verdict::Throttle,
+            ),
+            (
+                Failure::Service(Some("LimitExceededException"), Some(400)),
+                Verdict::Throttle,
+            ),
+            (
+                Failure::Service(Some("SlowDown"), Some(503)),
+                Verdict::Throttle,
+            ),
+            (
+                Failure::Service(Some("ServiceUnavailableException"), Some(503)),
+                Verdict::Retry,
+            ),
+            (
+                Failure::Service(Some("ResourceNotFoundException"), Some(400)),
+                Verdict::Fatal,
+            ),
+            (
+                Failure::Service(Some("AccessDeniedException"), Some(400)),
+                Verdict::Fatal,
+            ),
+            (
+                Failure::Service(Some("InvalidParameterException"), Some(400)),
+                Verdict::Fatal,
+            ),
+            (Failure::Service(None, Some(500)), Verdict::Retry),
+            (Failure::Service(None, Some(429)), Verdict::Throttle),
+            (
+                Failure::Service(Some("Whatever"), Some(502)),
+                Verdict::Retry,
+            ),
+        ];
+        for (f, want) in table {
+            assert_eq!(classify(*f), *want, "{f:?}");
+        }
+    }
+}
