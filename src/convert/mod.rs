@@ -9,6 +9,7 @@ pub mod checkpoint;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod parse;
+pub mod pipeline;
 pub mod platform;
 pub mod proto;
 pub mod record;
@@ -247,6 +248,7 @@ pub struct Converter {
     key_scratch: Vec<u8>,
     body_scratch: Vec<u8>,
     stream_key: String,
+    input: u32,
 }
 
 impl Default for Converter {
@@ -278,12 +280,19 @@ impl Converter {
             key_scratch: Vec::new(),
             body_scratch: Vec::with_capacity(1024),
             stream_key: String::new(),
+            input: 0,
         }
     }
 
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Sets the input the next records come from (spans carry it: see
+    /// [`Span::input`](assemble::Span::input)).
+    pub fn set_input(&mut self, input: u32) {
+        self.input = input;
     }
 
     /// Feeds one owned record.
@@ -457,7 +466,8 @@ impl Converter {
             Resource::new(service, attrs)
         };
         let resource = self.intern(make);
-        let span = Span::from_line_body(line, &facts, &mut body, resource);
+        let mut span = Span::from_line_body(line, &facts, &mut body, resource);
+        span.input = self.input;
         self.body_scratch = body;
         let called = facts.called_request.map(|r| RequestId::new(&r.text()));
         // The request: the line's own `*r=`, the runtime prefix's, else (custom runtimes
@@ -486,6 +496,7 @@ impl Converter {
             group: &names.group_name,
             stream: &names.stream,
             id: text,
+            input: self.input,
         });
         self.assembler
             .push_span(span, request, line.open, called, rec.timestamp_ms);
@@ -565,6 +576,7 @@ impl Converter {
             group: &names.group_name,
             stream: &names.stream,
             id: request_id,
+            input: self.input,
         };
         let inv = self.assembler.request(r, t);
         if let Some(t) = ts {
@@ -676,9 +688,20 @@ impl Converter {
         self.take_ready()
     }
 
+    /// Finishes what has waited too long (see [`Converter::finish_stale`]), leaving the spans
+    /// it releases to the next [`Converter::drain_ready`].
+    pub fn assembler_finish_stale(&mut self, before_ms: i64) {
+        self.assembler.finish_stale(before_ms);
+    }
+
     /// Spans held back, waiting for their invocation to end.
     pub fn held(&self) -> usize {
         self.assembler.held()
+    }
+
+    /// Invocations not ended yet.
+    pub fn pending_invocations(&self) -> usize {
+        self.assembler.pending_invocations()
     }
 }
 

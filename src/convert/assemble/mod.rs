@@ -264,10 +264,13 @@ struct Request {
     first_ms: i64,
     /// When its latest line was seen, ms.
     last_ms: i64,
+    /// The earliest input any of its lines came from.
+    first_input: u32,
 }
 
 impl Request {
-    fn touch(&mut self, t: i64) {
+    fn touch(&mut self, t: i64, input: u32) {
+        self.first_input = self.first_input.min(input);
         if t > self.last_ms {
             self.last_ms = t;
         }
@@ -306,6 +309,8 @@ pub struct RequestRef<'a> {
     pub stream: &'a Arc<str>,
     /// The request id as text.
     pub id: &'a str,
+    /// The input the line came from.
+    pub input: u32,
 }
 
 /// How an invocation without REPORT is ended.
@@ -406,7 +411,7 @@ impl Assembler {
         match self.requests.entry(r.key) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let req = e.into_mut();
-                req.touch(t_ms);
+                req.touch(t_ms, r.input);
                 req
             }
             std::collections::hash_map::Entry::Vacant(e) => {
@@ -422,6 +427,7 @@ impl Assembler {
                     open: Vec::new(),
                     first_ms: t_ms,
                     last_ms: t_ms,
+                    first_input: r.input,
                 })
             }
         }
@@ -666,7 +672,11 @@ impl Assembler {
         } else {
             None
         };
-        let built = build(&req.inv, &mut own, caller, resource);
+        let mut built = build(&req.inv, &mut own, caller, resource);
+        let input = own.iter().map(|s| s.input).fold(req.first_input, u32::min);
+        for s in &mut built.spans {
+            s.input = input;
+        }
         if let Some(inv_span) = built.spans.last() {
             let reason = inv_span.status_message();
             let msg = if reason.is_empty() {

@@ -235,6 +235,10 @@ pub struct Span {
     pub end_unix_nano: u64,
     /// The resource, shared.
     pub resource: Arc<Resource>,
+    /// The input of the run the span came from (a file, an object, a Kinesis record; see
+    /// [`crate::convert::record::RecordBatch::input`]); for spans built from several, the
+    /// earliest. A failed delivery is traced back to its inputs through it.
+    pub input: u32,
     /// The OTLP `Span` fields name (first), attributes, events, links and drop counts, then the
     /// status message's bytes.
     body: Box<[u8]>,
@@ -540,6 +544,7 @@ impl Span {
             start_unix_nano: start,
             end_unix_nano: start.saturating_add(line.duration_us.saturating_mul(1000)),
             resource,
+            input: 0,
             body: Box::from(&body[..]),
             proto_len: u32::try_from(msg_at).unwrap_or(u32::MAX),
         }
@@ -568,6 +573,7 @@ impl Span {
             start_unix_nano,
             end_unix_nano,
             resource,
+            input: 0,
             body,
             proto_len,
         }
@@ -594,6 +600,7 @@ impl Span {
             start_unix_nano: d.start_unix_nano,
             end_unix_nano: d.end_unix_nano,
             resource,
+            input: 0,
             body,
             proto_len,
         }

@@ -78,3 +78,156 @@ pub trait Sink: Send {
     /// Flushes and releases resources. Idempotent.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
+
+/// Keeps what it is sent, in memory: the test double of the pipeline's tests, and a way for a
+/// library user to collect spans. Can be told to fail (see [`MemorySink::fail_after`]).
+#[derive(Clone, Debug, Default)]
+pub struct MemorySink {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<Span>>>,
+    /// Sends that succeed before every later one fails (`None`: never fails).
+    fail_after: Option<usize>,
+    sends: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        MemorySink::default()
+    }
+
+    /// Makes every send after the first `n` fail (as an unreachable backend would).
+    pub fn fail_after(mut self, n: usize) -> Self {
+        self.fail_after = Some(n);
+        self
+    }
+
+    /// What it was sent and accepted, in order.
+    pub fn spans(&self) -> Vec<Span> {
+        self.spans.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Sink for MemorySink {
+    async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
+        let n = self.sends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.fail_after.is_some_and(|k| n >= k) {
+            return Err(SinkError::Exhausted {
+                endpoint: "memory".into(),
+                attempts: 1,
+                last: "told to fail".into(),
+            });
+        }
+        if let Ok(mut v) = self.spans.lock() {
+            v.extend_from_slice(spans);
+        }
+        Ok(Delivery {
+            accepted: spans.len() as u64,
+            rejected: 0,
+            message: None,
+            attempts: 1,
+        })
+    }
+
+    async fn shutdown(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Encodes each batch as an OTLP protobuf request into a reused buffer and drops it: what a
+/// network sink does before the network, for benchmarks and `--dry-run`-like measurements.
+#[derive(Debug, Default)]
+pub struct DiscardSink {
+    buf: Vec<u8>,
+    /// Bytes of OTLP protobuf encoded so far.
+    pub bytes: u64,
+}
+
+impl Sink for DiscardSink {
+    async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
+        otlp::encode::write_request(spans, &mut self.buf);
+        self.bytes += self.buf.len() as u64;
+        Ok(Delivery {
+            accepted: spans.len() as u64,
+            rejected: 0,
+            message: None,
+            attempts: 1,
+        })
+    }
+
+    async fn shutdown(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// One configured destination.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnySink {
+    /// An OTLP endpoint.
+    Otlp(otlp::OtlpSink),
+    /// A Zipkin endpoint.
+    Zipkin(zipkin::ZipkinSink),
+    /// An OTLP JSON lines file.
+    File(file::FileSink),
+    /// The terminal waterfall.
+    Terminal(terminal::TerminalSink),
+    /// Memory (tests, library users).
+    Memory(MemorySink),
+    /// Encode and drop (benchmarks).
+    Discard(DiscardSink),
+}
+
+impl AnySink {
+    /// How messages name it (never with credentials).
+    pub fn name(&self) -> String {
+        match self {
+            AnySink::Otlp(s) => format!(
+                "OTLP {} {}",
+                s.config().protocol.name(),
+                s.config().endpoint_redacted()
+            ),
+            AnySink::Zipkin(_) => "Zipkin".to_owned(),
+            AnySink::File(_) => "OTLP JSON file".to_owned(),
+            AnySink::Terminal(_) => "terminal".to_owned(),
+            AnySink::Memory(_) => "memory".to_owned(),
+            AnySink::Discard(_) => "discard".to_owned(),
+        }
+    }
+
+    /// Whether it delivers to a backend or a file (the terminal only shows).
+    pub fn is_destination(&self) -> bool {
+        !matches!(self, AnySink::Terminal(_))
+    }
+
+    /// See [`Sink::send`].
+    pub async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
+        match self {
+            AnySink::Otlp(s) => s.send(spans).await,
+            AnySink::Zipkin(s) => s.send(spans).await,
+            AnySink::File(s) => s.send(spans).await,
+            AnySink::Terminal(s) => s.send(spans).await,
+            AnySink::Memory(s) => s.send(spans).await,
+            AnySink::Discard(s) => s.send(spans).await,
+        }
+    }
+
+    /// Lets a sink act on time passing (the terminal draws traces that settled).
+    pub fn tick(&mut self) -> Result<(), SinkError> {
+        match self {
+            AnySink::Terminal(s) => s.tick(),
+            _ => Ok(()),
+        }
+    }
+
+    /// See [`Sink::shutdown`].
+    pub async fn shutdown(&mut self) -> Result<(), SinkError> {
+        match self {
+            AnySink::Otlp(s) => s.shutdown().await,
+            AnySink::Zipkin(s) => s.shutdown().await,
+            AnySink::File(s) => s.shutdown().await,
+            AnySink::Terminal(s) => s.shutdown().await,
+            AnySink::Memory(s) => s.shutdown().await,
+            AnySink::Discard(s) => s.shutdown().await,
+        }
+    }
+}

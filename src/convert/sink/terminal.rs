@@ -1,7 +1,12 @@
 //! The default sink: a waterfall per trace in the terminal (tree, service, name, offset and
 //! duration bars, errors highlighted), for when no backend is configured.
+//!
+//! [`TerminalSink`] holds spans by trace and draws each trace once: when the input ends, or
+//! earlier when what it holds passes its memory bound (oldest traces first), or, when
+//! following (`tail`), once a trace has been quiet for a moment. [`render_trace`] draws one.
 
 use crate::convert::assemble::SpanData as Span;
+use crate::convert::sink::SinkError;
 use crate::span_line::{SpanId, SpanKind, StatusCode};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -174,6 +179,169 @@ pub fn render_trace(spans: &[Span], style: Style) -> String {
         let _ = writeln!(out, "{}", line.trim_end());
     }
     out
+}
+
+/// What the terminal sink holds for one trace.
+#[derive(Debug)]
+struct Held {
+    spans: Vec<crate::convert::assemble::Span>,
+    bytes: usize,
+    last: std::time::Instant,
+    drawn_before: bool,
+}
+
+/// Draws traces on a terminal (or any writer), each once it is complete (see the module
+/// documentation). Memory is bounded by `max_held_bytes`.
+pub struct TerminalSink {
+    out: Box<dyn std::io::Write + Send>,
+    style: Style,
+    follow: Option<std::time::Duration>,
+    traces: HashMap<crate::span_line::TraceId, Held>,
+    order: std::collections::VecDeque<crate::span_line::TraceId>,
+    held_bytes: usize,
+    max_held_bytes: usize,
+    /// Traces already drawn (bounded), so that later spans of one are marked as a continuation.
+    drawn: std::collections::HashSet<crate::span_line::TraceId>,
+    drawn_order: std::collections::VecDeque<crate::span_line::TraceId>,
+    /// Traces drawn before the input ended because the bound was reached.
+    pub drawn_early: u64,
+}
+
+impl std::fmt::Debug for TerminalSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TerminalSink")
+            .field("follow", &self.follow)
+            .field("traces", &self.traces.len())
+            .field("held_bytes", &self.held_bytes)
+            .finish()
+    }
+}
+
+/// Bytes of spans the terminal sink holds before it draws the oldest traces early.
+pub const DEFAULT_MAX_HELD_BYTES: usize = 16 << 20;
+
+impl TerminalSink {
+    /// Draws to `out`. `follow`: draw a trace once it has been quiet that long (`tail`);
+    /// `None`: at the end of the input (or when the bound is reached).
+    pub fn new(
+        out: Box<dyn std::io::Write + Send>,
+        style: Style,
+        follow: Option<std::time::Duration>,
+    ) -> Self {
+        TerminalSink {
+            out,
+            style,
+            follow,
+            traces: HashMap::new(),
+            order: std::collections::VecDeque::new(),
+            held_bytes: 0,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            drawn: std::collections::HashSet::new(),
+            drawn_order: std::collections::VecDeque::new(),
+            drawn_early: 0,
+        }
+    }
+
+    /// Sets the memory bound.
+    pub fn max_held_bytes(mut self, n: usize) -> Self {
+        self.max_held_bytes = n.max(1);
+        self
+    }
+
+    fn draw(&mut self, id: crate::span_line::TraceId) -> std::io::Result<()> {
+        let Some(h) = self.traces.remove(&id) else {
+            return Ok(());
+        };
+        self.held_bytes = self.held_bytes.saturating_sub(h.bytes);
+        if self.drawn.insert(id) {
+            self.drawn_order.push_back(id);
+            if self.drawn_order.len() > 65_536 {
+                if let Some(old) = self.drawn_order.pop_front() {
+                    self.drawn.remove(&old);
+                }
+            }
+        }
+        let data: Vec<Span> = h.spans.iter().map(|s| s.data()).collect();
+        let mut text = render_trace(&data, self.style);
+        if h.drawn_before {
+            if let Some(nl) = text.find('\n') {
+                text.insert_str(nl, " (continued)");
+            }
+        }
+        writeln!(self.out, "{text}")?;
+        self.out.flush()
+    }
+
+    fn draw_where(&mut self, mut pick: impl FnMut(&Held) -> bool) -> std::io::Result<()> {
+        let ids: Vec<crate::span_line::TraceId> = self
+            .order
+            .iter()
+            .filter(|id| self.traces.get(id).is_some_and(&mut pick))
+            .copied()
+            .collect();
+        for id in &ids {
+            self.draw(*id)?;
+        }
+        self.order.retain(|id| self.traces.contains_key(id));
+        Ok(())
+    }
+
+    /// Draws what is due: traces quiet for the follow delay; the oldest traces while over the
+    /// memory bound.
+    pub fn tick(&mut self) -> Result<(), SinkError> {
+        if let Some(quiet) = self.follow {
+            let now = std::time::Instant::now();
+            self.draw_where(|h| now.duration_since(h.last) >= quiet)?;
+        }
+        while self.held_bytes > self.max_held_bytes {
+            let Some(id) = self.order.pop_front() else {
+                break;
+            };
+            if self.traces.contains_key(&id) {
+                self.drawn_early += 1;
+                self.draw(id)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl super::Sink for TerminalSink {
+    async fn send(
+        &mut self,
+        spans: &[crate::convert::assemble::Span],
+    ) -> Result<super::Delivery, SinkError> {
+        let now = std::time::Instant::now();
+        for s in spans {
+            let size = s.heap_size() + std::mem::size_of::<crate::convert::assemble::Span>();
+            let drawn_before = self.drawn.contains(&s.trace_id);
+            let h = self.traces.entry(s.trace_id).or_insert_with(|| Held {
+                spans: Vec::new(),
+                bytes: 0,
+                last: now,
+                drawn_before,
+            });
+            if h.spans.is_empty() {
+                self.order.push_back(s.trace_id);
+            }
+            h.spans.push(s.clone());
+            h.bytes += size;
+            h.last = now;
+            self.held_bytes += size;
+        }
+        self.tick()?;
+        Ok(super::Delivery {
+            accepted: spans.len() as u64,
+            rejected: 0,
+            message: None,
+            attempts: 1,
+        })
+    }
+
+    async fn shutdown(&mut self) -> Result<(), SinkError> {
+        self.draw_where(|_| true)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

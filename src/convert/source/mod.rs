@@ -6,4 +6,5 @@
 
 pub mod cloudwatch;
 pub mod file;
+pub mod payload;
 pub mod s3;
