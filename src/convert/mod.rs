@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod lambda;
 pub mod parse;
 pub mod platform;
+pub mod printable;
 pub mod record;
 pub mod sink;
 pub mod source;
