@@ -139,3 +139,12 @@ fn standard_input_converts_like_the_file() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), from_file.0);
     assert!(stderr.contains("0 malformed"), "{stderr}");
 }
+
+#[test]
+fn output_to_dev_null_succeeds_with_the_summary() {
+    // `fsync` of /dev/null fails with EINVAL; that made the run exit 4 without a summary.
+    let (stdout, stderr, code) = convert(&["fixtures/sample", "--output", "/dev/null"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("11 spans"), "{stderr}");
+}
