@@ -432,8 +432,9 @@ fn lock_file(path: &Path) -> Result<std::fs::File, CheckpointError> {
         }
         Err(std::fs::TryLockError::WouldBlock) => Err(CheckpointError::Locked {
             location: path.display().to_string(),
+            // Whatever another process wrote there: made printable.
             holder: std::fs::read_to_string(&lock_path)
-                .map(|s| s.trim().to_owned())
+                .map(|s| crate::convert::printable::visible(s.trim()).into_owned())
                 .unwrap_or_default(),
         }),
         Err(std::fs::TryLockError::Error(source)) => Err(CheckpointError::Io {
@@ -737,6 +738,23 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"{}");
         // Temporary files get unpredictable names.
         assert_ne!(temp_path(&path), temp_path(&path));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_holder_named_by_a_lock_is_printable() {
+        let dir = scratch_dir("lock-holder");
+        let path = dir.join("cp.json");
+        let held = lock_file(&path).map_err(|e| e.to_string());
+        assert!(held.is_ok());
+        std::fs::write(dir.join("cp.json.lock"), "pid 7\u{1b}]0;pwned\u{7}\n").unwrap();
+        match lock_file(&path) {
+            Err(CheckpointError::Locked { holder, .. }) => {
+                assert_eq!(holder, "pid 7\\x1b]0;pwned\\x07")
+            }
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+        drop(held);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
