@@ -88,6 +88,47 @@ fn malformed_vectors_are_rejected_with_their_reason() {
     }
 }
 
+#[derive(Deserialize)]
+struct Placement {
+    vectors: Vec<PlacementVector>,
+}
+
+#[derive(Deserialize)]
+struct PlacementVector {
+    name: String,
+    message: String,
+    expect: String,
+}
+
+#[test]
+fn the_marker_counts_only_where_an_emitter_puts_it() {
+    use spanline::convert::parse::{parse_text, parse_text_with, MarkerPlacement, Parsed};
+    let placement: Placement = load("placement.json");
+    assert!(placement.vectors.len() >= 10);
+    let outcome = |p: Parsed<'_>| match p {
+        Parsed::Spans { .. } => "span".to_owned(),
+        Parsed::Foreign => "foreign".to_owned(),
+        Parsed::Malformed(kind) => kind.code().to_owned(),
+        Parsed::Platform(_) => "platform".to_owned(),
+    };
+    for v in &placement.vectors {
+        assert_eq!(
+            outcome(parse_text(&v.message)),
+            v.expect,
+            "vector {:?}",
+            v.name
+        );
+        // The permissive search decodes every one that carries a marker after a space or tab.
+        let anywhere = outcome(parse_text_with(&v.message, MarkerPlacement::Anywhere));
+        let want = if v.expect == "marker_not_at_start" {
+            "span"
+        } else {
+            v.expect.as_str()
+        };
+        assert_eq!(anywhere, want, "anywhere, vector {:?}", v.name);
+    }
+}
+
 #[test]
 fn reference_span_is_at_most_130_bytes() {
     let valid: Valid = load("valid.json");

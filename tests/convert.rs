@@ -139,3 +139,30 @@ fn standard_input_converts_like_the_file() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), from_file.0);
     assert!(stderr.contains("0 malformed"), "{stderr}");
 }
+
+#[test]
+fn output_to_dev_null_succeeds_with_the_summary() {
+    // `fsync` of /dev/null fails with EINVAL; that made the run exit 4 without a summary.
+    let (stdout, stderr, code) = convert(&["fixtures/sample", "--output", "/dev/null"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains("11 spans"), "{stderr}");
+}
+
+#[test]
+fn cleartext_headers_to_a_remote_host_are_refused() {
+    let (stdout, stderr, code) = convert(&[
+        "fixtures/sample",
+        "--otlp-endpoint",
+        "http://collector.example:4318",
+        "--otlp-header",
+        "x-api-key=k3y-v4lue-secret",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("--allow-insecure") && stderr.contains("x-api-key"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("k3y-v4lue-secret"), "{stderr}");
+}

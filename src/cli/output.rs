@@ -58,6 +58,10 @@ pub struct SinkArgs {
     /// (default: 60s).
     #[arg(long = "retry-deadline", value_name = "DURATION")]
     retry_deadline: Option<String>,
+    /// Send headers or URL credentials over cleartext http:// to a host that is not a loopback
+    /// address (default: SPANLINE_ALLOW_INSECURE, else refused).
+    #[arg(long = "allow-insecure")]
+    allow_insecure: bool,
 }
 
 /// The sinks the arguments ask for.
@@ -146,6 +150,7 @@ fn otlp_config(args: &SinkArgs) -> anyhow::Result<Option<OtlpConfig>> {
             })?;
         config.retry_deadline = std::time::Duration::from_millis(ms.unsigned_abs());
     }
+    config.allow_insecure |= args.allow_insecure;
     config.validate()?;
     Ok(Some(config))
 }
@@ -164,6 +169,7 @@ fn sinks(args: &SinkArgs) -> anyhow::Result<Vec<AnySink>> {
         if let Some(z) = &args.zipkin_endpoint {
             c.endpoint = z.clone();
         }
+        c.allow_insecure |= args.allow_insecure;
         c.validate()?;
         out.push(AnySink::Zipkin(ZipkinSink::new(c)?));
     }

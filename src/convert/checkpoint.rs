@@ -17,7 +17,10 @@
 //! # Writes
 //! Local: the file is written to a temporary file beside it, fsynced, renamed over the old one,
 //! and the directory fsynced; the lock is `<file>.lock`, held with an exclusive advisory lock
-//! (`flock`) that the operating system releases when the process dies, even by SIGKILL.
+//! (`flock`) that the operating system releases when the process dies, even by SIGKILL. Neither
+//! is opened through a symbolic link (`O_NOFOLLOW`), and the temporary file has a random name
+//! and is created exclusively: a link or file planted at either path is an error naming it,
+//! and whatever it points to is left alone.
 //! S3: every write is a conditional PUT (`If-Match` the ETag read, or `If-None-Match: *` for the
 //! first), so a run that lost its lock cannot overwrite a newer checkpoint; the lock is a lease
 //! object `<key>.lock` created with `If-None-Match: *`, renewed on each write, and taken over
@@ -408,16 +411,18 @@ fn lock_file(path: &Path) -> Result<std::fs::File, CheckpointError> {
             source,
         })?;
     }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| CheckpointError::Io {
-            path: lock_path.clone(),
-            source,
-        })?;
+    let file = no_follow(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true),
+    )
+    .open(&lock_path)
+    .map_err(|source| CheckpointError::Io {
+        path: lock_path.clone(),
+        source,
+    })?;
     match file.try_lock() {
         Ok(()) => {
             // Who holds it, for the message another run prints; advisory only.
@@ -427,8 +432,9 @@ fn lock_file(path: &Path) -> Result<std::fs::File, CheckpointError> {
         }
         Err(std::fs::TryLockError::WouldBlock) => Err(CheckpointError::Locked {
             location: path.display().to_string(),
+            // Whatever another process wrote there: made printable.
             holder: std::fs::read_to_string(&lock_path)
-                .map(|s| s.trim().to_owned())
+                .map(|s| crate::convert::printable::visible(s.trim()).into_owned())
                 .unwrap_or_default(),
         }),
         Err(std::fs::TryLockError::Error(source)) => Err(CheckpointError::Io {
@@ -438,21 +444,54 @@ fn lock_file(path: &Path) -> Result<std::fs::File, CheckpointError> {
     }
 }
 
+/// `options` made to refuse a symbolic link as the last component of the path (`O_NOFOLLOW`:
+/// the open fails with `ELOOP`). The lock and temporary files sit in a directory other users
+/// may be able to write to; following a link planted there would truncate and overwrite the
+/// link's target with our permissions.
+fn no_follow(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    options
+}
+
+/// A fresh name for the temporary file beside `path`: `<path>.tmp.<16 random hex digits>`, so
+/// nobody can plant anything at it in advance.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{:016x}", rand::random::<u64>()));
+    PathBuf::from(tmp)
+}
+
 /// temp file + fsync + rename + fsync of the directory.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    write_via(path, &temp_path(path), bytes)
+}
+
+/// [`write_atomically`] through the temporary file `tmp`, which must not exist yet: it is
+/// created exclusively (`O_CREAT | O_EXCL`, which also refuses a symbolic link, dangling or
+/// not) and without following links, so a planted file or link is an error naming it.
+fn write_via(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let io = |p: &Path| {
         let p = p.to_owned();
         move |source| CheckpointError::Io { path: p, source }
     };
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+    let mut f = no_follow(std::fs::OpenOptions::new().write(true).create_new(true))
+        .open(tmp)
+        .map_err(io(tmp))?;
+    if let Err(source) = f.write_all(bytes).and_then(|()| f.sync_all()) {
+        // The file is ours (`create_new`): do not leave it behind.
+        drop(f);
+        let _ = std::fs::remove_file(tmp);
+        return Err(CheckpointError::Io {
+            path: tmp.to_owned(),
+            source,
+        });
     }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
+    drop(f);
+    std::fs::rename(tmp, path).map_err(io(path))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -650,5 +689,72 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(std::fs::read(&path).ok().as_deref(), Some(&b"{}"[..]));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "spanline-{name}-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_lock_is_refused_and_its_target_untouched() {
+        let dir = scratch_dir("lock-symlink");
+        let victim = dir.join("victim.txt");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.join("cp.json");
+        let lock = dir.join("cp.json.lock");
+        std::os::unix::fs::symlink(&victim, &lock).unwrap();
+        let e = lock_file(&path).map(|_| ()).unwrap_err();
+        assert!(matches!(e, CheckpointError::Io { .. }), "{e}");
+        assert!(e.to_string().contains("cp.json.lock"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_planted_at_the_temporary_file_is_refused_and_its_target_untouched() {
+        let dir = scratch_dir("tmp-symlink");
+        let victim = dir.join("victim.txt");
+        std::fs::write(&victim, "precious").unwrap();
+        let path = dir.join("cp.json");
+        // The name the temporary file used to have: predictable from the process id.
+        let mut old_tmp = path.as_os_str().to_owned();
+        old_tmp.push(format!(".tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_tmp).unwrap();
+        write_atomically(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        // Even at the name chosen, a planted link (or any file) is an error naming it.
+        let tmp = dir.join("cp.json.tmp.planted");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        let e = write_via(&path, &tmp, b"{\"x\":1}").unwrap_err();
+        assert!(e.to_string().contains("cp.json.tmp.planted"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        // Temporary files get unpredictable names.
+        assert_ne!(temp_path(&path), temp_path(&path));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_holder_named_by_a_lock_is_printable() {
+        let dir = scratch_dir("lock-holder");
+        let path = dir.join("cp.json");
+        let held = lock_file(&path).map_err(|e| e.to_string());
+        assert!(held.is_ok());
+        std::fs::write(dir.join("cp.json.lock"), "pid 7\u{1b}]0;pwned\u{7}\n").unwrap();
+        match lock_file(&path) {
+            Err(CheckpointError::Locked { holder, .. }) => {
+                assert_eq!(holder, "pid 7\\x1b]0;pwned\\x07")
+            }
+            other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+        }
+        drop(held);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -11,6 +11,7 @@ pub mod lambda;
 pub mod parse;
 pub mod pipeline;
 pub mod platform;
+pub mod printable;
 pub mod proto;
 pub mod record;
 pub mod retry;

@@ -15,12 +15,17 @@ pub enum Verdict {
     Throttle,
     /// Do not try again (other 4xx, unexpected responses).
     Fatal,
+    /// A redirect (3xx), which is never followed: a POST turned into a GET by a 302 to a login
+    /// page "succeeds" without delivering anything, and a 307 to another host would hand it
+    /// the spans and every custom header. The endpoint is misconfigured; retrying cannot help.
+    Redirect,
 }
 
 /// Classifies an HTTP status (OTLP/HTTP spec, "Retryable Response Codes").
 pub fn classify_http(status: u16) -> Verdict {
     match status {
         200..=299 => Verdict::Success,
+        300..=399 => Verdict::Redirect,
         429 => Verdict::Throttle,
         502..=504 => Verdict::Retry,
         _ => Verdict::Fatal,
@@ -74,6 +79,16 @@ fn httpdate_to_unix(s: &str) -> Option<u64> {
     u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
 }
 
+/// `now + after`, or, when the clock cannot represent that (a server asked for `i64::MAX`
+/// seconds, a deadline of `Duration::MAX`), a time about 30 years ahead: later than any wait
+/// worth starting, never a panic.
+pub fn instant_after(now: tokio::time::Instant, after: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+    now.checked_add(after)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
 /// Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And
 /// Jitter"): attempt n waits a random time in [0, min(cap, base·2ⁿ)].
 #[derive(Clone, Debug)]
@@ -125,6 +140,11 @@ mod tests {
         let table = [
             (200, Verdict::Success),
             (204, Verdict::Success),
+            (301, Verdict::Redirect),
+            (302, Verdict::Redirect),
+            (304, Verdict::Redirect),
+            (307, Verdict::Redirect),
+            (308, Verdict::Redirect),
             (400, Verdict::Fatal),
             (401, Verdict::Fatal),
             (404, Verdict::Fatal),
@@ -167,6 +187,19 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert_eq!(parse_retry_after("soon", 0, cap), None);
+    }
+
+    #[test]
+    fn instants_far_ahead_never_overflow() {
+        let now = tokio::time::Instant::now();
+        assert_eq!(
+            instant_after(now, Duration::from_secs(3)),
+            now + Duration::from_secs(3)
+        );
+        for far in [Duration::MAX, Duration::from_secs(i64::MAX as u64)] {
+            let t = instant_after(now, far);
+            assert!(t > now + Duration::from_secs(365 * 86_400), "{far:?}");
+        }
     }
 
     #[test]

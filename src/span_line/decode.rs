@@ -45,6 +45,13 @@ pub enum DecodeErrorKind {
     /// A piece of a line longer than Lambda's split point (reported by the converter, which
     /// knows the event size; the decoder itself says `Truncated`).
     Fragment,
+    /// The marker is in the message, but not where an emitter puts it (at the start, after the
+    /// runtime's own prefix): text that quotes or forges a span line (reported by the
+    /// converter, FORMAT.md "Trust model").
+    MarkerNotAtStart,
+    /// The line held bytes that were not UTF-8 and were replaced (U+FFFD) when the log was
+    /// read (reported by the converter when its source says the text was converted lossily).
+    LossyUtf8,
 }
 
 impl DecodeErrorKind {
@@ -67,6 +74,8 @@ impl DecodeErrorKind {
             Self::BadBatch => "bad_batch",
             Self::ControlChar => "control_char",
             Self::Fragment => "fragment",
+            Self::MarkerNotAtStart => "marker_not_at_start",
+            Self::LossyUtf8 => "lossy_utf8",
         }
     }
 }
@@ -90,6 +99,11 @@ fn err<T>(kind: DecodeErrorKind, offset: usize) -> Result<T> {
 /// Finds a span line inside a log message: the byte offset of the first `SPLN<digit>` that starts
 /// the message or follows a space or tab. Lines of any version are found, so that a converter
 /// can report versions it does not know.
+///
+/// This is the permissive search ("anywhere"). It does not say whether an emitter wrote the
+/// line: text that merely quotes one is found too. The converter accepts a marker only at the
+/// start of the message, after the runtime's own prefix, unless told otherwise
+/// (`convert::parse::MarkerPlacement`, FORMAT.md "Trust model").
 pub fn find_marker(message: &str) -> Option<usize> {
     let bytes = message.as_bytes();
     let finder = memchr::memmem::find_iter(bytes, MARKER.as_bytes());

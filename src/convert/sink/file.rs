@@ -38,7 +38,8 @@ impl Output {
 
 /// Writes OTLP/JSON lines. Each `send` ends with the lines handed to the operating system
 /// (one `write_all`, no user-space buffering), so a checkpoint taken after `Ok` never runs ahead
-/// of the output; `shutdown` also syncs a file to disk.
+/// of the output; `shutdown` also syncs a regular file to disk (a pipe, a FIFO or `/dev/null`
+/// is a fine output too: there is nothing to sync).
 ///
 /// Writes are blocking: they are small and sequential, and this is the last stage, so there is
 /// nothing to overlap them with.
@@ -131,7 +132,23 @@ impl Sink for FileSink {
     async fn shutdown(&mut self) -> Result<(), SinkError> {
         match self.out.take() {
             None => Ok(()),
-            Some(Output::File(f)) => Ok(f.sync_data()?),
+            Some(Output::File(f)) => {
+                // Only a regular file can be synced: `fsync` on a pipe, a FIFO or a character
+                // device such as /dev/null fails with EINVAL, and there is nothing to make
+                // durable there anyway.
+                let regular = f.metadata().map(|m| m.file_type().is_file());
+                match regular {
+                    Ok(true) => f.sync_data(),
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| {
+                    SinkError::Io(io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", self.target.display()),
+                    ))
+                })
+            }
             Some(Output::Stdout(o)) => Ok(o.lock().flush()?),
             Some(Output::Writer(mut w)) => Ok(w.flush()?),
         }
@@ -247,5 +264,30 @@ mod tests {
     fn dash_is_stdout() {
         let sink = FileSink::open("-").unwrap();
         assert!(matches!(sink.out, Some(Output::Stdout(_))));
+    }
+
+    #[tokio::test]
+    async fn dev_null_and_a_fifo_are_fine_outputs() {
+        // `fsync` on a character device or a pipe fails (EINVAL): it must not fail the run.
+        let mut sink = FileSink::open("/dev/null").unwrap();
+        sink.send(&[span(1)]).await.unwrap();
+        sink.shutdown().await.unwrap();
+
+        let dir = std::env::temp_dir().join(format!("spanline-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("spans.fifo");
+        let _ = std::fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+        };
+        let mut sink = FileSink::open(&fifo).unwrap();
+        sink.send(&[span(1)]).await.unwrap();
+        sink.shutdown().await.unwrap();
+        drop(sink);
+        assert!(reader.join().unwrap().contains("\"s1\""));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -8,7 +8,17 @@
 //!   RESOURCE_EXHAUSTED) are retried inside `send` with exponential backoff and jitter,
 //!   honouring `Retry-After`, up to the sink's deadline; then `send` returns the last error.
 //! * Fatal failures (other 4xx, malformed responses) return at once with the response body.
-//! * Secrets (header values) never appear in errors or logs.
+//!   A gRPC call that failed below gRPC (no status from a server: a refused or reset connection,
+//!   an HTTP/1 server) is retryable, like any connection error.
+//! * Redirects (3xx) are never followed: a POST turned into a GET, or spans and headers sent to
+//!   another host, would be reported as delivered. A 3xx is [`SinkError::Config`] naming the
+//!   `Location`, not retried.
+//! * Server-provided delays (`Retry-After`, gRPC `RetryInfo`) are capped by the retry deadline.
+//! * Secrets (header values) never appear in errors or logs, in any case or percent-encoded;
+//!   text from a backend has its control characters made visible
+//!   ([`printable`](crate::convert::printable)) before it enters an error.
+//! * Credentials (headers, user info in the URL) are not sent over cleartext `http://` to a host
+//!   that is not a loopback address unless the configuration's `allow_insecure` says so.
 //! * `send` may be called concurrently only through separate clones; `shutdown` is idempotent.
 
 pub mod file;

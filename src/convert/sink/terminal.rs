@@ -4,10 +4,26 @@
 //! [`TerminalSink`] holds spans by trace and draws each trace once: when the input ends, or
 //! earlier when what it holds passes its memory bound (oldest traces first), or, when
 //! following (`tail`), once a trace has been quiet for a moment. [`render_trace`] draws one.
+//!
+//! Everything drawn comes from log lines that anyone able to make a function log a string
+//! controls, so the renderer assumes nothing about it:
+//! * names, services and status messages are drawn with their control characters made visible
+//!   ([`printable`](crate::convert::printable)); the only escape sequences in the output are the
+//!   renderer's own colours;
+//! * times are compared in 128-bit arithmetic; a span with an absurd time (past
+//!   [`MAX_SANE_NANOS`], or ending before it starts) does not stretch the timeline: its bar is
+//!   clamped to the timeline's edges and the row says so;
+//! * every span is one row, whatever the parent links: spans that no root reaches (self
+//!   parents, cycles) are drawn as extra roots with a marker, and rows deeper than
+//!   [`MAX_DRAWN_DEPTH`] levels show the hidden levels as `…N` instead of their connectors, so a
+//!   row costs bounded memory and output however deep the tree is.
 
 use crate::convert::assemble::SpanData as Span;
+use crate::convert::printable::Visible;
 use crate::convert::sink::SinkError;
 use crate::span_line::{SpanId, SpanKind, StatusCode};
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -28,6 +44,15 @@ impl Default for Style {
         }
     }
 }
+
+/// The latest time drawn on a timeline: 2262-04-11T23:47:16Z, where clocks that count
+/// nanoseconds in a signed 64-bit integer (most tracing SDKs and backends) end. A span line
+/// that claims a later time (its start is in µs, so anything from 9223372036854776) comes from
+/// a broken or hostile emitter.
+pub const MAX_SANE_NANOS: u64 = i64::MAX as u64;
+
+/// Tree levels drawn with their own connector; deeper rows show how many levels are hidden.
+pub const MAX_DRAWN_DEPTH: usize = 32;
 
 fn fmt_dur(ns: u64) -> String {
     let us = ns as f64 / 1000.0;
@@ -50,32 +75,130 @@ fn kind_label(k: SpanKind) -> &'static str {
     }
 }
 
-/// Renders one trace as text.
-pub fn render_trace(spans: &[Span], style: Style) -> String {
-    let mut out = String::new();
-    if spans.is_empty() {
-        return out;
+/// A time the timeline cannot place (see [`MAX_SANE_NANOS`]).
+fn absurd(s: &Span) -> bool {
+    s.start_unix_nano > MAX_SANE_NANOS
+        || s.end_unix_nano > MAX_SANE_NANOS
+        || s.end_unix_nano < s.start_unix_nano
+}
+
+/// One row to draw: the span, its tree prefix (at most [`MAX_DRAWN_DEPTH`] connectors), and
+/// whether it is a root only because no root reaches it.
+struct Row {
+    index: usize,
+    prefix: String,
+    cycle: bool,
+}
+
+/// The tree prefix of a row at `depth` (roots are depth 0): one connector per ancestor level
+/// (`lasts[k]`: whether the ancestor at depth k+1 was a last child), then its own.
+fn tree_prefix(lasts: &[bool], depth: usize, last: bool) -> String {
+    let mut p = String::new();
+    if depth == 0 {
+        return p;
     }
-    let t0 = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
-    let t1 = spans
-        .iter()
-        .map(|s| s.end_unix_nano)
-        .max()
-        .unwrap_or(t0)
-        .max(t0 + 1);
-    let total = t1 - t0;
-    let ids: HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
+    let ancestors = depth - 1;
+    for &l in lasts.iter().take(ancestors.min(MAX_DRAWN_DEPTH)) {
+        p.push_str(if l { "   " } else { "│  " });
+    }
+    if ancestors > MAX_DRAWN_DEPTH {
+        let _ = write!(p, "…{} ", ancestors - MAX_DRAWN_DEPTH);
+    }
+    p.push_str(if last { "└─ " } else { "├─ " });
+    p
+}
+
+/// The rows in drawing order: a depth-first walk from the roots (spans without a parent in
+/// the trace), then from every span still not drawn (a cycle), so that each span is exactly
+/// one row. An explicit stack keeps deep traces from overflowing the real one; the only state
+/// that grows with depth is one flag per level.
+fn layout(spans: &[Span], ids: &HashSet<SpanId>) -> Vec<Row> {
+    let order = |a: &usize, b: &usize| -> Ordering {
+        let (x, y) = (&spans[*a], &spans[*b]);
+        (x.start_unix_nano, &x.name).cmp(&(y.start_unix_nano, &y.name))
+    };
     let mut children: HashMap<Option<SpanId>, Vec<usize>> = HashMap::new();
     for (i, s) in spans.iter().enumerate() {
         let parent = s.parent_span_id.filter(|p| ids.contains(p));
         children.entry(parent).or_default().push(i);
     }
     for v in children.values_mut() {
-        v.sort_by_key(|&i| (spans[i].start_unix_nano, spans[i].name.clone()));
+        v.sort_by(order);
     }
-    let mut services: Vec<&str> = spans.iter().map(|s| s.service.as_str()).collect();
-    services.sort_unstable();
-    services.dedup();
+    let roots = children.get(&None).cloned().unwrap_or_default();
+    let mut rest: Vec<usize> = (0..spans.len()).collect();
+    rest.sort_by(order);
+    let starts = roots
+        .into_iter()
+        .map(|i| (i, false))
+        .chain(rest.into_iter().map(|i| (i, true)));
+
+    let mut visited = vec![false; spans.len()];
+    let mut rows = Vec::with_capacity(spans.len());
+    let mut lasts: Vec<bool> = Vec::new();
+    let mut stack: Vec<(usize, usize, bool)> = Vec::new();
+    for (start, cycle) in starts {
+        if visited[start] {
+            continue;
+        }
+        stack.push((start, 0, true));
+        while let Some((i, depth, last)) = stack.pop() {
+            if visited[i] {
+                continue;
+            }
+            visited[i] = true;
+            lasts.truncate(depth.saturating_sub(1));
+            rows.push(Row {
+                index: i,
+                prefix: tree_prefix(&lasts, depth, last),
+                cycle: cycle && depth == 0,
+            });
+            if depth > 0 {
+                lasts.push(last);
+            }
+            let kids: Vec<usize> = children
+                .get(&Some(spans[i].span_id))
+                .map(|k| k.iter().copied().filter(|&c| !visited[c]).collect())
+                .unwrap_or_default();
+            let n = kids.len();
+            for (k, &c) in kids.iter().enumerate().rev() {
+                stack.push((c, depth + 1, k + 1 == n));
+            }
+        }
+    }
+    rows
+}
+
+/// Renders one trace as text.
+pub fn render_trace(spans: &[Span], style: Style) -> String {
+    let mut out = String::new();
+    if spans.is_empty() {
+        return out;
+    }
+    // The timeline spans the sane times; absurd ones are clamped to it. When every time is
+    // absurd, all of them make the timeline (and only the order of the bars says anything).
+    let sane = |s: &&Span| !absurd(s);
+    let (t0, t1) = if spans.iter().any(|s| !absurd(s)) {
+        let t0 = spans.iter().filter(sane).map(|s| s.start_unix_nano).min();
+        let t1 = spans.iter().filter(sane).map(|s| s.end_unix_nano).max();
+        (t0.unwrap_or(0), t1.unwrap_or(0))
+    } else {
+        let t0 = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
+        let t1 = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(t0);
+        (t0, t1)
+    };
+    let t1 = t1.max(t0.saturating_add(1));
+    // At least 1, even when t0 is u64::MAX.
+    let total = t1.saturating_sub(t0).max(1);
+    let ids: HashSet<SpanId> = spans.iter().map(|s| s.span_id).collect();
+    let services: Vec<Cow<'_, str>> = {
+        let mut v: Vec<&str> = spans.iter().map(|s| s.service.as_str()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.into_iter()
+            .map(crate::convert::printable::visible)
+            .collect()
+    };
     let errors = spans
         .iter()
         .filter(|s| s.status == StatusCode::Error)
@@ -108,53 +231,41 @@ pub fn render_trace(spans: &[Span], style: Style) -> String {
         .max()
         .unwrap_or(7)
         .clamp(7, 24);
-    // Depth-first walk; an explicit stack keeps deep traces from overflowing the real one.
-    let mut rows: Vec<(usize, String)> = Vec::new();
-    let mut stack: Vec<(usize, String, bool)> = children
-        .get(&None)
-        .map(|r| r.iter().rev().map(|&i| (i, String::new(), true)).collect())
-        .unwrap_or_default();
-    let mut first_level = true;
-    while let Some((i, prefix, is_root)) = stack.pop() {
-        let s = &spans[i];
-        let kids = children.get(&Some(s.span_id)).cloned().unwrap_or_default();
-        rows.push((i, prefix.clone()));
-        let _ = first_level;
-        first_level = false;
-        let n = kids.len();
-        for (k, &c) in kids.iter().enumerate().rev() {
-            let last = k + 1 == n;
-            let base = if is_root {
-                String::new()
-            } else {
-                prefix.replace("└─ ", "   ").replace("├─ ", "│  ")
-            };
-            let p = format!("{base}{}", if last { "└─ " } else { "├─ " });
-            stack.push((c, p, false));
-        }
-    }
+    let rows = layout(spans, &ids);
     let name_w = rows
         .iter()
-        .map(|(i, p)| {
-            p.chars().count() + spans[*i].name.chars().count() + kind_label(spans[*i].kind).len()
+        .map(|r| {
+            let s = &spans[r.index];
+            r.prefix.chars().count()
+                + Visible(&s.name).to_string().chars().count()
+                + kind_label(s.kind).len()
         })
         .max()
         .unwrap_or(10)
         .clamp(10, 60);
-    for (i, prefix) in rows {
-        let s = &spans[i];
+    let w = style.bar_width.max(1) as u128;
+    let (t0w, totalw) = (u128::from(t0), u128::from(total));
+    for r in rows {
+        let s = &spans[r.index];
         let off = s.start_unix_nano.saturating_sub(t0);
         let dur = s.end_unix_nano.saturating_sub(s.start_unix_nano);
-        let w = style.bar_width as u64;
-        let a = (off * w / total).min(w - 1) as usize;
-        let b = (((off + dur) * w).div_ceil(total)).clamp(a as u64 + 1, w) as usize;
-        let bar: String = (0..style.bar_width)
+        // The bar: the span clamped to [t0, t1], in 128-bit arithmetic (`off * w` overflows
+        // u64 for offsets past u64::MAX / w).
+        let from = u128::from(s.start_unix_nano.clamp(t0, t1)) - t0w;
+        let to = u128::from(s.end_unix_nano.clamp(t0, t1)) - t0w;
+        let a = (from * w / totalw).min(w - 1);
+        let b = (to * w).div_ceil(totalw).clamp(a + 1, w);
+        let bar: String = (0..w)
             .map(|c| if c >= a && c < b { '█' } else { '·' })
             .collect();
-        let mut label = format!("{prefix}{}{}", s.name, kind_label(s.kind));
+        let mut label = format!("{}{}{}", r.prefix, Visible(&s.name), kind_label(s.kind));
         let pad = name_w.saturating_sub(label.chars().count());
         label.push_str(&" ".repeat(pad));
-        let svc: String = s.service.chars().take(svc_w).collect();
+        let svc: String = Visible(&s.service)
+            .to_string()
+            .chars()
+            .take(svc_w)
+            .collect();
         let (c0, c1) = if s.status == StatusCode::Error {
             (red, reset)
         } else {
@@ -171,10 +282,17 @@ pub fn render_trace(spans: &[Span], style: Style) -> String {
             } else {
                 s.status_message.as_str()
             };
-            let _ = write!(line, "  {red}✗ {msg}{reset}");
+            let _ = write!(line, "  {red}✗ {}{reset}", Visible(msg));
         }
         if let Some(p) = s.parent_span_id.filter(|p| !ids.contains(p)) {
             let _ = write!(line, "  {dim}↑ parent {p} not in input{reset}");
+        }
+        if r.cycle {
+            let p = s.parent_span_id.unwrap_or(s.span_id);
+            let _ = write!(line, "  {dim}↺ parent {p} forms a cycle{reset}");
+        }
+        if absurd(s) {
+            let _ = write!(line, "  {dim}⚠ time out of range, bar clamped{reset}");
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }
@@ -348,6 +466,7 @@ impl super::Sink for TerminalSink {
 mod tests {
     use super::*;
     use crate::span_line::TraceId;
+    use proptest::prelude::*;
 
     fn span(id: u8, parent: Option<u8>, start: u64, end: u64, name: &str) -> Span {
         Span {
@@ -405,5 +524,209 @@ mod tests {
             lines[3].contains("└─ second") && lines[3].contains("······███·"),
             "{text}"
         );
+    }
+
+    fn plain(bar_width: usize) -> Style {
+        Style {
+            color: false,
+            bar_width,
+        }
+    }
+
+    /// The rows of a rendering (the header line left out).
+    fn rows_of(text: &str) -> Vec<&str> {
+        text.lines().skip(1).collect()
+    }
+
+    /// The bar of a row: the run of `█` and `·` characters.
+    fn bar(row: &str) -> String {
+        row.chars().filter(|c| matches!(c, '█' | '·')).collect()
+    }
+
+    #[test]
+    fn a_start_at_the_end_of_time_is_drawn_clamped_and_marked() {
+        // `SPLN1 … 18446744073709552 …`: µs → ns saturates at u64::MAX, and `t0 + 1` wrapped
+        // to 0, which divided by zero.
+        let text = render_trace(&[span(1, None, u64::MAX, u64::MAX, "late")], plain(10));
+        let rows = rows_of(&text);
+        assert_eq!(rows.len(), 1, "{text}");
+        assert!(
+            rows[0].contains("late") && rows[0].contains("time out of range"),
+            "{text}"
+        );
+        assert_eq!(bar(rows[0]).chars().count(), 10, "{text}");
+        // Beside a normal span, it does not flatten the normal span's bar.
+        let spans = [
+            span(1, None, 1_000, 11_000, "root"),
+            span(2, Some(1), u64::MAX, u64::MAX, "late"),
+        ];
+        let text = render_trace(&spans, plain(10));
+        let rows = rows_of(&text);
+        assert_eq!(rows.len(), 2, "{text}");
+        assert!(text.lines().next().unwrap().contains("· 10µs ·"), "{text}");
+        assert_eq!(bar(rows[0]), "██████████", "{text}");
+        assert_eq!(bar(rows[1]), "·········█", "{text}");
+        assert!(rows[1].contains("time out of range"), "{text}");
+        assert!(!rows[0].contains("time out of range"), "{text}");
+    }
+
+    #[test]
+    fn bars_of_spans_far_apart_do_not_wrap() {
+        // `off * w` overflowed u64 for offsets above u64::MAX / w.
+        let far = 9_000_000_000_000_000_000;
+        let spans = [
+            span(1, None, 0, 1_000, "first"),
+            span(2, None, far, far + 1_000, "second"),
+        ];
+        let text = render_trace(&spans, plain(40));
+        let rows = rows_of(&text);
+        assert_eq!(bar(rows[0]), format!("█{}", "·".repeat(39)), "{text}");
+        assert_eq!(bar(rows[1]), format!("{}█", "·".repeat(39)), "{text}");
+        assert!(!text.contains("out of range"), "{text}");
+        // Backwards spans (end before start) are marked too, and never panic.
+        let text = render_trace(&[span(1, None, 5_000, 1_000, "backwards")], plain(10));
+        assert!(text.contains("time out of range"), "{text}");
+    }
+
+    #[test]
+    fn a_deep_chain_keeps_every_row_and_bounded_output() {
+        // Every row used to carry its full prefix: quadratic memory and output.
+        let depth = 3_000;
+        let spans: Vec<Span> = (0..depth)
+            .map(|i| {
+                let mut s = span(0, None, i as u64, 10_000, &format!("s{i}"));
+                s.span_id = SpanId((i as u64 + 1).to_be_bytes());
+                s.parent_span_id = (i > 0).then(|| SpanId((i as u64).to_be_bytes()));
+                s
+            })
+            .collect();
+        let text = render_trace(&spans, plain(10));
+        let rows = rows_of(&text);
+        assert_eq!(rows.len(), depth, "rows");
+        assert!(text.len() < depth * 400, "{} bytes", text.len());
+        let deepest = rows.last().unwrap();
+        // The last span is at depth `depth - 1`: its ancestors below the root beyond the cap.
+        let hidden = depth - 2 - MAX_DRAWN_DEPTH;
+        assert!(
+            deepest.contains(&format!("…{hidden} └─ s{}", depth - 1)),
+            "{deepest}"
+        );
+        // Rows above the cap are drawn as before.
+        assert!(rows[3].contains("      └─ s3"), "{}", rows[3]);
+    }
+
+    #[test]
+    fn cycles_and_self_parents_are_drawn_as_marked_roots() {
+        let spans = [
+            span(1, None, 0, 10_000, "root"),
+            span(2, Some(2), 1_000, 2_000, "self"),
+            span(3, Some(4), 2_000, 3_000, "a"),
+            span(4, Some(3), 3_000, 4_000, "b"),
+        ];
+        let text = render_trace(&spans, plain(10));
+        let rows = rows_of(&text);
+        assert!(
+            text.starts_with(&format!("trace {} · 4 spans", TraceId([9; 16]))),
+            "{text}"
+        );
+        assert_eq!(rows.len(), 4, "{text}");
+        assert!(rows[0].contains("root") && !rows[0].contains('↺'), "{text}");
+        assert!(
+            rows[1].contains("self") && rows[1].contains("↺ parent 0202020202020202 forms a cycle"),
+            "{text}"
+        );
+        assert!(
+            rows[2].contains(" a ") && rows[2].contains("↺ parent 0404040404040404 forms a cycle"),
+            "{text}"
+        );
+        assert!(rows[3].contains("└─ b") && !rows[3].contains('↺'), "{text}");
+    }
+
+    #[test]
+    fn untrusted_strings_are_drawn_visible() {
+        let mut s = span(1, None, 0, 1_000, "name\u{1b}]0;pwned\u{7}");
+        s.service = "svc\u{9b}2J".into();
+        s.status = StatusCode::Error;
+        s.status_message = "boom\u{1b}[2J\nnext".into();
+        for color in [false, true] {
+            let text = render_trace(
+                std::slice::from_ref(&s),
+                Style {
+                    color,
+                    bar_width: 10,
+                },
+            );
+            assert!(text.contains("name\\x1b]0;pwned\\x07"), "{text}");
+            assert!(text.contains("svc\\u{9b}2J"), "{text}");
+            assert!(text.contains("boom\\x1b[2J\\x0anext"), "{text}");
+            assert_eq!(text.lines().count(), 2, "{text}");
+            assert_eq!(stray_controls(&text), Vec::<char>::new(), "{text}");
+        }
+    }
+
+    /// Control characters in `text` other than `\n` and the renderer's own SGR sequences.
+    fn stray_controls(text: &str) -> Vec<char> {
+        let mut out = Vec::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' && chars.peek() == Some(&'[') {
+                chars.next();
+                let mut body = String::new();
+                for d in chars.by_ref() {
+                    if d == 'm' {
+                        break;
+                    }
+                    body.push(d);
+                }
+                if !["0", "1", "2", "31"].contains(&body.as_str()) {
+                    out.push(c);
+                }
+                continue;
+            }
+            let code = u32::from(c);
+            if c != '\n' && (code < 0x20 || code == 0x7f || (0x80..0xa0).contains(&code)) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn any_span() -> impl Strategy<Value = Span> {
+        let text = "(\\PC|[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}]){0,12}";
+        (
+            (0u8..6, proptest::option::of(0u8..7)),
+            (any::<u64>(), any::<u64>(), 0u64..3_000_000_000),
+            (text, text, text),
+            any::<bool>(),
+        )
+            .prop_map(
+                |((id, parent), (start, end, short), (name, service, msg), err)| {
+                    let mut s = span(id + 1, parent.map(|p| p + 1), start, end, &name);
+                    if start % 3 == 0 {
+                        // Mostly sensible traces too: a start near the others, a short duration.
+                        s.start_unix_nano = 1_700_000_000_000_000_000 + short;
+                        s.end_unix_nano = s.start_unix_nano + short / 7;
+                    }
+                    s.service = service;
+                    s.status_message = msg;
+                    if err {
+                        s.status = StatusCode::Error;
+                    }
+                    s
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn any_spans_draw_one_clean_row_each(
+            spans in proptest::collection::vec(any_span(), 1..24),
+            color in any::<bool>(),
+            bar_width in 1usize..50,
+        ) {
+            let text = render_trace(&spans, Style { color, bar_width });
+            prop_assert_eq!(text.lines().count(), spans.len() + 1, "{}", text);
+            prop_assert_eq!(stray_controls(&text), Vec::<char>::new(), "{}", text);
+        }
     }
 }

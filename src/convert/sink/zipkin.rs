@@ -37,8 +37,10 @@
 //! with [`retry`](crate::convert::retry)'s policy.
 
 use crate::convert::assemble::{AnyValue, Span, SpanData};
-use crate::convert::retry::{classify_http, parse_retry_after, Backoff, Verdict};
-use crate::convert::sink::otlp::config::redact_url;
+use crate::convert::printable::visible;
+use crate::convert::retry::{classify_http, instant_after, parse_retry_after, Backoff, Verdict};
+use crate::convert::sink::otlp::config::{allow_insecure_from_env, check_cleartext, redact_url};
+use crate::convert::sink::otlp::{redact_location, redirect_message};
 use crate::convert::sink::{Delivery, Sink, SinkError};
 use crate::span_line::{SpanKind, StatusCode};
 use reqwest::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
@@ -366,6 +368,9 @@ pub struct ZipkinConfig {
     pub retry_deadline: Duration,
     /// Backoff between retries.
     pub backoff: Backoff,
+    /// Send credentials in the URL over cleartext `http://` to a host that is not a loopback
+    /// address (see [`OtlpConfig::allow_insecure`](crate::convert::sink::otlp::OtlpConfig)).
+    pub allow_insecure: bool,
 }
 
 impl Default for ZipkinConfig {
@@ -376,6 +381,7 @@ impl Default for ZipkinConfig {
             max_batch_spans: DEFAULT_MAX_BATCH_SPANS,
             retry_deadline: DEFAULT_RETRY_DEADLINE,
             backoff: Backoff::default(),
+            allow_insecure: false,
         }
     }
 }
@@ -383,10 +389,14 @@ impl Default for ZipkinConfig {
 impl ZipkinConfig {
     /// Reads `OTEL_EXPORTER_ZIPKIN_ENDPOINT` and `OTEL_EXPORTER_ZIPKIN_TIMEOUT` (milliseconds,
     /// as the spec says; the Python exporter reads seconds) through `get` (pass
-    /// `|k| std::env::var(k).ok()`). Empty values count as unset.
+    /// `|k| std::env::var(k).ok()`). Empty values count as unset. `SPANLINE_ALLOW_INSECURE`
+    /// sets `allow_insecure`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<ZipkinConfig, SinkError> {
         let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let mut config = ZipkinConfig::default();
+        let mut config = ZipkinConfig {
+            allow_insecure: allow_insecure_from_env(&get)?,
+            ..ZipkinConfig::default()
+        };
         if let Some(v) = var("OTEL_EXPORTER_ZIPKIN_ENDPOINT") {
             config.endpoint = v.trim().to_owned();
         }
@@ -424,7 +434,7 @@ impl ZipkinConfig {
         if self.timeout.is_zero() {
             return Err(SinkError::Config("timeout must be positive".into()));
         }
-        Ok(())
+        check_cleartext(&self.endpoint, &[], self.allow_insecure)
     }
 }
 
@@ -442,6 +452,11 @@ enum Outcome {
     Fatal {
         status: String,
         body: String,
+    },
+    /// A 3xx, not followed (see [`Verdict::Redirect`]).
+    Redirect {
+        status: String,
+        location: Option<String>,
     },
 }
 
@@ -478,6 +493,8 @@ impl ZipkinSink {
         let client = reqwest::Client::builder()
             .default_headers(headers)
             .user_agent(concat!("spanline/", env!("CARGO_PKG_VERSION")))
+            // Never follow: see `Verdict::Redirect`.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.timeout)
             .timeout(config.timeout)
             .build()
@@ -521,7 +538,8 @@ impl Inner {
     /// Sends one body until it is accepted, refused, or the retry deadline passes; returns the
     /// attempts made.
     async fn deliver(&self, body: Bytes) -> Result<u32, SinkError> {
-        let deadline = Instant::now() + self.config.retry_deadline;
+        // Checked: a configured deadline of years must not overflow the clock.
+        let deadline = instant_after(Instant::now(), self.config.retry_deadline);
         let mut backoff = self.config.backoff.clone();
         let mut attempts: u32 = 0;
         // Why the previous attempt failed: an attempt cut short by the deadline must not hide
@@ -559,13 +577,22 @@ impl Inner {
                 Outcome::Fatal { status, body } => {
                     return Err(SinkError::Fatal {
                         endpoint: self.endpoint.clone(),
-                        status,
-                        body: truncate(&body, MAX_ERROR_BODY),
+                        status: visible(&status).into_owned(),
+                        body: truncate(&visible(&body), MAX_ERROR_BODY),
                     })
                 }
+                Outcome::Redirect { status, location } => {
+                    let location = location.map(|l| visible(&redact_location(&l)).into_owned());
+                    return Err(SinkError::Config(redirect_message(
+                        &self.endpoint,
+                        &status,
+                        location,
+                    )));
+                }
                 Outcome::Retry { reason, after } => {
-                    let delay = backoff.next_delay(after);
-                    if Instant::now() + delay >= deadline {
+                    let delay =
+                        backoff.next_delay(after.map(|a| a.min(self.config.retry_deadline)));
+                    if instant_after(Instant::now(), delay) >= deadline {
                         return Err(self.exhausted(attempts, &reason));
                     }
                     previous = Some(reason);
@@ -579,7 +606,7 @@ impl Inner {
         SinkError::Exhausted {
             endpoint: self.endpoint.clone(),
             attempts,
-            last: truncate(reason, MAX_ERROR_BODY),
+            last: truncate(&visible(reason), MAX_ERROR_BODY),
         }
     }
 
@@ -613,6 +640,14 @@ impl Inner {
         match classify_http(status.as_u16()) {
             // Zipkin's answer to a POST carries nothing: accepted means stored or queued.
             Verdict::Success => Outcome::Accepted,
+            Verdict::Redirect => Outcome::Redirect {
+                status: format!("HTTP {status}"),
+                location: resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .map(|l| self.url.join(&l).map_or(l, |u| u.to_string())),
+            },
             Verdict::Retry | Verdict::Throttle => Outcome::Retry {
                 reason: format!("HTTP {status}: {}", read_body(resp).await),
                 after: retry_after,
@@ -1613,5 +1648,98 @@ mod tests {
         .unwrap();
         let e = sink.send(&fixture_spans()).await.unwrap_err();
         assert!(matches!(e, SinkError::Exhausted { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_a_configuration_error_and_is_not_followed() {
+        let elsewhere = server(vec![reply(202)]).await;
+        let location: &'static str = Box::leak(
+            format!(
+                "http://user:pw@127.0.0.1:{}/api/v2/spans?key=topsecret",
+                elsewhere.port
+            )
+            .into_boxed_str(),
+        );
+        for code in [302, 307, 308] {
+            let srv = server(vec![Reply {
+                status: code,
+                headers: vec![("location", location)],
+                body: "moved",
+            }])
+            .await;
+            let e = ZipkinSink::new(config(srv.url()))
+                .unwrap()
+                .send(&fixture_spans())
+                .await
+                .unwrap_err();
+            let SinkError::Config(msg) = &e else {
+                panic!("{code}: {e:?}")
+            };
+            assert!(msg.contains(&code.to_string()), "{msg}");
+            let shown = format!(
+                "http://<redacted>@127.0.0.1:{}/api/v2/spans?<redacted>",
+                elsewhere.port
+            );
+            assert!(msg.contains(&shown), "{msg}");
+            assert!(!msg.contains("topsecret") && !msg.contains("pw@"), "{msg}");
+            assert_eq!(srv.requests().len(), 1, "{code}: not retried");
+        }
+        assert!(elsewhere.requests().is_empty(), "a redirect was followed");
+    }
+
+    #[test]
+    fn cleartext_credentials_to_a_remote_host_are_refused_unless_allowed() {
+        let remote = "http://user:pw@zipkin.example:9411/api/v2/spans";
+        let e = ZipkinSink::new(config(remote.into())).unwrap_err();
+        let SinkError::Config(msg) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(msg.contains("--allow-insecure"), "{msg}");
+        assert!(!msg.contains("pw"), "{msg}");
+        let allowed = ZipkinConfig {
+            allow_insecure: true,
+            ..config(remote.into())
+        };
+        assert!(ZipkinSink::new(allowed).is_ok());
+        for fine in [
+            "https://user:pw@zipkin.example:9411/api/v2/spans",
+            "http://user:pw@127.0.0.1:9411/api/v2/spans",
+            "http://zipkin.example:9411/api/v2/spans",
+        ] {
+            assert!(ZipkinSink::new(config(fine.into())).is_ok(), "{fine}");
+        }
+        let from_env = ZipkinConfig::from_env(|k| match k {
+            "OTEL_EXPORTER_ZIPKIN_ENDPOINT" => Some(remote.to_owned()),
+            "SPANLINE_ALLOW_INSECURE" => Some("true".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert!(from_env.allow_insecure);
+        assert!(ZipkinConfig::from_env(|k| match k {
+            "OTEL_EXPORTER_ZIPKIN_ENDPOINT" => Some(remote.to_owned()),
+            _ => None,
+        })
+        .is_err());
+    }
+
+    #[tokio::test]
+    async fn backend_bodies_are_made_visible() {
+        let srv = server(vec![Reply {
+            status: 400,
+            headers: vec![("content-type", "text/plain")],
+            body: "bad\u{1b}[2J\u{1b}]0;pwned\u{7} \u{9b}31m",
+        }])
+        .await;
+        let e = ZipkinSink::new(config(srv.url()))
+            .unwrap()
+            .send(&fixture_spans())
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("bad\\x1b[2J\\x1b]0;pwned\\x07 \\u{9b}31m"),
+            "{text}"
+        );
+        assert!(!crate::convert::printable::has_control(&text), "{text:?}");
     }
 }

@@ -85,7 +85,14 @@ pub struct OtlpConfig {
     pub retry_deadline: Duration,
     /// Backoff between retries.
     pub backoff: Backoff,
+    /// Send headers (or URL credentials) over cleartext `http://` to a host that is not a
+    /// loopback address. Off by default: [`OtlpConfig::validate`] refuses such a configuration
+    /// (`--allow-insecure`, [`ALLOW_INSECURE_VAR`]`=true`).
+    pub allow_insecure: bool,
 }
+
+/// The environment variable that sets `allow_insecure` (`true` or `false`).
+pub const ALLOW_INSECURE_VAR: &str = "SPANLINE_ALLOW_INSECURE";
 
 /// Default request timeout (the spec's 10 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,6 +115,7 @@ impl Default for OtlpConfig {
             max_concurrency: DEFAULT_MAX_CONCURRENCY,
             retry_deadline: DEFAULT_RETRY_DEADLINE,
             backoff: Backoff::default(),
+            allow_insecure: false,
         }
     }
 }
@@ -129,6 +137,7 @@ impl fmt::Debug for OtlpConfig {
             .field("max_concurrency", &self.max_concurrency)
             .field("retry_deadline", &self.retry_deadline)
             .field("backoff", &self.backoff)
+            .field("allow_insecure", &self.allow_insecure)
             .finish()
     }
 }
@@ -145,7 +154,7 @@ impl OtlpConfig {
     /// endpoint is a base URL that gets `v1/traces` appended to its path, while the
     /// signal-specific endpoint is used as is; gRPC uses either as is. Defaults:
     /// `http/protobuf`, `http://localhost:4318` (gRPC: `http://localhost:4317`), no
-    /// compression, 10 000 ms.
+    /// compression, 10 000 ms. [`ALLOW_INSECURE_VAR`] sets `allow_insecure`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<OtlpConfig, SinkError> {
         let var = |suffix: &str| -> Option<(String, String)> {
             [TRACES_PREFIX, PREFIX].iter().find_map(|p| {
@@ -209,6 +218,7 @@ impl OtlpConfig {
             headers,
             compression,
             timeout,
+            allow_insecure: allow_insecure_from_env(&get)?,
             ..OtlpConfig::default()
         })
     }
@@ -229,6 +239,8 @@ impl OtlpConfig {
         if self.timeout.is_zero() {
             return Err(SinkError::Config("timeout must be positive".into()));
         }
+        let keys: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        check_cleartext(&self.endpoint, &keys, self.allow_insecure)?;
         for (i, (k, v)) in self.headers.iter().enumerate() {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
                 return Err(SinkError::Config(format!(
@@ -276,6 +288,77 @@ fn validate_endpoint(endpoint: &str) -> Result<(), SinkError> {
         )));
     }
     Ok(())
+}
+
+/// Reads [`ALLOW_INSECURE_VAR`]: `true`/`1` or `false`/`0` (any case), unset or empty is
+/// `false`; anything else is an error naming the variable.
+pub fn allow_insecure_from_env(get: impl Fn(&str) -> Option<String>) -> Result<bool, SinkError> {
+    match get(ALLOW_INSECURE_VAR) {
+        None => Ok(false),
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "" | "false" | "0" => Ok(false),
+            "true" | "1" => Ok(true),
+            _ => Err(SinkError::Config(format!(
+                "{ALLOW_INSECURE_VAR}={:?}: expected true or false",
+                crate::convert::printable::visible(&v)
+            ))),
+        },
+    }
+}
+
+/// Whether `url` names this machine: `localhost` (and `*.localhost`, RFC 6761), 127.0.0.0/8
+/// or `::1`. Traffic to it does not cross a network.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => {
+            let d = bare.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+    }
+}
+
+/// Refuses to send credentials (the header `keys`, or user info in the URL) over cleartext
+/// `http://` to a host that is not a loopback address, unless `allow_insecure`: anyone on the
+/// path could read them. The error names the header keys, never their values.
+pub(crate) fn check_cleartext(
+    endpoint: &str,
+    keys: &[&str],
+    allow_insecure: bool,
+) -> Result<(), SinkError> {
+    let Ok(url) = reqwest::Url::parse(endpoint) else {
+        // `validate_endpoint` reports it.
+        return Ok(());
+    };
+    let userinfo = !url.username().is_empty() || url.password().is_some();
+    if allow_insecure
+        || url.scheme() != "http"
+        || is_loopback(&url)
+        || (keys.is_empty() && !userinfo)
+    {
+        return Ok(());
+    }
+    let what = match (keys.is_empty(), userinfo) {
+        (false, false) => format!("the headers {}", keys.join(", ")),
+        (false, true) => format!(
+            "the credentials in the URL and the headers {}",
+            keys.join(", ")
+        ),
+        _ => "the credentials in the URL".to_owned(),
+    };
+    Err(SinkError::Config(format!(
+        "endpoint {}: refusing to send {what} in cleartext (http://) to a host that is not a \
+         loopback address; use https://, or pass --allow-insecure \
+         ({ALLOW_INSECURE_VAR}=true) if the network is trusted",
+        redact_url(endpoint)
+    )))
 }
 
 /// Drops user info and the query (either may carry a credential) from a URL for printing.

@@ -26,6 +26,8 @@ pub(crate) struct GrpcTransport {
     metadata: MetadataMap,
     compression: Compression,
     timeout: Duration,
+    /// Caps a server's `RetryInfo` delay.
+    retry_cap: Duration,
 }
 
 impl GrpcTransport {
@@ -65,6 +67,7 @@ impl GrpcTransport {
             metadata,
             compression: config.compression,
             timeout: config.timeout,
+            retry_cap: config.retry_deadline,
         })
     }
 
@@ -91,18 +94,47 @@ impl GrpcTransport {
             Err(status) => status,
         };
         let code = status.code();
+        if let Some(cause) = transport_failure(&status) {
+            // No gRPC status came back: the call failed below gRPC (refused or reset
+            // connections, an HTTP/1 server or a proxy that does not speak HTTP/2). Tonic
+            // reports those as UNKNOWN, which the spec's table would make fatal; the backend
+            // never saw the data, so it is "unreachable, try later", not "rejected".
+            return Outcome::Retry {
+                reason: format!(
+                    "gRPC transport failure: {}",
+                    super::http::error_chain(cause)
+                ),
+                after: None,
+            };
+        }
         match classify_grpc(code as i32) {
             Verdict::Success => Outcome::Accepted(Default::default()),
             Verdict::Retry | Verdict::Throttle => Outcome::Retry {
                 reason: format!("gRPC {code:?}: {}", status.message()),
-                after: retry_delay(status.details()),
+                after: retry_delay(status.details()).map(|d| d.min(self.retry_cap)),
             },
-            Verdict::Fatal => Outcome::Fatal {
+            // `classify_grpc` has no redirects.
+            Verdict::Fatal | Verdict::Redirect => Outcome::Fatal {
                 status: format!("gRPC {code:?} ({})", code as i32),
                 body: status.message().to_owned(),
             },
         }
     }
+}
+
+/// The transport error under a client-side status, if that is what it is: statuses decoded
+/// from a server's answer carry no source, those tonic makes from a failed connection or
+/// HTTP/2 exchange carry a `tonic::transport::Error` or an I/O error.
+fn transport_failure(status: &tonic::Status) -> Option<&(dyn std::error::Error + 'static)> {
+    let top = std::error::Error::source(status)?;
+    let mut cur = Some(top);
+    while let Some(e) = cur {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return Some(top);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
@@ -156,8 +188,9 @@ pub(crate) fn retry_delay(details: &[u8]) -> Option<Duration> {
         .filter(|a| a.type_url == RETRY_INFO_TYPE)
         .find_map(|a| RetryInfo::decode(a.value.as_slice()).ok()?.retry_delay)
         .map(|d| {
+            // Saturating: the values are the server's, `i64::MAX` seconds included.
             Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
-                + Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0))
+                .saturating_add(Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0)))
         })
 }
 

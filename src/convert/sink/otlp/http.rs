@@ -61,6 +61,8 @@ impl HttpTransport {
         let client = reqwest::Client::builder()
             .default_headers(headers)
             .user_agent(concat!("spanline/", env!("CARGO_PKG_VERSION")))
+            // Never follow: see `Verdict::Redirect`.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(config.timeout)
             .timeout(config.timeout)
             .build()
@@ -104,6 +106,11 @@ impl HttpTransport {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_ascii_lowercase);
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .map(|l| self.url.join(&l).map_or(l, |u| u.to_string()));
         let body = read_limited(resp).await;
         match classify_http(status.as_u16()) {
             Verdict::Success => {
@@ -131,6 +138,10 @@ impl HttpTransport {
             Verdict::Fatal => Outcome::Fatal {
                 status: format!("HTTP {status}"),
                 body: body_text(body),
+            },
+            Verdict::Redirect => Outcome::Redirect {
+                status: format!("HTTP {status}"),
+                location,
             },
         }
     }

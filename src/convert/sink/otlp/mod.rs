@@ -21,7 +21,8 @@ pub use config::{parse_headers, Compression, HeadersError, OtlpConfig, Protocol}
 pub use encode::{encode_request, to_json, PartialSuccess};
 
 use crate::convert::assemble::Span;
-use crate::convert::retry::Backoff;
+use crate::convert::printable::visible;
+use crate::convert::retry::{instant_after, Backoff};
 use crate::convert::sink::{Delivery, Sink, SinkError};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::bytes::Bytes;
@@ -49,6 +50,12 @@ pub(crate) enum Outcome {
     },
     /// The backend refused the request.
     Fatal { status: String, body: String },
+    /// The backend answered with a redirect (3xx), which is not followed: `location` is the
+    /// `Location` header resolved against the endpoint, unredacted (the caller scrubs it).
+    Redirect {
+        status: String,
+        location: Option<String>,
+    },
 }
 
 #[derive(Clone)]
@@ -125,13 +132,7 @@ impl OtlpSink {
                 Transport::Http(http::HttpTransport::new(&config)?)
             }
         };
-        let secrets = config
-            .headers
-            .iter()
-            .flat_map(|(_, v)| std::iter::once(v.as_str()).chain(v.split_whitespace()))
-            .filter(|v| v.len() >= MIN_SECRET_LEN)
-            .map(str::to_owned)
-            .collect();
+        let secrets = secret_forms(&config.headers);
         let exporter = Exporter {
             transport,
             endpoint: config.endpoint_redacted(),
@@ -230,7 +231,8 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(50);
 
 /// Sends one batch until it is accepted, refused, or the retry deadline passes.
 async fn export_batch(ex: &Exporter, payload: Payload) -> Result<Accepted, SinkError> {
-    let deadline = Instant::now() + ex.retry_deadline;
+    // Checked: a configured deadline of years must not overflow the clock.
+    let deadline = instant_after(Instant::now(), ex.retry_deadline);
     let mut backoff = ex.backoff.clone();
     let mut attempts: u32 = 0;
     let mut last_reason = String::new();
@@ -274,10 +276,19 @@ async fn export_batch(ex: &Exporter, payload: Payload) -> Result<Accepted, SinkE
                     body: ex.scrub(&body),
                 });
             }
+            Outcome::Redirect { status, location } => {
+                return Err(SinkError::Config(redirect_message(
+                    &ex.endpoint,
+                    &ex.scrub(&status),
+                    location.map(|l| ex.scrub(&redact_location(&l))),
+                )));
+            }
             Outcome::Retry { reason, after } => {
-                let delay = backoff.next_delay(after);
+                // A server's delay never runs past the deadline (a gRPC RetryInfo of i64::MAX
+                // seconds overflowed `Instant + delay`).
+                let delay = backoff.next_delay(after.map(|a| a.min(ex.retry_deadline)));
                 last_reason.clone_from(&reason);
-                if Instant::now() + delay >= deadline {
+                if instant_after(Instant::now(), delay) >= deadline {
                     return Err(SinkError::Exhausted {
                         endpoint: ex.endpoint.clone(),
                         attempts,
@@ -291,18 +302,95 @@ async fn export_batch(ex: &Exporter, payload: Payload) -> Result<Accepted, SinkE
 }
 
 impl Exporter {
-    /// Removes header values from server-supplied text (some servers echo request headers in
-    /// error pages), then truncates it to [`MAX_ERROR_BODY`]. Scrubbing comes first so a
-    /// secret cut by the truncation cannot leave a prefix behind.
+    /// Makes server-supplied text printable: removes header values (some servers echo request
+    /// headers in error pages, in any case and percent-encoded), makes control characters
+    /// visible, then truncates it to [`MAX_ERROR_BODY`]. Scrubbing comes first so a secret cut
+    /// by the truncation cannot leave a prefix behind.
     fn scrub(&self, text: &str) -> String {
-        let mut t = text.to_owned();
-        for s in &self.secrets {
-            if t.contains(s.as_str()) {
-                t = t.replace(s.as_str(), "<redacted>");
+        let t = scrub_secrets(text, &self.secrets);
+        truncate(&visible(&t), MAX_ERROR_BODY)
+    }
+}
+
+/// The error for a redirect: names where the server wanted the spans to go.
+pub(crate) fn redirect_message(endpoint: &str, status: &str, location: Option<String>) -> String {
+    let to = match location {
+        Some(l) => format!("redirects to {l}"),
+        None => "redirects (no Location)".to_owned(),
+    };
+    format!(
+        "{endpoint}: the server answered {status} and {to}; redirects are not followed and \
+         nothing was delivered: set the endpoint to the final URL"
+    )
+}
+
+/// A `Location` for printing: a URL without its user info and query, anything else as is.
+pub(crate) fn redact_location(location: &str) -> String {
+    match reqwest::Url::parse(location) {
+        Ok(_) => config::redact_url(location),
+        Err(_) => location.to_owned(),
+    }
+}
+
+/// The texts to scrub for the header values: each value (and each whitespace-separated part,
+/// for `Bearer <token>`) of at least [`MIN_SECRET_LEN`] bytes, as is and percent-encoded
+/// (every byte but the unreserved ones as `%XX`, and again with `+` for a space, as HTML forms
+/// write it). Matching is ASCII-case-insensitive, which also covers lowercase hex digits.
+fn secret_forms(headers: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, v) in headers {
+        for s in std::iter::once(v.as_str()).chain(v.split_whitespace()) {
+            if s.len() < MIN_SECRET_LEN {
+                continue;
+            }
+            let encoded = percent_encode(s);
+            let plus = encoded.replace("%20", "+");
+            for form in [s.to_owned(), encoded, plus] {
+                if !out.iter().any(|o| o.eq_ignore_ascii_case(&form)) {
+                    out.push(form);
+                }
             }
         }
-        truncate(&t, MAX_ERROR_BODY)
     }
+    // Longest first, so a value is replaced whole before one of its parts.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+/// Every byte except the unreserved ones (RFC 3986: letters, digits, `-._~`) as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `text` with every ASCII-case-insensitive occurrence of a secret replaced by `<redacted>`.
+fn scrub_secrets(text: &str, secrets: &[String]) -> String {
+    let mut t = text.to_owned();
+    for s in secrets {
+        // ASCII lowercasing keeps byte offsets and character boundaries.
+        let needle = s.to_ascii_lowercase();
+        if needle.is_empty() {
+            continue;
+        }
+        let mut out = String::with_capacity(t.len());
+        let lower = t.to_ascii_lowercase();
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(&needle) {
+            out.push_str(&t[from..from + at]);
+            out.push_str("<redacted>");
+            from += at + needle.len();
+        }
+        out.push_str(&t[from..]);
+        t = out;
+    }
+    t
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary, `…` marking a cut.

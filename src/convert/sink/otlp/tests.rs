@@ -799,3 +799,196 @@ async fn grpc_connection_refused_is_exhausted() {
     );
     assert_no_secret(&e);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile backends
+
+fn assert_no_secret_any_case(text: &str) {
+    let lower = text.to_ascii_lowercase();
+    for form in [
+        SECRET.to_owned(),
+        format!("bearer%20{SECRET}"),
+        format!("bearer+{SECRET}"),
+    ] {
+        assert!(!lower.contains(&form), "secret leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_configuration_error_and_is_not_followed() {
+    // A login page that answers 200 to anything: following the redirect turned the POST into
+    // a body-less GET and reported the spans as accepted.
+    let elsewhere = scripted(vec![ok()]).await;
+    for code in [301, 302, 303, 307, 308] {
+        let location = format!("http://user:pw@{}/login?token={SECRET}", elsewhere.addr);
+        let srv = scripted(vec![Step::Reply(
+            code,
+            vec![("location", location)],
+            b"moved".to_vec(),
+        )])
+        .await;
+        let mut sink = OtlpSink::new(config(srv.url())).unwrap();
+        let e = sink.send(&spans(2)).await.unwrap_err();
+        let SinkError::Config(msg) = &e else {
+            panic!("{code}: {e:?}")
+        };
+        assert!(msg.contains(&code.to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "http://<redacted>@{}/login?<redacted>",
+                elsewhere.addr
+            )),
+            "{msg}"
+        );
+        assert!(!msg.contains("pw@"), "{msg}");
+        assert_no_secret(&e);
+        assert_eq!(srv.received().len(), 1, "{code}: not retried");
+    }
+    assert!(elsewhere.received().is_empty(), "a redirect was followed");
+}
+
+#[test]
+fn cleartext_headers_to_a_remote_host_are_refused_unless_allowed() {
+    let remote = |endpoint: &str| OtlpConfig {
+        endpoint: endpoint.into(),
+        headers: vec![("x-api-key".into(), SECRET.into())],
+        ..OtlpConfig::default()
+    };
+    for endpoint in [
+        "http://collector.example:4318/v1/traces",
+        "http://10.0.0.7:4318/v1/traces",
+        "http://[2001:db8::1]:4318/v1/traces",
+    ] {
+        let e = OtlpSink::new(remote(endpoint)).unwrap_err();
+        let SinkError::Config(msg) = &e else {
+            panic!("{endpoint}: {e:?}")
+        };
+        assert!(
+            msg.contains("x-api-key") && msg.contains("--allow-insecure"),
+            "{msg}"
+        );
+        assert!(msg.contains("SPANLINE_ALLOW_INSECURE"), "{msg}");
+        assert_no_secret(&e);
+        let allowed = OtlpConfig {
+            allow_insecure: true,
+            ..remote(endpoint)
+        };
+        assert!(OtlpSink::new(allowed).is_ok(), "{endpoint}");
+        let grpc = OtlpConfig {
+            protocol: Protocol::Grpc,
+            ..remote(endpoint)
+        };
+        assert!(OtlpSink::new(grpc).is_err(), "{endpoint} (gRPC)");
+    }
+    for endpoint in [
+        "https://collector.example:4318/v1/traces",
+        "http://127.0.0.1:4318/v1/traces",
+        "http://127.1.2.3:4318/v1/traces",
+        "http://localhost:4318/v1/traces",
+        "http://[::1]:4318/v1/traces",
+    ] {
+        assert!(OtlpSink::new(remote(endpoint)).is_ok(), "{endpoint}");
+    }
+    // Without headers nothing secret goes out; credentials in the URL count as headers.
+    let plain = OtlpConfig {
+        endpoint: "http://collector.example:4318/v1/traces".into(),
+        ..OtlpConfig::default()
+    };
+    assert!(OtlpSink::new(plain).is_ok());
+    let userinfo = OtlpConfig {
+        endpoint: "http://u:p@collector.example:4318/v1/traces".into(),
+        ..OtlpConfig::default()
+    };
+    assert!(matches!(OtlpSink::new(userinfo), Err(SinkError::Config(_))));
+}
+
+#[test]
+fn allow_insecure_is_read_from_the_environment() {
+    let vars = |v: &'static str| {
+        move |k: &str| match k {
+            "SPANLINE_ALLOW_INSECURE" => Some(v.to_owned()),
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector.example:4318".to_owned()),
+            "OTEL_EXPORTER_OTLP_HEADERS" => Some(format!("x-api-key={SECRET}")),
+            _ => None,
+        }
+    };
+    let c = OtlpConfig::from_env(vars("true")).unwrap();
+    assert!(c.allow_insecure);
+    assert!(OtlpSink::new(c).is_ok());
+    let c = OtlpConfig::from_env(vars("false")).unwrap();
+    assert!(!c.allow_insecure);
+    assert!(OtlpSink::new(c).is_err());
+    let e = OtlpConfig::from_env(vars("sure")).unwrap_err();
+    assert!(e.to_string().contains("SPANLINE_ALLOW_INSECURE"), "{e}");
+}
+
+#[tokio::test]
+async fn a_retry_info_of_i64_max_seconds_gives_up_without_a_panic() {
+    let details = grpc::tests::retry_info_details(Duration::from_secs(i64::MAX as u64));
+    let (url, calls) = grpc_server(vec![Err((tonic::Code::ResourceExhausted, details))]).await;
+    let mut sink = OtlpSink::new(grpc_config(url)).unwrap();
+    let t = StdInstant::now();
+    let e = sink.send(&spans(1)).await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    match &e {
+        SinkError::Exhausted { attempts, last, .. } => {
+            assert_eq!(*attempts, 1, "{e}");
+            assert!(last.contains("ResourceExhausted"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(calls.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn secrets_echoed_in_another_case_or_percent_encoded_are_scrubbed() {
+    let upper = SECRET.to_ascii_uppercase();
+    let echoes = [
+        format!("denied for bearer {upper}"),
+        format!("denied: authorization=Bearer%20{SECRET}"),
+        format!("denied: authorization=bearer%20{upper}"),
+        format!("denied: authorization=Bearer+{SECRET}"),
+    ];
+    for echo in echoes {
+        let srv = scripted(vec![status(401, &echo)]).await;
+        let e = OtlpSink::new(config(srv.url()))
+            .unwrap()
+            .send(&spans(1))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("<redacted>"), "{e}");
+        assert_no_secret_any_case(&e.to_string());
+        assert_no_secret_any_case(&format!("{e:?}"));
+    }
+}
+
+#[tokio::test]
+async fn backend_bodies_are_made_visible() {
+    let srv = scripted(vec![status(
+        400,
+        "bad\u{1b}[2J\u{1b}]0;pwned\u{7} \u{9b}31m",
+    )])
+    .await;
+    let e = OtlpSink::new(config(srv.url()))
+        .unwrap()
+        .send(&spans(1))
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("bad\\x1b[2J\\x1b]0;pwned\\x07 \\u{9b}31m"),
+        "{text}"
+    );
+    assert!(!crate::convert::printable::has_control(&text), "{text:?}");
+}
+
+#[tokio::test]
+async fn grpc_to_an_http1_server_is_unreachable_not_rejected() {
+    let srv = scripted(vec![status(400, "this is not gRPC")]).await;
+    let mut c = grpc_config(format!("http://{}", srv.addr));
+    c.retry_deadline = Duration::from_millis(300);
+    let e = OtlpSink::new(c).unwrap().send(&spans(1)).await.unwrap_err();
+    assert!(matches!(e, SinkError::Exhausted { .. }), "{e:?}");
+    assert!(e.is_retryable(), "{e}");
+    assert_no_secret(&e);
+}
