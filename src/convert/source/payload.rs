@@ -54,7 +54,7 @@ pub fn human_bytes(n: u64) -> String {
         ("B", 1),
     ];
     for (name, size) in UNITS {
-        if n >= size && n % size == 0 {
+        if n >= size && n.is_multiple_of(size) {
             return format!("{} {name}", n / size);
         }
     }
