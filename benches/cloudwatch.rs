@@ -25,10 +25,11 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use spanline::convert::pipeline::{self, NoCommit, Options};
+use spanline::convert::sink::{AnySink, DiscardSink};
 use spanline::convert::source::cloudwatch::budget::Budget;
 use spanline::convert::source::cloudwatch::filter::DEFAULT_FILTER_PATTERN;
-use spanline::convert::source::cloudwatch::filter::{read_groups, Progress, Query};
-use spanline::convert::Converter;
+use spanline::convert::source::cloudwatch::filter::{FilterSource, GroupRange, Progress, Query};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -321,24 +322,28 @@ async fn read_row(
         filter_pattern: pattern.to_owned(),
     };
     // moto does not throttle; the budget of `read` still applies (5 TPS).
-    let mut rx = read_groups(
+    // The library's pipeline, page by page, into the discarding sink.
+    let source = FilterSource::start(
         client,
         Budget::per_second(5.0),
         progress,
-        vec![group.to_owned()],
-        query,
+        vec![GroupRange {
+            group: group.to_owned(),
+            query,
+        }],
         1,
     );
-    let mut conv = Converter::default();
-    let mut spans = 0u64;
-    while let Some((g, res)) = rx.recv().await {
-        for e in res.expect("FilterLogEvents") {
-            conv.push(&e.into_record(&g));
-        }
-        // The discarding sink.
-        spans += std::hint::black_box(conv.take_ready()).len() as u64;
-    }
-    spans += std::hint::black_box(conv.finish()).len() as u64;
+    let report = pipeline::run(
+        source,
+        vec![AnySink::Discard(DiscardSink::default())],
+        NoCommit,
+        Options::default(),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(report.inputs_failed, 0, "FilterLogEvents failed");
+    let spans = report.sinks[0].accepted;
     let secs = started.elapsed().as_secs_f64();
     let (calls1, bytes1) = wire.snapshot();
     Row {

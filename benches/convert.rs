@@ -36,7 +36,6 @@ use serverless_otlp_forwarder_core::{compact_telemetry_payloads, SpanCompactionC
 use spanline::convert::assemble::{Resource, Span};
 use spanline::convert::record::LogRecordRef;
 use spanline::convert::sink::otlp::encode_request;
-use spanline::convert::source::file::for_each_record;
 use spanline::convert::Converter;
 use spanline::span_line::encode::{fixed_len, write_resource_str, write_service};
 use spanline::span_line::Value;
@@ -590,13 +589,24 @@ impl Encoder {
 }
 
 fn spanline_file(path: &Path) -> Out {
+    use spanline::convert::record::RecordBatch;
+    use spanline::convert::source::file::read_input;
+    use spanline::convert::source::payload::{BatchOut, Limits};
     let mut conv = Converter::default();
     let mut enc = Encoder::new();
-    for_each_record(path, LOG_GROUP, |rec| {
-        conv.push_ref(rec);
-        enc.after_push(&mut conv);
-    })
-    .unwrap();
+    let mut flush = |b: RecordBatch| {
+        for rec in b.iter() {
+            conv.push_ref(rec);
+            enc.after_push(&mut conv);
+        }
+        Some(b)
+    };
+    let limits = Limits::default();
+    let mut out = BatchOut::new(RecordBatch::default(), limits.batch_bytes, &mut flush);
+    let file = std::fs::File::open(path).unwrap();
+    read_input(file, path, "s", LOG_GROUP, limits, &mut out).unwrap();
+    out.flush_now();
+    drop(out);
     enc.finish(&mut conv)
 }
 

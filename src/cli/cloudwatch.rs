@@ -1,20 +1,20 @@
-//! `read` and `tail`: log groups through FilterLogEvents into the converter.
+//! `read`, `tail` and `export`: log groups through FilterLogEvents, Live Tail or an export into
+//! the pipeline.
 
-use super::output::{Output, SinkArgs};
-use super::ConvertOpts;
+use super::output::{self, Draw, SinkArgs};
+use super::{ctrl_c, ConvertOpts, Exit};
 use anyhow::Context as _;
 use spanline::convert::aws::AwsOptions;
+use spanline::convert::pipeline::{self, Mode, NoCommit};
 use spanline::convert::source::cloudwatch::budget::Budget;
 use spanline::convert::source::cloudwatch::filter::{
-    read_group, read_groups, resolve_groups, GroupSelection, Progress, Query,
+    resolve_groups, FilterSource, GroupRange, GroupSelection, Progress, Query,
     DEFAULT_FILTER_PATTERN,
 };
-use spanline::convert::source::cloudwatch::tail::Window;
+use spanline::convert::source::cloudwatch::tail::{Poll, PollSource};
 use spanline::convert::time::{now_ms, parse_duration_ms, parse_time};
-use spanline::convert::Converter;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -151,6 +151,10 @@ pub struct TailArgs {
     /// sharing a millisecond; seen events are dropped by id.
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     overlap: String,
+    /// An invocation whose REPORT line has not come after this long (a crash, or a
+    /// `--filter-pattern` that selects only span lines) is shown with what is known.
+    #[arg(long = "give-up-after", default_value = "20m", value_name = "DURATION")]
+    give_up_after: String,
     #[command(flatten)]
     opts: ConvertOpts,
     #[command(flatten)]
@@ -208,24 +212,27 @@ impl Drop for Ticker {
     }
 }
 
-/// Where the converter's region comes from: the flag or environment, else the loaded config.
-pub(super) async fn converter(
-    opts: &ConvertOpts,
+/// The loaded AWS configuration, its region (the flag or environment, else the profile's), and
+/// a CloudWatch Logs client.
+pub(super) async fn aws_setup(
     aws: &AwsArgs,
-) -> anyhow::Result<(Converter, aws_sdk_cloudwatchlogs::Client)> {
+) -> (
+    aws_config::SdkConfig,
+    Option<String>,
+    aws_sdk_cloudwatchlogs::Client,
+) {
     let sdk = aws.options().load().await;
     let region = aws
         .region
         .clone()
         .or_else(|| sdk.region().map(|r| r.to_string()));
-    Ok((
-        opts.converter(region)?,
-        aws_sdk_cloudwatchlogs::Client::new(&sdk),
-    ))
+    let client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    (sdk, region, client)
 }
 
-/// `spanline read`: every selected group over the time range, then the summary.
-pub async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
+/// `spanline read`: every selected group over the time range, streamed page by page, then the
+/// summary.
+pub async fn read(args: ReadArgs) -> anyhow::Result<Exit> {
     let sel = args.groups.selection()?;
     let now = now_ms();
     let query = Query {
@@ -234,8 +241,9 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
         end_ms: time_arg("end-time", &args.end_time, now)?,
         filter_pattern: args.groups.filter_pattern.clone(),
     };
-    let mut output = Output::new(&args.sinks, args.opts.color, false)?;
-    let (mut conv, client) = converter(&args.opts, &args.aws).await?;
+    let sinks = output::sinks(&args.sinks, args.opts.color, Draw::AtEnd)?;
+    let (_, region, client) = aws_setup(&args.aws).await;
+    let options = args.opts.options(region, Mode::Batch)?;
     let budget = Budget::per_second(args.groups.max_tps);
     let progress = Arc::new(Progress::default());
     let groups = resolve_groups(&client, &budget, &progress, &sel).await?;
@@ -244,38 +252,30 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
     }
     let total = groups.len();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let ticker = Ticker::start(progress.clone(), total, done.clone());
-    let mut rx = read_groups(
+    let ticker = Ticker::start(progress.clone(), total, done);
+    let ranges = groups
+        .into_iter()
+        .map(|group| GroupRange {
+            group,
+            query: query.clone(),
+        })
+        .collect();
+    let source = FilterSource::start(
         client,
         budget,
         progress.clone(),
-        groups,
-        query,
+        ranges,
         args.groups.parallel,
     );
-    let mut failed_groups = 0usize;
-    while let Some((group, res)) = rx.recv().await {
-        done.fetch_add(1, Ordering::Relaxed);
-        match res {
-            Ok(events) => {
-                for e in events {
-                    conv.push(&e.into_record(&group));
-                }
-            }
-            Err(e) => {
-                eprintln!("\rspanline: {e}");
-                failed_groups += 1;
-            }
-        }
-        if let Err(failed) = output.deliver(conv.take_ready()).await? {
-            drop(ticker);
-            return Ok(Output::fail(
-                &conv.summary,
-                &format!("{total} log groups"),
-                failed,
-            ));
-        }
-    }
+    let report = pipeline::run(
+        source,
+        sinks,
+        NoCommit,
+        options,
+        Some(ctrl_c()),
+        Some(output::observer()),
+    )
+    .await;
     drop(ticker);
     let what = format!(
         "{total} log groups, {} requests ({} throttled, {} empty pages)",
@@ -283,212 +283,92 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<ExitCode> {
         progress.throttled.load(Ordering::Relaxed),
         progress.empty_pages.load(Ordering::Relaxed)
     );
-    if let Err(failed) = output.deliver(conv.finish()).await? {
-        return Ok(Output::fail(&conv.summary, &what, failed));
-    }
-    let code = output.close(&conv.summary, &what, args.opts.strict).await?;
-    if failed_groups > 0 && code == ExitCode::SUCCESS {
-        eprintln!("spanline: {failed_groups} of {total} log groups could not be read");
-        return Ok(ExitCode::from(1));
-    }
-    Ok(code)
+    Ok(output::finish(&report, &what, args.opts.strict))
 }
 
 /// `spanline tail`: Live Tail, or polling with `--poll`, until Ctrl-C, then flushes and exits 0.
-pub async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
-    if !args.poll {
-        return live_tail(args).await;
-    }
+pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
     let sel = args.groups.selection()?;
-    let interval = duration_arg("interval", &args.interval)?;
-    let overlap = duration_arg("overlap", &args.overlap)?;
-    let overlap_ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
-    let now = now_ms();
-    let start = time_arg("start-time", &args.start_time, now)?.unwrap_or(now - overlap_ms);
-    let mut output = Output::new(&args.sinks, args.opts.color, true)?;
-    let (mut conv, client) = converter(&args.opts, &args.aws).await?;
+    let give_up = duration_arg("give-up-after", &args.give_up_after)?;
+    let sinks = output::sinks(&args.sinks, args.opts.color, Draw::Following)?;
+    let (sdk, region, client) = aws_setup(&args.aws).await;
+    let mut options = args.opts.options(region, Mode::Follow)?;
+    options.give_up_after = give_up;
+    // Batches as they come: a person is watching.
+    options.batch_spans = 1000;
     let budget = Budget::per_second(args.groups.max_tps);
-    let progress = Progress::default();
-    let groups = resolve_groups(&client, &budget, &progress, &sel).await?;
-    if groups.is_empty() {
-        anyhow::bail!("no log group matches the selection");
-    }
-    let what = format!("{} log groups", groups.len());
-    let mut windows: Vec<Window> = groups
-        .iter()
-        .map(|_| Window::new(start, overlap_ms))
-        .collect();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        let cycle = async {
-            let polled_at = now_ms();
-            for (group, window) in groups.iter().zip(windows.iter_mut()) {
-                let query = Query {
-                    log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
-                    start_ms: Some(window.start_ms()),
-                    end_ms: None,
-                    filter_pattern: args.groups.filter_pattern.clone(),
-                };
-                match read_group(&client, &budget, &progress, group, &query).await {
-                    Ok(events) => {
-                        for e in window.admit(events) {
-                            conv.push(&e.into_record(group));
-                        }
-                        window.advance(polled_at);
-                    }
-                    // A poll that failed is tried again next time from the same start.
-                    Err(e) => eprintln!("spanline: {e}"),
-                }
-            }
-            conv.take_ready()
-        };
-        let ready = tokio::select! {
-            r = cycle => r,
-            _ = &mut ctrl_c => break,
-        };
-        if let Err(failed) = output.deliver(ready).await? {
-            return Ok(Output::fail(&conv.summary, &what, failed));
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = &mut ctrl_c => break,
-        }
-    }
-    if let Err(failed) = output.deliver(conv.finish()).await? {
-        return Ok(Output::fail(&conv.summary, &what, failed));
-    }
-    output.close(&conv.summary, &what, args.opts.strict).await
-}
-
-/// How often the sampling warning may be repeated.
-const SAMPLED_WARNING_EVERY: Duration = Duration::from_secs(60);
-
-/// `spanline tail` (Live Tail): one follower per ten groups, events into the converter as they
-/// come, until Ctrl-C (flush, exit 0) or until every follower failed (flush, exit 1).
-async fn live_tail(args: TailArgs) -> anyhow::Result<ExitCode> {
-    use spanline::convert::source::cloudwatch::live::{
-        follow, group_name_of, live_tail_client, resolve_arns, LiveQuery, Notice, Policy,
-        SdkConnector, MAX_GROUPS_PER_SESSION,
-    };
-    let sel = args.groups.selection()?;
-    let dedup_window = duration_arg("dedup-window", &args.dedup_window)?;
-    let mut output = Output::new(&args.sinks, args.opts.color, true)?;
-    let sdk = args.aws.options().load().await;
-    let region = args
-        .aws
-        .region
-        .clone()
-        .or_else(|| sdk.region().map(|r| r.to_string()));
-    let mut conv = args.opts.converter(region)?;
-    let client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
-    let budget = Budget::per_second(args.groups.max_tps);
-    let progress = Progress::default();
+    let progress = Arc::new(Progress::default());
     let names = resolve_groups(&client, &budget, &progress, &sel).await?;
     if names.is_empty() {
         anyhow::bail!("no log group matches the selection");
     }
-    let prefix = args.groups.log_stream_name_prefix.clone();
-    if prefix.is_some() && names.len() > 1 {
-        anyhow::bail!(
-            "--log-stream-name-prefix: Live Tail takes a stream prefix for a single log group only ({} selected); use --poll",
-            names.len()
-        );
-    }
-    let groups = resolve_arns(&client, &budget, &progress, &names).await?;
-    let what = format!("{} log groups", groups.len());
-    let filter_pattern = Some(args.groups.filter_pattern.clone()).filter(|p| !p.trim().is_empty());
-    let connector = SdkConnector::new(
-        live_tail_client(&sdk),
-        LiveQuery {
-            log_stream_name_prefix: prefix,
-            filter_pattern,
-        },
-    );
-    let policy = Policy {
-        dedup_window,
-        ..Policy::default()
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let arns: Vec<String> = groups.iter().map(|(_, arn)| arn.clone()).collect();
-    let mut followers = Vec::new();
-    for chunk in arns.chunks(MAX_GROUPS_PER_SESSION) {
-        followers.push(tokio::spawn(follow(
-            connector.clone(),
-            chunk.to_vec(),
-            policy.clone(),
-            tx.clone(),
-        )));
-    }
-    drop(tx);
-    let name_of = |arn: &str| -> String {
-        groups
-            .iter()
-            .find(|(_, a)| a == arn)
-            .map_or_else(|| group_name_of(arn).to_owned(), |(n, _)| n.clone())
-    };
-    let mut failed = 0usize;
-    let mut sampled: u64 = 0;
-    let mut warned_at: Option<tokio::time::Instant> = None;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    loop {
-        let notice = tokio::select! {
-            n = rx.recv() => n,
-            _ = &mut ctrl_c => break,
+    let what = format!("{} log groups", names.len());
+    let report = if args.poll {
+        let interval = duration_arg("interval", &args.interval)?;
+        let overlap = duration_arg("overlap", &args.overlap)?;
+        let overlap_ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let start = time_arg("start-time", &args.start_time, now)?.unwrap_or(now - overlap_ms);
+        let poll = Poll {
+            groups: names,
+            query: Query {
+                log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
+                start_ms: None,
+                end_ms: None,
+                filter_pattern: args.groups.filter_pattern.clone(),
+            },
+            start_ms: start,
+            overlap_ms,
+            interval,
         };
-        let Some(notice) = notice else { break };
-        match notice {
-            Notice::Events(mut events) => {
-                // The converter wants each stream in order; an update is in time order.
-                events.sort_by(|a, b| {
-                    (&a.log_group, &a.log_stream, a.timestamp_ms, a.ingestion_ms).cmp(&(
-                        &b.log_group,
-                        &b.log_stream,
-                        b.timestamp_ms,
-                        b.ingestion_ms,
-                    ))
-                });
-                for e in events {
-                    let group = name_of(&e.log_group);
-                    conv.push(&e.into_record(&group));
-                }
-                if let Err(f) = output.deliver(conv.take_ready()).await? {
-                    return Ok(Output::fail(&conv.summary, &what, f));
-                }
-            }
-            Notice::Sampled { groups } => {
-                sampled += 1;
-                if warned_at.is_none_or(|t| t.elapsed() >= SAMPLED_WARNING_EVERY) {
-                    warned_at = Some(tokio::time::Instant::now());
-                    eprintln!(
-                        "spanline: warning: Live Tail sampled {sampled} update(s) of {groups} (more than 500 events/s matched): spans are missing; use `spanline tail --poll` or a narrower --filter-pattern"
-                    );
-                }
-            }
-            // A session the service closed normally is followed by the next one quietly.
-            Notice::Reconnecting {
-                error: Some(e),
-                delay,
-            } => eprintln!("spanline: {e}; new session in {delay:?}"),
-            Notice::Failed(e) => {
-                eprintln!("spanline: {e}");
-                failed += 1;
-            }
-            _ => {}
+        let source = PollSource::start(client, budget, progress, poll);
+        pipeline::run(
+            source,
+            sinks,
+            NoCommit,
+            options,
+            Some(ctrl_c()),
+            Some(output::observer()),
+        )
+        .await
+    } else {
+        use spanline::convert::source::cloudwatch::live::{
+            live_tail_client, resolve_arns, LiveQuery, LiveSource, Policy, SdkConnector,
+        };
+        let dedup_window = duration_arg("dedup-window", &args.dedup_window)?;
+        let prefix = args.groups.log_stream_name_prefix.clone();
+        if prefix.is_some() && names.len() > 1 {
+            anyhow::bail!(
+                "--log-stream-name-prefix: Live Tail takes a stream prefix for a single log group only ({} selected); use --poll",
+                names.len()
+            );
         }
-    }
-    for f in followers {
-        f.abort();
-    }
-    if let Err(f) = output.deliver(conv.finish()).await? {
-        return Ok(Output::fail(&conv.summary, &what, f));
-    }
-    let code = output.close(&conv.summary, &what, args.opts.strict).await?;
-    if failed > 0 && code == ExitCode::SUCCESS {
-        return Ok(ExitCode::from(1));
-    }
-    Ok(code)
+        let groups = resolve_arns(&client, &budget, &progress, &names).await?;
+        let filter_pattern =
+            Some(args.groups.filter_pattern.clone()).filter(|p| !p.trim().is_empty());
+        let connector = SdkConnector::new(
+            live_tail_client(&sdk),
+            LiveQuery {
+                log_stream_name_prefix: prefix,
+                filter_pattern,
+            },
+        );
+        let policy = Policy {
+            dedup_window,
+            ..Policy::default()
+        };
+        let source = LiveSource::start(connector, groups, policy);
+        pipeline::run(
+            source,
+            sinks,
+            NoCommit,
+            options,
+            Some(ctrl_c()),
+            Some(output::observer()),
+        )
+        .await
+    };
+    Ok(output::finish(&report, &what, args.opts.strict))
 }
 
 /// `spanline export`.
@@ -522,11 +402,11 @@ pub struct ExportArgs {
 }
 
 /// `spanline export`: CreateExportTask, wait for it, then convert the files it wrote.
-pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+pub async fn export(args: ExportArgs) -> anyhow::Result<Exit> {
     use spanline::convert::source::cloudwatch::export::{
         start, task_prefix, wait, ExportRequest, Wait,
     };
-    use spanline::convert::source::s3;
+    use spanline::convert::source::s3::{self, S3Source};
     let now = now_ms();
     let from_ms = parse_time(&args.start_time, now).context("--start-time")?;
     let to_ms = time_arg("end-time", &args.end_time, now)?.unwrap_or(now);
@@ -542,8 +422,10 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         format!("{prefix}/")
     };
-    let mut output = Output::new(&args.sinks, args.opts.color, false)?;
-    let (mut conv, client) = converter(&args.opts, &args.aws).await?;
+    let limits = args.opts.limits()?;
+    let sinks = output::sinks(&args.sinks, args.opts.color, Draw::AtEnd)?;
+    let (_, region, client) = aws_setup(&args.aws).await;
+    let options = args.opts.options(region, Mode::Batch)?;
     let s3_client = args.aws.options().s3_client().await;
     // Whether the destination held exports before: if it did not, everything under it after
     // the task is this task's.
@@ -562,7 +444,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let task_id = start(&client, &budget, &progress, &req).await?;
     eprintln!(
         "spanline: export task {task_id} started ({})",
-        args.log_group_name
+        spanline::convert::printable::Visible(&args.log_group_name)
     );
     let policy = Wait {
         timeout,
@@ -587,26 +469,22 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
         // so what is there now is this task's.
         read_prefix = folder;
     }
-    let mut ready = Vec::new();
-    let objects = s3::for_each_object(
-        &s3_client,
-        &bucket,
-        &read_prefix,
-        &args.log_group_name,
-        |_, recs| {
-            for r in &recs {
-                conv.push(r);
-            }
-            ready.append(&mut conv.take_ready());
-        },
+    let source = S3Source::start(
+        s3_client,
+        vec![format!("s3://{bucket}/{read_prefix}")],
+        args.log_group_name.clone(),
+        limits,
+        0,
+    );
+    let report = pipeline::run(
+        source,
+        sinks,
+        NoCommit,
+        options,
+        Some(ctrl_c()),
+        Some(output::observer()),
     )
-    .await?;
-    let what = format!("{objects} files of export task {task_id}");
-    if let Err(f) = output.deliver(ready).await? {
-        return Ok(Output::fail(&conv.summary, &what, f));
-    }
-    if let Err(f) = output.deliver(conv.finish()).await? {
-        return Ok(Output::fail(&conv.summary, &what, f));
-    }
-    output.close(&conv.summary, &what, args.opts.strict).await
+    .await;
+    let what = format!("{} files of export task {task_id}", report.inputs_read);
+    Ok(output::finish(&report, &what, args.opts.strict))
 }

@@ -17,22 +17,22 @@
 //! 4 backend unreachable or failing (retry later); 5 backend refused spans; 6 another run holds
 //! the checkpoint's lock.
 
-use super::cloudwatch::{converter, duration_arg, time_arg, GroupArgs};
-use super::output::{Output, SinkArgs};
-use super::{AwsArgs, ConvertOpts};
-use spanline::convert::assemble::Span;
-use spanline::convert::checkpoint::{CheckpointError, Location, Store};
+use super::cloudwatch::{aws_setup, duration_arg, time_arg, GroupArgs};
+use super::output::{self, Draw, SinkArgs};
+use super::{AwsArgs, ConvertOpts, Exit};
+use spanline::convert::checkpoint::{
+    Checkpoint, CheckpointError, Forwarding, Location, NoSave, Store,
+};
+use spanline::convert::pipeline::{self, Mode, Outcome, Report};
 use spanline::convert::source::cloudwatch::budget::Budget;
-use spanline::convert::source::cloudwatch::filter::{read_group, resolve_groups, Progress, Query};
+use spanline::convert::source::cloudwatch::filter::{
+    resolve_groups, FilterSource, GroupRange, Progress, Query,
+};
 use spanline::convert::time::now_ms;
-use spanline::convert::Summary;
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::process::ExitCode;
 use std::sync::atomic::Ordering;
-
-/// Exit code when another run holds the lock.
-const EXIT_LOCKED: u8 = 6;
+use std::sync::Arc;
 
 /// `spanline forward`.
 #[derive(clap::Args, Debug)]
@@ -76,64 +76,88 @@ pub struct ForwardArgs {
     sinks: SinkArgs,
 }
 
-/// What one run did, printed as a JSON line on stdout at the end.
-#[derive(Debug, Default)]
-struct Stats {
-    groups: usize,
-    groups_failed: usize,
-    forwarded: u64,
-    would_forward: u64,
-    already_forwarded: u64,
-    held_back: u64,
-    requests: u64,
-    throttled: u64,
-    send_retries: u64,
-    summary: Summary,
-    lag_ms: Option<i64>,
-    per_group: BTreeMap<String, serde_json::Value>,
+/// What a run did besides its report.
+struct RunFacts<'a> {
+    groups: &'a [GroupRange],
+    failed_groups: u64,
+    progress: &'a Progress,
+    cp: &'a Checkpoint,
+    forwarded: &'a BTreeMap<String, u64>,
+    dry_run: bool,
 }
 
-impl Stats {
-    fn print(&self, outcome: &str, code: u8) {
-        let line = serde_json::json!({
-            "spanline": "forward",
-            "outcome": outcome,
-            "exit_code": code,
-            "log_groups": self.groups,
-            "log_groups_failed": self.groups_failed,
-            "records_read": self.summary.records,
-            "span_lines": self.summary.span_lines,
-            "platform_lines": self.summary.platform_lines,
-            "spans_forwarded": self.forwarded,
-            "spans_would_forward": self.would_forward,
-            "skipped": {
-                "already_forwarded": self.already_forwarded,
-                "duplicates": self.summary.duplicates,
-                "held_for_next_run": self.held_back,
-                "other_lines": self.summary.foreign,
-                "malformed": self.summary.malformed,
-            },
-            "requests": self.requests,
-            "throttled": self.throttled,
-            "send_retries": self.send_retries,
-            "lag_ms": self.lag_ms,
-            "groups": self.per_group,
-        });
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-        eprintln!(
-            "spanline forward: {outcome}: {} log groups ({} failed), {} records, {} spans forwarded, {} already forwarded, {} held for the next run, {} malformed, lag {} s",
-            self.groups,
-            self.groups_failed,
-            self.summary.records,
-            if self.would_forward > 0 { self.would_forward } else { self.forwarded },
-            self.already_forwarded,
-            self.held_back,
-            self.summary.malformed_total(),
-            self.lag_ms.map_or("-".to_owned(), |l| (l / 1000).to_string()),
-        );
-    }
+/// What one run did, printed as a JSON line on stdout at the end.
+fn stats_line(
+    outcome: &str,
+    code: Exit,
+    report: &Report,
+    facts: &RunFacts<'_>,
+) -> serde_json::Value {
+    let RunFacts {
+        groups,
+        failed_groups,
+        progress,
+        cp,
+        forwarded,
+        dry_run,
+    } = *facts;
+    let now = now_ms();
+    let lag = groups
+        .iter()
+        .filter_map(|g| cp.groups.get(&g.group))
+        .map(|st| now - st.cursor_ms)
+        .max();
+    let per_group: BTreeMap<&str, serde_json::Value> = groups
+        .iter()
+        .map(|g| {
+            (
+                g.group.as_str(),
+                serde_json::json!({
+                    "read_from_ms": g.query.start_ms,
+                    "read_to_ms": g.query.end_ms,
+                    "spans_forwarded": forwarded.get(&g.group).copied().unwrap_or(0),
+                    "next_cursor_ms": cp.groups.get(&g.group).map(|st| st.cursor_ms),
+                }),
+            )
+        })
+        .collect();
+    let sent: u64 = report
+        .sinks
+        .iter()
+        .filter(|s| s.destination)
+        .map(|s| s.accepted)
+        .max()
+        .unwrap_or(0);
+    let would = if dry_run {
+        report.summary.spans.saturating_sub(report.already_accepted)
+    } else {
+        0
+    };
+    serde_json::json!({
+        "spanline": "forward",
+        "outcome": outcome,
+        "exit_code": code.code(),
+        "log_groups": groups.len(),
+        "log_groups_failed": failed_groups,
+        "records_read": report.summary.records,
+        "span_lines": report.summary.span_lines,
+        "platform_lines": report.summary.platform_lines,
+        "spans_forwarded": if dry_run { 0 } else { sent },
+        "spans_would_forward": would,
+        "skipped": {
+            "already_forwarded": report.already_accepted,
+            "duplicates": report.summary.duplicates,
+            "held_for_next_run": report.held_at_end,
+            "other_lines": report.summary.foreign,
+            "malformed": report.summary.malformed,
+        },
+        "limits": report.summary.limits,
+        "requests": progress.requests.load(Ordering::Relaxed),
+        "throttled": progress.throttled.load(Ordering::Relaxed),
+        "send_retries": report.sinks.iter().map(|s| s.retries).sum::<u64>(),
+        "lag_ms": lag,
+        "groups": per_group,
+    })
 }
 
 fn ms(d: std::time::Duration) -> i64 {
@@ -141,20 +165,22 @@ fn ms(d: std::time::Duration) -> i64 {
 }
 
 /// `spanline forward`.
-pub async fn forward(args: ForwardArgs) -> anyhow::Result<ExitCode> {
+pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
     let sel = args.groups.selection()?;
     let now = now_ms();
     let lateness = ms(duration_arg("lateness", &args.lateness)?);
-    let give_up = ms(duration_arg("give-up-after", &args.give_up_after)?);
+    let give_up = duration_arg("give-up-after", &args.give_up_after)?;
     let lock_ttl = duration_arg("lock-ttl", &args.lock_ttl)?;
     let first_start = time_arg("start-time", &Some(args.start_time.clone()), now)?.unwrap_or(now);
     let location = Location::parse(&args.checkpoint)?;
-    let mut output = if args.dry_run {
-        Output::terminal_only(args.opts.color)
+    let sinks = if args.dry_run {
+        output::terminal(args.opts.color, Draw::AtEnd)
+            .into_iter()
+            .collect()
     } else {
-        Output::new(&args.sinks, args.opts.color, false)?
+        output::sinks(&args.sinks, args.opts.color, Draw::AtEnd)?
     };
-    if !args.dry_run && !output.has_sinks() {
+    if !args.dry_run && !sinks.iter().any(|s| s.is_destination()) {
         anyhow::bail!(
             "forward needs a backend: --otlp-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT), --zipkin-endpoint or --output; --dry-run shows what would be sent"
         );
@@ -163,133 +189,115 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<ExitCode> {
     let mut store = match Store::open(location, &aws, !args.dry_run, lock_ttl).await {
         Ok(s) => s,
         Err(e @ CheckpointError::Locked { .. }) => {
-            eprintln!("spanline: {e}; this run does nothing");
-            return Ok(ExitCode::from(EXIT_LOCKED));
+            eprintln!(
+                "spanline: {}; this run does nothing",
+                spanline::convert::printable::Visible(&e.to_string())
+            );
+            return Ok(Exit::Locked);
         }
         Err(e) => return Err(e.into()),
     };
-    let mut cp = store.load(&aws).await?;
-    let (conv, client) = converter(&args.opts, &args.aws).await?;
-    let region = conv.config().region.clone();
+    let cp = store.load(&aws).await?;
+    let (_, region, client) = aws_setup(&args.aws).await;
+    let mut options = args.opts.options(region, Mode::Resumable)?;
+    options.give_up_after = give_up;
+    options.batch_spans = args.batch_spans.max(1);
     let budget = Budget::per_second(args.groups.max_tps);
-    let progress = Progress::default();
-    let groups = resolve_groups(&client, &budget, &progress, &sel).await?;
-    if groups.is_empty() {
+    let progress = Arc::new(Progress::default());
+    let names = resolve_groups(&client, &budget, &progress, &sel).await?;
+    if names.is_empty() {
         anyhow::bail!("no log group matches the selection");
     }
-    let mut stats = Stats {
-        groups: groups.len(),
-        ..Stats::default()
+    let ranges: Vec<GroupRange> = names
+        .into_iter()
+        .map(|group| {
+            let from = cp
+                .groups
+                .get(&group)
+                .map_or(first_start, |s| s.cursor_ms.saturating_sub(lateness));
+            GroupRange {
+                group,
+                query: Query {
+                    log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
+                    start_ms: Some(from),
+                    end_ms: Some(now),
+                    filter_pattern: args.groups.filter_pattern.clone(),
+                },
+            }
+        })
+        .collect();
+    // Groups one after another, inside one request budget.
+    let source = FilterSource::start(client, budget, progress.clone(), ranges.clone(), 1);
+    let failed_groups = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let observer = {
+        let failed_groups = Arc::clone(&failed_groups);
+        let mut print = output::observer();
+        Box::new(move |e: &pipeline::RunEvent<'_>| {
+            if matches!(e, pipeline::RunEvent::InputFailed(_)) {
+                failed_groups.fetch_add(1, Ordering::Relaxed);
+            }
+            print(e);
+        }) as pipeline::Observer
     };
-    let batch = args.batch_spans.max(1);
-    let mut lag: Option<i64> = None;
-    for group in &groups {
-        let mut state = cp.groups.get(group).cloned();
-        let from = state
-            .as_ref()
-            .map_or(first_start, |s| s.cursor_ms.saturating_sub(lateness));
-        let to = now;
-        let query = Query {
-            log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
-            start_ms: Some(from),
-            end_ms: Some(to),
-            filter_pattern: args.groups.filter_pattern.clone(),
-        };
-        let events = match read_group(&client, &budget, &progress, group, &query).await {
-            Ok(e) => e,
-            Err(e) => {
-                // Its checkpoint stays where it was: the next run reads the same range.
-                eprintln!("spanline: {e}");
-                stats.groups_failed += 1;
-                continue;
-            }
-        };
-        let mut conv = args.opts.converter(region.clone())?;
-        for e in events {
-            conv.push(&e.into_record(group));
-        }
-        let mut ready = conv.take_ready();
-        ready.extend(conv.finish_stale(to.saturating_sub(give_up)));
-        let accepted = state.as_ref().map(|s| s.accepted()).unwrap_or_default();
-        let before = ready.len();
-        let fresh: Vec<Span> = ready
-            .into_iter()
-            .filter(|s| !accepted.contains(&s.span_id.to_string()))
-            .collect();
-        let already = (before - fresh.len()) as u64;
-        stats.already_forwarded += already;
-        let held = conv.held() as u64;
-        stats.held_back += held;
-        stats.summary.add(&conv.summary);
-        let pending = conv.oldest_pending_ms(group);
-        let cursor = pending.map_or(to, |p| p.min(to));
-        stats.per_group.insert(
-            group.clone(),
-            serde_json::json!({
-                "read_from_ms": from, "read_to_ms": to, "spans_new": fresh.len(),
-                "already_forwarded": already, "held_for_next_run": held,
-                "next_cursor_ms": cursor,
-            }),
-        );
-        if args.dry_run {
-            stats.would_forward += fresh.len() as u64;
-            output.deliver(fresh).await?.ok();
-            continue;
-        }
-        let st = state.get_or_insert_with(Default::default);
-        for chunk in fresh.chunks(batch) {
-            if let Err(failed) = output.deliver(chunk.to_vec()).await? {
-                // Nothing of this batch is recorded: the next run sends it again.
-                stats.send_retries = output.retries();
-                stats.requests = progress.requests.load(Ordering::Relaxed);
-                stats.throttled = progress.throttled.load(Ordering::Relaxed);
-                stats.print("backend failed", exit_u8(&failed.0));
-                store.unlock().await?;
-                return Ok(failed.0);
-            }
-            stats.forwarded += chunk.len() as u64;
-            st.add(to, chunk.iter().map(|s| s.span_id.to_string()));
-            cp.groups.insert(group.clone(), st.clone());
-            store.save(&cp).await?;
-        }
-        st.advance(cursor, st.cursor_ms.max(cursor).saturating_sub(lateness));
-        lag = Some(lag.map_or(now - st.cursor_ms, |l: i64| l.max(now - st.cursor_ms)));
-        cp.groups.insert(group.clone(), st.clone());
-        store.save(&cp).await?;
-    }
-    stats.lag_ms = lag;
-    stats.requests = progress.requests.load(Ordering::Relaxed);
-    stats.throttled = progress.throttled.load(Ordering::Relaxed);
-    stats.send_retries = output.retries();
-    let total = stats.summary.clone();
-    let code = output
-        .close(
-            &total,
-            &format!("{} log groups", groups.len()),
-            args.opts.strict,
+    let what = format!("{} log groups", ranges.len());
+    // A dry run records nothing: its store keeps nothing (and holds no lock), so the run
+    // shows what would be forwarded.
+    let (report, cp, forwarded, store) = if args.dry_run {
+        let committer = Forwarding::new(NoSave, cp, now, lateness);
+        let (report, c) = pipeline::run_committing(
+            source,
+            sinks,
+            committer,
+            options,
+            Some(super::ctrl_c()),
+            Some(observer),
         )
-        .await?;
-    let code = if stats.groups_failed > 0 && code == ExitCode::SUCCESS {
-        ExitCode::from(1)
+        .await;
+        (report, c.checkpoint().clone(), c.forwarded.clone(), None)
+    } else {
+        let committer = Forwarding::new(store, cp, now, lateness);
+        let (report, c) =
+            pipeline::run_committing(source, sinks, committer, options, None, Some(observer)).await;
+        let (cp, forwarded) = (c.checkpoint().clone(), c.forwarded.clone());
+        (report, cp, forwarded, Some(c.into_store()))
+    };
+    let code = output::finish(&report, &what, args.opts.strict);
+    let code = if failed_groups.load(Ordering::Relaxed) > 0 && code == Exit::Ok {
+        Exit::Error
     } else {
         code
     };
-    let outcome = match (args.dry_run, code == ExitCode::SUCCESS) {
-        (true, _) => "dry run",
-        (false, true) => "done",
-        (false, false) => "incomplete",
+    let outcome = match (&report.outcome, args.dry_run, code) {
+        (_, true, _) => "dry run",
+        (Outcome::SinkFailed { .. }, _, _) => "backend failed",
+        (_, false, Exit::Ok) => "done",
+        _ => "incomplete",
     };
-    stats.print(outcome, exit_u8(&code));
-    if !args.dry_run {
+    let facts = RunFacts {
+        groups: &ranges,
+        failed_groups: failed_groups.load(Ordering::Relaxed),
+        progress: &progress,
+        cp: &cp,
+        forwarded: &forwarded,
+        dry_run: args.dry_run,
+    };
+    let line = stats_line(outcome, code, &report, &facts);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    eprintln!(
+        "spanline forward: {outcome}: {} log groups ({} failed), {} records, {} spans {}, {} already forwarded, {} held for the next run, {} malformed",
+        ranges.len(),
+        failed_groups.load(Ordering::Relaxed),
+        report.summary.records,
+        line["spans_forwarded"].as_u64().unwrap_or(0).max(line["spans_would_forward"].as_u64().unwrap_or(0)),
+        if args.dry_run { "would be forwarded" } else { "forwarded" },
+        report.already_accepted,
+        report.held_at_end,
+        report.summary.malformed_total(),
+    );
+    if let Some(store) = store {
         store.unlock().await?;
     }
     Ok(code)
-}
-
-/// The number behind an exit code (for the JSON line).
-fn exit_u8(code: &ExitCode) -> u8 {
-    [0u8, 1, 3, 4, 5, 6]
-        .into_iter()
-        .find(|c| ExitCode::from(*c) == *code)
-        .unwrap_or(1)
 }

@@ -10,13 +10,13 @@
 //! `AWS_LAMBDA_RUNTIME_API`, `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`,
 //! `AWS_LAMBDA_FUNCTION_VERSION` and `AWS_REGION`.
 
+use super::Exit;
 use anyhow::Context as _;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 use spanline::convert::assemble::ServiceMap;
 use spanline::convert::lambda::{headers_from_secret, Handler};
 use spanline::convert::sink::otlp::{OtlpConfig, OtlpSink};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -99,7 +99,7 @@ async fn configure() -> anyhow::Result<Handler<OtlpSink>> {
 }
 
 /// Serves invocations until the runtime stops the process.
-pub async fn run() -> anyhow::Result<ExitCode> {
+pub async fn run() -> anyhow::Result<Exit> {
     let handler = Arc::new(configure().await?);
     let service = service_fn(move |event: LambdaEvent<Value>| {
         let handler = Arc::clone(&handler);
@@ -119,5 +119,5 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     lambda_runtime::run(service)
         .await
         .map_err(|e| anyhow::anyhow!("the Lambda runtime loop ended: {e}"))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
 }

@@ -1,5 +1,5 @@
-//! The command line: clap arguments, one function per command. Thin: the work is in the
-//! library (`spanline::convert`).
+//! The command line: clap arguments → a validated configuration, built once → the library's
+//! `pipeline::run` → an exit code ([`Exit`]). The work is in the library.
 
 mod cloudwatch;
 mod forward;
@@ -10,15 +10,50 @@ mod output;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use cloudwatch::{AwsArgs, ReadArgs, TailArgs};
-use output::{Color, Output, SinkArgs};
+use output::{Color, Draw, SinkArgs};
 use spanline::convert::assemble::ServiceMap;
-use spanline::convert::source::file::{for_each_record_in, list_files, stream_of, FileError};
-use spanline::convert::source::s3;
-use spanline::convert::Converter;
+use spanline::convert::parse::MarkerPlacement;
+use spanline::convert::pipeline::{self, NoCommit, Options, Stop};
+use spanline::convert::source::file::{Chain, FileSource, Input};
+use spanline::convert::source::payload::Limits;
+use spanline::convert::source::s3::S3Source;
 use spanline::span_line::{TraceId, FILTER_PATTERN};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The exit codes, documented in the README and `main.rs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Done.
+    Ok = 0,
+    /// An input could not be read, or the configuration is invalid.
+    Error = 1,
+    /// Bad usage (clap's own code).
+    #[allow(dead_code)]
+    Usage = 2,
+    /// `--strict` and malformed span lines were found.
+    Strict = 3,
+    /// The backend could not be reached or kept failing until the retry deadline: try later.
+    Unavailable = 4,
+    /// The backend rejected the data: sending it again will not help.
+    Refused = 5,
+    /// Another run holds the checkpoint's lock (`forward`).
+    Locked = 6,
+}
+
+impl Exit {
+    /// The number.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e.code())
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -45,39 +80,108 @@ pub struct ConvertOpts {
     /// group's last path segment.
     #[arg(long = "service", value_name = "GROUP=NAME")]
     service: Vec<String>,
+    /// Accept the span line marker anywhere after a space in a message, not only where an
+    /// emitter puts it (for emitters that print their own prefix before the line). Anyone whose
+    /// text the function logs can then make spans appear: see the README's trust model.
+    #[arg(long = "marker-anywhere")]
+    marker_anywhere: bool,
+    /// Longest log record kept; the rest of a longer line is skipped and counted.
+    #[arg(long = "max-line", value_name = "SIZE", default_value = "1MiB")]
+    max_line: String,
+    /// Most bytes one JSON payload (subscription payload, Kinesis or Firehose record, CLI
+    /// output) may inflate to.
+    #[arg(long = "max-payload", value_name = "SIZE", default_value = "256MiB")]
+    max_payload: String,
+    /// Most bytes one gzip file or S3 object may inflate to.
+    #[arg(long = "max-inflated", value_name = "SIZE", default_value = "16GiB")]
+    max_inflated: String,
+}
+
+/// Parses `123`, `64KiB`, `16MiB`, `8GiB` (also `KB`/`MB`/`GB`, taken as binary units).
+pub fn parse_size(flag: &str, v: &str) -> anyhow::Result<u64> {
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("--{flag} {v:?}: expected a size such as 1MiB, 256MiB, 8GiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => anyhow::bail!("--{flag} {v:?}: unknown unit {other:?} (B, KiB, MiB, GiB)"),
+    };
+    let size = n
+        .checked_mul(mult)
+        .with_context(|| format!("--{flag} {v:?}: too large"))?;
+    if size == 0 {
+        anyhow::bail!("--{flag} {v:?}: must be more than 0");
+    }
+    Ok(size)
 }
 
 impl ConvertOpts {
-    fn converter(&self, region: Option<String>) -> anyhow::Result<Converter> {
+    /// The input limits.
+    fn limits(&self) -> anyhow::Result<Limits> {
+        Ok(Limits {
+            max_line: usize::try_from(parse_size("max-line", &self.max_line)?)
+                .unwrap_or(usize::MAX),
+            max_payload: parse_size("max-payload", &self.max_payload)?,
+            max_inflated: parse_size("max-inflated", &self.max_inflated)?,
+            ..Limits::default()
+        })
+    }
+
+    /// The converter's configuration.
+    fn config(&self, region: Option<String>) -> anyhow::Result<spanline::convert::Config> {
         let services = ServiceMap::parse(self.service.iter().map(String::as_str))
             .map_err(|e| anyhow::anyhow!("--service {e}"))?;
-        Ok(Converter::new(spanline::convert::Config {
+        Ok(spanline::convert::Config {
             region,
             services,
+            marker: if self.marker_anywhere {
+                MarkerPlacement::Anywhere
+            } else {
+                MarkerPlacement::Start
+            },
             ..spanline::convert::Config::default()
-        }))
+        })
     }
+
+    /// Pipeline options for `mode`.
+    fn options(&self, region: Option<String>, mode: pipeline::Mode) -> anyhow::Result<Options> {
+        Ok(Options {
+            converter: self.config(region)?,
+            mode,
+            ..Options::default()
+        })
+    }
+}
+
+/// `spanline convert`.
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// Files or directories (recursively; `.gz` is unpacked), `s3://bucket/prefix/` (the
+    /// tree CreateExportTask wrote), or `-` for standard input.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Log group of inputs that do not name one (export files, captured stdout).
+    #[arg(long = "log-group-name", default_value = "")]
+    log_group_name: String,
+    #[command(flatten)]
+    opts: ConvertOpts,
+    #[command(flatten)]
+    aws: AwsArgs,
+    #[command(flatten)]
+    sinks: SinkArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Convert exported logs, subscription payloads, CLI output or captured stdout, from files
     /// and directories or from an export in S3 (`s3://bucket/prefix/`).
-    Convert {
-        /// Files or directories (recursively; `.gz` is unpacked), `s3://bucket/prefix/` (the
-        /// tree CreateExportTask wrote), or `-` for standard input.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Log group of inputs that do not name one (export files, captured stdout).
-        #[arg(long = "log-group-name", default_value = "")]
-        log_group_name: String,
-        #[command(flatten)]
-        opts: ConvertOpts,
-        #[command(flatten)]
-        aws: AwsArgs,
-        #[command(flatten)]
-        sinks: Box<SinkArgs>,
-    },
+    Convert(Box<ConvertArgs>),
     /// Read log groups over a time range with FilterLogEvents and convert them.
     Read(Box<ReadArgs>),
     /// Export a time range of a log group to S3 (CreateExportTask), wait for it, and convert it.
@@ -108,15 +212,18 @@ pub fn main() -> ExitCode {
         None => Cli::parse(),
     };
     match run(cli) {
-        Ok(code) => code,
+        Ok(code) => code.into(),
         Err(e) => {
             if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("spanline: {e:#}");
-            ExitCode::from(1)
+            eprintln!(
+                "spanline: {}",
+                spanline::convert::printable::Visible(&format!("{e:#}"))
+            );
+            Exit::Error.into()
         }
     }
 }
@@ -148,16 +255,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Pattern { trace_id } => pattern(trace_id),
-        Command::Convert {
-            paths,
-            log_group_name,
-            opts,
-            aws,
-            sinks,
-        } => runtime()?.block_on(convert(paths, log_group_name, opts, aws, *sinks)),
+        Command::Convert(args) => runtime()?.block_on(convert(*args)),
         Command::Read(args) => runtime()?.block_on(cloudwatch::read(*args)),
         Command::Tail(args) => runtime()?.block_on(cloudwatch::tail(*args)),
         Command::Forward(args) => runtime()?.block_on(forward::forward(*args)),
@@ -167,7 +268,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn pattern(trace_id: Option<String>) -> anyhow::Result<ExitCode> {
+fn pattern(trace_id: Option<String>) -> anyhow::Result<Exit> {
     let mut out = std::io::stdout().lock();
     match trace_id {
         None => writeln!(out, "{FILTER_PATTERN}")?,
@@ -182,15 +283,24 @@ fn pattern(trace_id: Option<String>) -> anyhow::Result<ExitCode> {
             )?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Exit::Ok)
+}
+
+/// Ctrl-C as a [`Stop`].
+pub(crate) fn ctrl_c() -> Stop {
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// A progress bar over the files' bytes, drawn on stderr when it is a terminal and there is
 /// enough to read for it to matter (hidden otherwise, so logs and pipes stay clean).
-fn progress_bar(files: &[PathBuf]) -> indicatif::ProgressBar {
-    let total: u64 = files
+fn progress_bar(paths: &[PathBuf]) -> indicatif::ProgressBar {
+    let total: u64 = paths
         .iter()
         .filter(|f| f.as_os_str() != "-")
+        .filter_map(|p| spanline::convert::source::file::list_files(std::slice::from_ref(p)).ok())
+        .flatten()
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum();
@@ -202,102 +312,73 @@ fn progress_bar(files: &[PathBuf]) -> indicatif::ProgressBar {
         indicatif::ProgressDrawTarget::stderr(),
     );
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}",
+        "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
     ) {
         bar.set_style(style);
     }
     bar
 }
 
-async fn convert(
-    paths: Vec<PathBuf>,
-    log_group_name: String,
-    opts: ConvertOpts,
-    aws: AwsArgs,
-    sink_args: SinkArgs,
-) -> anyhow::Result<ExitCode> {
+async fn convert(args: ConvertArgs) -> anyhow::Result<Exit> {
+    let ConvertArgs {
+        paths,
+        log_group_name,
+        opts,
+        aws,
+        sinks: sink_args,
+    } = args;
     let (urls, local): (Vec<PathBuf>, Vec<PathBuf>) = paths
         .into_iter()
         .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
-    // `-` is standard input (captured stdout, a payload or CLI output piped in), read in its
-    // place among the other inputs.
-    let mut files = Vec::new();
-    for p in local {
-        if p.as_os_str() == "-" {
-            files.push(p);
-        } else {
-            files.extend(list_files(std::slice::from_ref(&p))?);
-        }
-    }
-    let mut output = Output::new(&sink_args, opts.color, false)?;
-    let mut conv = opts.converter(aws.region.clone())?;
-    let mut read = 0usize;
-    // File by file: complete spans are sent as soon as a file is read, so memory stays bounded
-    // by what is still waiting for its invocation to end.
-    let progress = progress_bar(&files);
-    for f in &files {
-        if f.as_os_str() == "-" {
-            let name = std::path::Path::new("standard input");
-            for_each_record_in(std::io::stdin().lock(), name, "", &log_group_name, |rec| {
-                conv.push_ref(rec)
-            })?;
-        } else {
-            let file = std::fs::File::open(f).map_err(|source| FileError::Io {
-                path: f.clone(),
-                source,
-            })?;
-            progress.set_message(f.display().to_string());
-            for_each_record_in(
-                progress.wrap_read(file),
-                f,
-                &stream_of(f),
-                &log_group_name,
-                |rec| conv.push_ref(rec),
-            )?;
-        }
-        read += 1;
-        if let Err(failed) = output.deliver(conv.take_ready()).await? {
-            return Ok(Output::fail(
-                &conv.summary,
-                &format!("{read} files"),
-                failed,
-            ));
-        }
-    }
-    progress.finish_and_clear();
-    if !urls.is_empty() {
-        let client = aws.options().s3_client().await;
-        for url in &urls {
-            let url = url.to_string_lossy();
-            let (bucket, prefix) = s3::parse_url(&url)?;
-            let mut ready = Vec::new();
-            let objects =
-                s3::for_each_object(&client, &bucket, &prefix, &log_group_name, |_, recs| {
-                    for r in &recs {
-                        conv.push(r);
-                    }
-                    ready.append(&mut conv.take_ready());
-                })
-                .await?;
-            read += objects;
-            if let Err(failed) = output.deliver(std::mem::take(&mut ready)).await? {
-                return Ok(Output::fail(
-                    &conv.summary,
-                    &format!("{read} files"),
-                    failed,
-                ));
+    let limits = opts.limits()?;
+    let sinks = output::sinks(&sink_args, opts.color, Draw::AtEnd)?;
+    let options = opts.options(aws.region.clone(), pipeline::Mode::Batch)?;
+    let progress = progress_bar(&local);
+    let bar = progress.clone();
+    let on_bytes: spanline::convert::source::file::OnBytes =
+        std::sync::Arc::new(move |n| bar.inc(n));
+    let inputs: Vec<Input> = local
+        .into_iter()
+        .map(|p| {
+            if p.as_os_str() == "-" {
+                Input::Stdin
+            } else {
+                Input::Path(p)
             }
-        }
-    }
-    let rest = conv.finish();
-    if let Err(failed) = output.deliver(rest).await? {
-        return Ok(Output::fail(
-            &conv.summary,
-            &format!("{read} files"),
-            failed,
-        ));
-    }
-    output
-        .close(&conv.summary, &format!("{read} files"), opts.strict)
-        .await
+        })
+        .collect();
+    let files = FileSource::start(inputs, log_group_name.clone(), limits, Some(on_bytes));
+    let s3 = if urls.is_empty() {
+        None
+    } else {
+        let client = aws.options().s3_client().await;
+        let urls = urls
+            .iter()
+            .map(|u| u.to_string_lossy().into_owned())
+            .collect();
+        // Objects are numbered after the local inputs (which count fewer than this).
+        Some(S3Source::start(
+            client,
+            urls,
+            log_group_name,
+            limits,
+            1 << 30,
+        ))
+    };
+    let report = pipeline::run(
+        Chain::new(files, s3),
+        sinks,
+        NoCommit,
+        options,
+        Some(ctrl_c()),
+        Some(output::observer()),
+    )
+    .await;
+    progress.finish_and_clear();
+    let inputs = report.inputs_read;
+    Ok(output::finish(
+        &report,
+        &format!("{inputs} files"),
+        opts.strict,
+    ))
 }

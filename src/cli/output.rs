@@ -1,19 +1,18 @@
-//! Where converted spans go, shared by `convert`, `read` and `tail`: building the sinks from
-//! flags and the OTEL_* environment, sending batches, drawing the terminal waterfall, the closing
-//! summary and the exit code.
+//! Where converted spans go, shared by every command: building the sinks from flags and the
+//! OTEL_* environment, and reading the run's report: the closing summary and the exit code.
 
+use super::Exit;
 use anyhow::Context as _;
 use clap::ValueEnum;
-use spanline::convert::assemble::{group_by_trace, Span, SpanData};
+use spanline::convert::pipeline::{Outcome, Report, RunEvent};
+use spanline::convert::printable::Visible;
 use spanline::convert::sink::file::FileSink;
 use spanline::convert::sink::otlp::{Compression, OtlpConfig, OtlpSink, Protocol};
-use spanline::convert::sink::terminal::{render_trace, Style};
+use spanline::convert::sink::terminal::{Style, TerminalSink};
 use spanline::convert::sink::zipkin::{ZipkinConfig, ZipkinSink};
-use spanline::convert::sink::{Delivery, Sink, SinkError};
-use spanline::convert::Summary;
-use std::io::{IsTerminal, Write};
+use spanline::convert::sink::{AnySink, SinkError};
+use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 /// Colours in the terminal waterfall.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -62,43 +61,6 @@ pub struct SinkArgs {
     /// address (default: SPANLINE_ALLOW_INSECURE, else refused).
     #[arg(long = "allow-insecure")]
     allow_insecure: bool,
-}
-
-/// The sinks the arguments ask for.
-enum AnySink {
-    Otlp(OtlpSink),
-    Zipkin(ZipkinSink),
-    File(FileSink),
-}
-
-impl AnySink {
-    fn name(&self) -> String {
-        match self {
-            AnySink::Otlp(s) => format!(
-                "OTLP {} {}",
-                s.config().protocol.name(),
-                s.config().endpoint_redacted()
-            ),
-            AnySink::Zipkin(_) => "Zipkin".to_owned(),
-            AnySink::File(_) => "OTLP JSON file".to_owned(),
-        }
-    }
-
-    async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
-        match self {
-            AnySink::Otlp(s) => s.send(spans).await,
-            AnySink::Zipkin(s) => s.send(spans).await,
-            AnySink::File(s) => s.send(spans).await,
-        }
-    }
-
-    async fn shutdown(&mut self) -> Result<(), SinkError> {
-        match self {
-            AnySink::Otlp(s) => s.shutdown().await,
-            AnySink::Zipkin(s) => s.shutdown().await,
-            AnySink::File(s) => s.shutdown().await,
-        }
-    }
 }
 
 fn env_var(k: &str) -> Option<String> {
@@ -155,7 +117,18 @@ fn otlp_config(args: &SinkArgs) -> anyhow::Result<Option<OtlpConfig>> {
     Ok(Some(config))
 }
 
-fn sinks(args: &SinkArgs) -> anyhow::Result<Vec<AnySink>> {
+/// Whether the terminal waterfall is drawn, and how.
+#[derive(Clone, Copy, Debug)]
+pub enum Draw {
+    /// Each trace once the input ends (or earlier, when memory runs short).
+    AtEnd,
+    /// Each trace once it has been quiet for a moment (`tail`).
+    Following,
+}
+
+/// Builds the sinks the flags and the environment ask for, and the terminal waterfall when
+/// nothing else is configured (or `--terminal` asks for it).
+pub fn sinks(args: &SinkArgs, color: Color, draw: Draw) -> anyhow::Result<Vec<AnySink>> {
     let mut out = Vec::new();
     if let Some(c) = otlp_config(args)? {
         out.push(AnySink::Otlp(OtlpSink::new(c)?));
@@ -173,170 +146,107 @@ fn sinks(args: &SinkArgs) -> anyhow::Result<Vec<AnySink>> {
         c.validate()?;
         out.push(AnySink::Zipkin(ZipkinSink::new(c)?));
     }
+    if out.is_empty() || args.terminal {
+        if let Some(t) = terminal(color, draw) {
+            out.push(t);
+        }
+    }
     Ok(out)
 }
 
+/// The terminal waterfall alone (a dry run: whatever the flags and environment configure, it
+/// sends nothing).
+pub fn terminal(color: Color, draw: Draw) -> Option<AnySink> {
+    let follow = match draw {
+        Draw::AtEnd => None,
+        Draw::Following => Some(std::time::Duration::from_secs(2)),
+    };
+    let color = match color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let style = Style {
+        color,
+        ..Style::default()
+    };
+    Some(AnySink::Terminal(TerminalSink::new(
+        Box::new(std::io::stdout()),
+        style,
+        follow,
+    )))
+}
+
+/// Prints what the run tells as it goes, on stderr (untrusted text made visible).
+pub fn observer() -> spanline::convert::pipeline::Observer {
+    Box::new(|e: &RunEvent<'_>| match e {
+        RunEvent::InputFailed(f) => eprintln!("spanline: {}", Visible(&f.to_string())),
+        RunEvent::Notice(n) => eprintln!("spanline: {}", Visible(n)),
+        RunEvent::Rejected {
+            sink,
+            rejected,
+            message,
+        } => eprintln!(
+            "spanline: {sink}: {rejected} spans rejected: {}",
+            Visible(message)
+        ),
+        _ => {}
+    })
+}
+
 /// The exit code for a delivery failure.
-fn sink_exit(e: &SinkError) -> ExitCode {
+pub fn sink_exit(e: &SinkError) -> Exit {
     if e.is_retryable() {
-        ExitCode::from(4)
+        Exit::Unavailable
     } else if matches!(e, SinkError::Config(_)) {
-        ExitCode::from(1)
+        Exit::Error
     } else {
-        ExitCode::from(5)
+        Exit::Refused
     }
 }
 
-/// A delivery failed; the message is printed, this is the exit code to return.
-#[derive(Debug)]
-pub struct Failed(pub ExitCode);
-
-/// The configured sinks of one run and what they reported.
-pub struct Output {
-    sinks: Vec<AnySink>,
-    draw: bool,
-    /// Draw each batch as it comes (`tail`) instead of everything at the end.
-    draw_now: bool,
-    color: bool,
-    drawn: Vec<Span>,
-    attempts: u32,
-    retries: u64,
-    rejected: u64,
-}
-
-impl Output {
-    /// Builds the sinks the flags and environment ask for.
-    pub fn new(args: &SinkArgs, color: Color, draw_now: bool) -> anyhow::Result<Self> {
-        let sinks = sinks(args)?;
-        let draw = sinks.is_empty() || args.terminal;
-        Ok(Self::with(sinks, draw, draw_now, color))
-    }
-
-    /// Only the terminal waterfall, whatever the flags and environment configure: for a dry run,
-    /// which must send nothing.
-    pub fn terminal_only(color: Color) -> Self {
-        Self::with(Vec::new(), true, false, color)
-    }
-
-    fn with(sinks: Vec<AnySink>, draw: bool, draw_now: bool, color: Color) -> Self {
-        let color = match color {
-            Color::Always => true,
-            Color::Never => false,
-            Color::Auto => {
-                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
-            }
-        };
-        Output {
-            sinks,
-            draw,
-            draw_now,
-            color,
-            drawn: Vec::new(),
-            attempts: 0,
-            retries: 0,
-            rejected: 0,
+/// Prints the closing summary of `report` (`what` says what was read, e.g. "3 files") and
+/// returns the exit code.
+pub fn finish(report: &Report, what: &str, strict: bool) -> Exit {
+    let failed = match &report.outcome {
+        Outcome::SinkFailed { sink, error } => {
+            eprintln!("spanline: {sink}: {error}");
+            Some(sink_exit(error))
         }
-    }
-
-    /// Sends that had to be repeated (backoff after a failure) before a sink accepted them.
-    pub fn retries(&self) -> u64 {
-        self.retries
-    }
-
-    /// Whether a backend or file is configured (otherwise spans are only drawn).
-    pub fn has_sinks(&self) -> bool {
-        !self.sinks.is_empty()
-    }
-
-    /// Sends a batch to every sink (and keeps it for drawing).
-    pub async fn deliver(&mut self, mut spans: Vec<Span>) -> anyhow::Result<Result<(), Failed>> {
-        if spans.is_empty() {
-            return Ok(Ok(()));
-        }
-        for sink in &mut self.sinks {
-            match sink.send(&spans).await {
-                Ok(d) => {
-                    self.rejected += d.rejected;
-                    self.attempts = self.attempts.max(d.attempts);
-                    self.retries += u64::from(d.attempts.saturating_sub(1));
-                    if let Some(m) = d.message {
-                        eprintln!(
-                            "spanline: {}: {} spans rejected: {m}",
-                            sink.name(),
-                            d.rejected
-                        );
-                    }
-                }
-                Err(e) => {
-                    eprintln!("spanline: {}: {e}", sink.name());
-                    return Ok(Err(Failed(sink_exit(&e))));
-                }
-            }
-        }
-        if self.draw {
-            if self.draw_now {
-                self.draw(spans)?;
-            } else {
-                self.drawn.append(&mut spans);
-            }
-        }
-        Ok(Ok(()))
-    }
-
-    fn draw(&self, spans: Vec<Span>) -> anyhow::Result<()> {
-        let style = Style {
-            color: self.color,
-            ..Style::default()
-        };
-        let mut out = std::io::stdout().lock();
-        for t in group_by_trace(spans, |s| s.trace_id) {
-            let data: Vec<SpanData> = t.iter().map(Span::data).collect();
-            writeln!(out, "{}", render_trace(&data, style))?;
-        }
-        out.flush()?;
-        Ok(())
-    }
-
-    /// Ends the run: shuts the sinks down, draws, prints the summary (`what` says what was
-    /// read, e.g. "3 files") and returns the exit code.
-    pub async fn close(
-        &mut self,
-        summary: &Summary,
-        what: &str,
-        strict: bool,
-    ) -> anyhow::Result<ExitCode> {
-        for sink in &mut self.sinks {
-            if let Err(e) = sink.shutdown().await {
-                eprintln!("spanline: {}: {e}", sink.name());
-                return Ok(sink_exit(&e));
-            }
-        }
-        if self.draw && !self.draw_now {
-            let drawn = std::mem::take(&mut self.drawn);
-            self.draw(drawn)?;
-        }
-        eprintln!("spanline: {what}: {}", summary.line());
-        for sink in &self.sinks {
+        Outcome::CommitFailed(e) => {
             eprintln!(
-                "spanline: {}: {} spans accepted, {} rejected, at most {} attempts per batch",
-                sink.name(),
-                summary.spans.saturating_sub(self.rejected),
-                self.rejected,
-                self.attempts.max(1)
+                "spanline: {}",
+                Visible(&spanline::convert::aws::error_chain(&**e))
             );
+            Some(Exit::Error)
         }
-        if self.rejected > 0 {
-            return Ok(ExitCode::from(5));
-        }
-        if strict && summary.malformed_total() > 0 {
-            return Ok(ExitCode::from(3));
-        }
-        Ok(ExitCode::SUCCESS)
+        _ => None,
+    };
+    eprintln!("spanline: {what}: {}", Visible(&report.summary.line()));
+    for s in report.sinks.iter().filter(|s| s.destination) {
+        eprintln!(
+            "spanline: {}: {} spans accepted, {} rejected, at most {} attempts per batch",
+            s.name,
+            s.accepted,
+            s.rejected,
+            s.max_attempts.max(1)
+        );
     }
-
-    /// After a failed delivery: the summary so far, and the failure's exit code.
-    pub fn fail(summary: &Summary, what: &str, failed: Failed) -> ExitCode {
-        eprintln!("spanline: {what}: {}", summary.line());
-        failed.0
+    if let Some(code) = failed {
+        return code;
     }
+    if report.sinks.iter().any(|s| s.rejected > 0) {
+        return Exit::Refused;
+    }
+    if report.inputs_failed > 0 {
+        eprintln!(
+            "spanline: {} input(s) could not be read (see above); the others were converted",
+            report.inputs_failed
+        );
+        return Exit::Error;
+    }
+    if strict && report.summary.malformed_total() > 0 {
+        return Exit::Strict;
+    }
+    Exit::Ok
 }

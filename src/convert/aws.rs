@@ -138,7 +138,7 @@ where
 }
 
 /// An error's text followed by its causes, `: `-separated.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

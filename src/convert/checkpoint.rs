@@ -609,6 +609,167 @@ async fn renew_lease(
     })
 }
 
+/// Where the checkpoint is written, for [`Forwarding`]: the real [`Store`], or memory in
+/// tests.
+pub trait SaveCheckpoint: Send {
+    /// Writes `cp` durably; `Ok` only once it is.
+    fn save_checkpoint(
+        &mut self,
+        cp: &Checkpoint,
+    ) -> impl std::future::Future<Output = Result<(), CheckpointError>> + Send;
+}
+
+impl SaveCheckpoint for Store {
+    async fn save_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), CheckpointError> {
+        self.save(cp).await
+    }
+}
+
+/// A store that keeps nothing: a dry run computes what it would forward and saves nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSave;
+
+impl SaveCheckpoint for NoSave {
+    async fn save_checkpoint(&mut self, _: &Checkpoint) -> Result<(), CheckpointError> {
+        Ok(())
+    }
+}
+
+/// Checkpoints kept in memory (tests; the last one saved is what a next run loads). Saves
+/// after the first `fail_after` fail, as a crash before the write would.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    /// Every checkpoint saved, in order.
+    pub saved: std::sync::Arc<std::sync::Mutex<Vec<Checkpoint>>>,
+    /// Saves that succeed before every later one fails.
+    pub fail_after: Option<usize>,
+}
+
+impl MemoryStore {
+    /// The last checkpoint saved (an empty one when none was).
+    pub fn last(&self) -> Checkpoint {
+        self.saved
+            .lock()
+            .ok()
+            .and_then(|v| v.last().cloned())
+            .unwrap_or_default()
+    }
+}
+
+impl SaveCheckpoint for MemoryStore {
+    async fn save_checkpoint(&mut self, cp: &Checkpoint) -> Result<(), CheckpointError> {
+        let mut saved = self.saved.lock().map_err(|_| CheckpointError::Format {
+            location: "memory".into(),
+            message: "poisoned".into(),
+        })?;
+        if self.fail_after.is_some_and(|n| saved.len() >= n) {
+            return Err(CheckpointError::Io {
+                path: PathBuf::from("memory"),
+                source: std::io::Error::other("told to fail"),
+            });
+        }
+        saved.push(cp.clone());
+        Ok(())
+    }
+}
+
+/// `forward`'s rule, as the pipeline's [`Committer`](crate::convert::pipeline::Committer):
+/// spans the checkpoint records as accepted are not sent again; each batch the sinks accepted
+/// is recorded (and the checkpoint written) before the next is sent; a log group's cursor
+/// moves only when every span read before it was accepted and nothing the converter holds
+/// back started before it (the pipeline lowers the position to that). A crash loses nothing
+/// and re-sends at most the batch in flight.
+pub struct Forwarding<S> {
+    store: S,
+    cp: Checkpoint,
+    accepted: HashSet<crate::span_line::SpanId>,
+    read_to_ms: i64,
+    lateness_ms: i64,
+    /// Spans accepted in this run, by log group.
+    pub forwarded: BTreeMap<String, u64>,
+}
+
+impl<S> std::fmt::Debug for Forwarding<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarding")
+            .field("read_to_ms", &self.read_to_ms)
+            .field("lateness_ms", &self.lateness_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SaveCheckpoint> Forwarding<S> {
+    /// Continues from `cp`; this run reads up to `read_to_ms`, and each run re-reads
+    /// `lateness_ms` before a group's cursor.
+    pub fn new(store: S, cp: Checkpoint, read_to_ms: i64, lateness_ms: i64) -> Self {
+        let accepted = cp
+            .groups
+            .values()
+            .flat_map(|g| g.forwarded.iter())
+            .flat_map(|f| f.span_ids.iter())
+            .filter_map(|id| crate::span_line::SpanId::from_hex(id))
+            .collect();
+        Forwarding {
+            store,
+            cp,
+            accepted,
+            read_to_ms,
+            lateness_ms,
+            forwarded: BTreeMap::new(),
+        }
+    }
+
+    /// The checkpoint as it stands.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.cp
+    }
+
+    /// The store, back (to unlock it).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+}
+
+impl<S: SaveCheckpoint> crate::convert::pipeline::Committer for Forwarding<S> {
+    type Error = CheckpointError;
+
+    fn already_accepted(&self, span: &crate::convert::assemble::Span) -> bool {
+        self.accepted.contains(&span.span_id)
+    }
+
+    async fn accepted(
+        &mut self,
+        spans: &[crate::convert::assemble::Span],
+    ) -> Result<(), CheckpointError> {
+        for s in spans {
+            let group = s.log_group().unwrap_or("");
+            self.cp
+                .groups
+                .entry(group.to_owned())
+                .or_default()
+                .add(self.read_to_ms, [s.span_id.to_string()]);
+            *self.forwarded.entry(group.to_owned()).or_default() += 1;
+        }
+        self.store.save_checkpoint(&self.cp).await
+    }
+
+    async fn commit(
+        &mut self,
+        position: &crate::convert::pipeline::Position,
+    ) -> Result<(), CheckpointError> {
+        let crate::convert::pipeline::Position::Group { group, through_ms } = position else {
+            return Ok(());
+        };
+        let st = self.cp.groups.entry(group.to_string()).or_default();
+        let next_read_from = st
+            .cursor_ms
+            .max(*through_ms)
+            .saturating_sub(self.lateness_ms);
+        st.advance(*through_ms, next_read_from);
+        self.store.save_checkpoint(&self.cp).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,19 +19,33 @@
 //! Whatever the shape, the invocation fails (`Err`) when spans were not accepted by the backend,
 //! except Kinesis, whose failures are reported per record. Records that are not subscription
 //! payloads are counted and skipped in the direct and Kinesis cases (retrying cannot repair
-//! them), failed in the Firehose case (Firehose keeps them). `CONTROL_MESSAGE`s are skipped.
+//! them), failed in the Firehose case (Firehose keeps them). `CONTROL_MESSAGE`s are skipped. A
+//! record that inflates beyond `--max-payload`'s limit (a gzip bomb) is a failure of that record
+//! (a batch item failure, `ProcessingFailed`), decoded within bounded memory like every record.
 //!
-//! Each invocation is converted on its own, with no state kept between invocations: Lambda may
-//! run any number of instances at once. An invocation whose START and REPORT lines arrive in
-//! different payloads is finished with what each payload knows, under the same deterministic
-//! span id.
+//! **One event, one conversion.** The records of one event go through one pipeline run and one
+//! [`Converter`](crate::convert::Converter) (the shared payload decoder, streamed), so an
+//! invocation whose START and REPORT lines sit in two records of one Kinesis or Firehose batch
+//! is one invocation. Across events, nothing is kept (Lambda may run any number of instances):
+//! an invocation whose REPORT has not come by the end of the event is left to the event that
+//! completes it ([`Mode::Delivery`]): its function's finished spans are sent as they are, its
+//! invocation span is sent once, whole, by the event holding the REPORT (which carries the
+//! duration, the init duration and the X-Ray trace; START-only facts such as the version are
+//! left out then), and no trace id is ever invented for an invocation nothing places.
+//!
+//! A record is failed when a span made from it was not accepted ([`Span::input`]).
 
-use crate::convert::assemble::{ServiceMap, Span};
-use crate::convert::record::LogRecord;
-use crate::convert::sink::{Sink, SinkError};
-use crate::convert::{Converter, Summary};
+use crate::convert::assemble::ServiceMap;
+#[cfg(doc)]
+use crate::convert::assemble::Span;
+use crate::convert::pipeline::{
+    self, InputFailure, Mode, NoCommit, OnFailure, Options, Outcome, Position, Source, SourceEvent,
+};
+use crate::convert::record::RecordBatch;
+use crate::convert::sink::{AnySink, SinkError};
+use crate::convert::source::payload::{self, BatchOut, Limits, PayloadError};
+use crate::convert::Summary;
 use aws_lambda_events::encodings::Base64Data;
-use aws_lambda_events::event::cloudwatch_logs::LogData;
 use aws_lambda_events::event::firehose::{
     KinesisFirehoseEvent, KinesisFirehoseResponse, KinesisFirehoseResponseRecord,
 };
@@ -39,7 +53,7 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use base64::Engine as _;
 use serde_json::Value;
-use std::io::Read as _;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Why an invocation failed.
@@ -64,6 +78,9 @@ pub enum LambdaError {
     /// The direct event's payload is not a subscription payload (not base64 gzip JSON).
     #[error("the awslogs.data of the event is not a subscription payload: {0}")]
     InvalidPayload(String),
+    /// The direct event's payload inflates beyond the limit.
+    #[error("the awslogs.data of the event: {0}")]
+    PayloadTooLarge(#[source] PayloadError),
     /// Spans were not accepted by the backend; the event should be retried.
     #[error("{failed} of {items} records not delivered; the first failure: {source}")]
     NotDelivered {
@@ -90,9 +107,9 @@ pub enum ItemError {
     /// The invocation's deadline came first.
     #[error("the invocation deadline passed before the backend answered")]
     Deadline,
-    /// The delivery task ended abnormally.
-    #[error("the delivery task failed: {0}")]
-    Task(String),
+    /// The record inflates beyond the limit (a gzip bomb).
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl LambdaError {
@@ -102,7 +119,8 @@ impl LambdaError {
         match self {
             LambdaError::NotDelivered { source, .. } => match source {
                 ItemError::Sink(e) => e.is_retryable(),
-                ItemError::Deadline | ItemError::Task(_) => true,
+                ItemError::Deadline => true,
+                ItemError::TooLarge(_) => false,
             },
             _ => false,
         }
@@ -153,8 +171,14 @@ pub struct Report {
     pub malformed: u64,
     /// Log events that were neither span lines nor platform lines.
     pub foreign: u64,
-    /// Spans seen twice within a record and dropped.
+    /// Spans seen twice within the event and dropped.
     pub duplicates: u64,
+    /// Invocations whose REPORT is not in this event: their invocation span is left to the
+    /// event that holds it.
+    pub invocations_left: u64,
+    /// Invocations nothing in this event places in a trace (their function printed no span,
+    /// no X-Ray trace, no caller): not sent, no trace id is invented for them.
+    pub invocations_unplaced: u64,
     /// Most attempts one record needed.
     pub max_attempts: u32,
     /// Wall time of the invocation, ms.
@@ -184,66 +208,11 @@ impl Report {
     }
 }
 
-/// One record of an event, decoded.
-#[derive(Debug)]
-enum Item {
-    /// Log events to convert.
-    Data(Vec<LogRecord>),
-    /// A `CONTROL_MESSAGE` (CloudWatch's check that the destination is reachable).
-    Control,
-    /// Not a subscription payload.
-    Invalid(String),
-}
-
-/// Decodes a subscription payload as Kinesis and Firehose carry it: gzip (possibly several
-/// members) of one or more concatenated JSON payloads. Plain JSON is accepted too (a Firehose
-/// stream that decompresses for its Lambda processor).
-fn decode_payload(data: &[u8]) -> Item {
-    let raw = if data.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        if let Err(e) = flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out) {
-            return Item::Invalid(format!("not gzip: {e}"));
-        }
-        out
-    } else {
-        data.to_vec()
-    };
-    let mut records = Vec::new();
-    let mut data_messages = 0usize;
-    for doc in serde_json::Deserializer::from_slice(&raw).into_iter::<LogData>() {
-        match doc {
-            Ok(d) if d.message_type == "CONTROL_MESSAGE" => {}
-            Ok(d) => {
-                data_messages += 1;
-                records.extend(log_records(d));
-            }
-            Err(e) => return Item::Invalid(format!("not a subscription payload: {e}")),
-        }
-    }
-    if data_messages == 0 {
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            return Item::Invalid("empty".into());
-        }
-        return Item::Control;
-    }
-    Item::Data(records)
-}
-
-fn log_records(d: LogData) -> impl Iterator<Item = LogRecord> {
-    let (group, stream) = (d.log_group, d.log_stream);
-    d.log_events.into_iter().map(move |e| LogRecord {
-        log_group: group.clone(),
-        log_stream: stream.clone(),
-        event_id: e.id,
-        timestamp_ms: e.timestamp,
-        message: e.message,
-    })
-}
-
 /// A recognised event.
 #[derive(Debug)]
 enum Event {
-    Subscription(Item),
+    /// The payload, decoded from base64.
+    Subscription(Vec<u8>),
     Kinesis(KinesisEvent),
     Firehose(KinesisFirehoseEvent),
 }
@@ -267,10 +236,7 @@ fn classify(event: Value) -> Result<Event, LambdaError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data.trim())
             .map_err(|e| LambdaError::InvalidPayload(format!("not base64: {e}")))?;
-        return match decode_payload(&bytes) {
-            Item::Invalid(reason) => Err(LambdaError::InvalidPayload(reason)),
-            item => Ok(Event::Subscription(item)),
-        };
+        return Ok(Event::Subscription(bytes));
     }
     if obj.contains_key("Records") {
         return serde_json::from_value(event)
@@ -296,18 +262,101 @@ pub struct Handler<S> {
     pub region: Option<String>,
     /// Service names for log groups.
     pub services: ServiceMap,
-    /// Most records delivered at once.
-    pub concurrency: usize,
+    /// Input limits (a record inflating beyond `max_payload` fails).
+    pub limits: Limits,
     /// Time kept free before the invocation deadline, to answer Lambda.
     pub deadline_margin: std::time::Duration,
 }
 
-/// What one record's delivery came to.
-type Delivered = Result<(u64, u64, u32), ItemError>;
+/// How one record of the event was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum RecordRead {
+    /// Not read (the deadline came first).
+    Unread,
+    /// Log events were decoded from it.
+    Data,
+    /// Only `CONTROL_MESSAGE`s.
+    Control,
+    /// Not a subscription payload.
+    Invalid(String),
+    /// Inflated beyond the limit.
+    TooLarge(String),
+}
+
+/// One record's fate.
+#[derive(Debug)]
+enum Outcome1 {
+    Delivered,
+    Control,
+    Invalid,
+    Failed(ItemError),
+}
+
+/// The records of one event, decoded one after another on a blocking thread (the shared,
+/// streaming payload decoder), each one input of the run.
+struct Records {
+    rx: tokio::sync::mpsc::Receiver<SourceEvent>,
+}
+
+impl Records {
+    fn start(items: Vec<Vec<u8>>, limits: Limits, states: Arc<Mutex<Vec<RecordRead>>>) -> Records {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            for (i, data) in items.into_iter().enumerate() {
+                let index = u32::try_from(i).unwrap_or(u32::MAX);
+                let mut flush = |b: RecordBatch| {
+                    let input = b.input;
+                    tx.blocking_send(SourceEvent::Records(b))
+                        .ok()
+                        .map(|()| RecordBatch::new(input))
+                };
+                let mut out =
+                    BatchOut::new(RecordBatch::new(index), limits.batch_bytes, &mut flush);
+                let r = payload::decode_payload(&data, limits, "", &mut out);
+                drop(data);
+                if !out.flush_now() {
+                    return;
+                }
+                drop(out);
+                let read = match r {
+                    Ok(f) if f.data_messages == 0 && f.control_messages > 0 => RecordRead::Control,
+                    Ok(_) => RecordRead::Data,
+                    Err(PayloadError::Stopped) => return,
+                    Err(e @ PayloadError::TooLarge { .. }) => RecordRead::TooLarge(e.to_string()),
+                    Err(e) => RecordRead::Invalid(e.to_string()),
+                };
+                let ev = match &read {
+                    RecordRead::Invalid(reason) | RecordRead::TooLarge(reason) => {
+                        SourceEvent::Failed(InputFailure {
+                            input: format!("record {i}"),
+                            error: reason.clone().into(),
+                        })
+                    }
+                    _ => SourceEvent::Mark(Position::Input(index)),
+                };
+                if let Ok(mut s) = states.lock() {
+                    if let Some(slot) = s.get_mut(i) {
+                        *slot = read;
+                    }
+                }
+                if tx.blocking_send(ev).is_err() {
+                    return;
+                }
+            }
+        });
+        Records { rx }
+    }
+}
+
+impl Source for Records {
+    async fn next(&mut self) -> Option<SourceEvent> {
+        self.rx.recv().await
+    }
+}
 
 impl<S> Handler<S>
 where
-    S: Sink + Clone + Sync + 'static,
+    S: Into<AnySink> + Clone + Send + Sync + 'static,
 {
     /// A handler sending to `sink`.
     pub fn new(sink: S) -> Self {
@@ -315,7 +364,7 @@ where
             sink,
             region: None,
             services: ServiceMap::default(),
-            concurrency: 4,
+            limits: Limits::default(),
             deadline_margin: std::time::Duration::from_millis(1500),
         }
     }
@@ -349,15 +398,21 @@ where
                 .unwrap_or_else(Instant::now)
         });
         match classify(event)? {
-            Event::Subscription(item) => {
+            Event::Subscription(bytes) => {
                 report.event = Some(EventKind::Subscription);
-                let mut outcomes = self.deliver(vec![item], deadline, report).await;
+                let mut outcomes = self.deliver(vec![bytes], deadline, report).await;
                 match outcomes.pop() {
-                    Some(Outcome::Failed(e)) => Err(LambdaError::NotDelivered {
+                    Some(Outcome1::Failed(ItemError::TooLarge(reason))) => {
+                        Err(LambdaError::InvalidPayload(reason))
+                    }
+                    Some(Outcome1::Failed(e)) => Err(LambdaError::NotDelivered {
                         failed: 1,
                         items: 1,
                         source: e,
                     }),
+                    Some(Outcome1::Invalid) => Err(LambdaError::InvalidPayload(
+                        report.error.take().unwrap_or_else(|| "invalid".into()),
+                    )),
                     _ => Ok(Value::Null),
                 }
             }
@@ -368,15 +423,11 @@ where
                     .iter()
                     .map(|r| r.kinesis.sequence_number.clone())
                     .collect();
-                let items = e
-                    .records
-                    .into_iter()
-                    .map(|r| decode_payload(&r.kinesis.data.0))
-                    .collect();
+                let items = e.records.into_iter().map(|r| r.kinesis.data.0).collect();
                 let outcomes = self.deliver(items, deadline, report).await;
                 let mut response = KinesisEventResponse::default();
                 for (id, o) in ids.into_iter().zip(outcomes) {
-                    if matches!(o, Outcome::Failed(_)) {
+                    if matches!(o, Outcome1::Failed(_)) {
                         let mut f = KinesisBatchItemFailure::default();
                         f.item_identifier = Some(id);
                         response.batch_item_failures.push(f);
@@ -386,11 +437,7 @@ where
             }
             Event::Firehose(e) => {
                 report.event = Some(EventKind::Firehose);
-                let items: Vec<Item> = e
-                    .records
-                    .iter()
-                    .map(|r| decode_payload(&r.data.0))
-                    .collect();
+                let items: Vec<Vec<u8>> = e.records.iter().map(|r| r.data.0.clone()).collect();
                 let n = items.len();
                 let outcomes = self.deliver(items, deadline, report).await;
                 let mut response = KinesisFirehoseResponse::default();
@@ -398,10 +445,11 @@ where
                 let mut failed = 0;
                 for (rec, o) in e.records.into_iter().zip(outcomes) {
                     let result = match o {
-                        Outcome::Delivered => "Ok",
-                        Outcome::Control => "Dropped",
-                        Outcome::Invalid => "ProcessingFailed",
-                        Outcome::Failed(err) => {
+                        Outcome1::Delivered => "Ok",
+                        Outcome1::Control => "Dropped",
+                        Outcome1::Invalid => "ProcessingFailed",
+                        Outcome1::Failed(ItemError::TooLarge(_)) => "ProcessingFailed",
+                        Outcome1::Failed(err) => {
                             failed += 1;
                             first_failure.get_or_insert(err);
                             "ProcessingFailed"
@@ -429,132 +477,126 @@ where
         }
     }
 
-    /// Converts each item on its own and delivers the spans, at most `concurrency` items at
-    /// once, until `deadline`. One outcome per item, in order.
+    /// Converts the records of one event in one pipeline run and delivers the spans until
+    /// `deadline`. One outcome per record, in order.
     async fn deliver(
         &self,
-        items: Vec<Item>,
+        items: Vec<Vec<u8>>,
         deadline: Option<Instant>,
         report: &mut Report,
-    ) -> Vec<Outcome> {
-        report.items = items.len() as u64;
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
-        let mut pending: Vec<(usize, Vec<Span>)> = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
-            match item {
-                Item::Control => {
-                    report.items_control += 1;
-                    outcomes.push(Some(Outcome::Control));
-                }
-                Item::Invalid(reason) => {
-                    report.items_invalid += 1;
-                    // One line per bad record: rare, and the operator needs to know.
-                    eprintln!("spanline: record {i}: skipped: {reason}");
-                    outcomes.push(Some(Outcome::Invalid));
-                }
-                Item::Data(records) => {
-                    let mut conv = Converter::new(crate::convert::Config {
-                        region: self.region.clone(),
-                        services: self.services.clone(),
-                        ..crate::convert::Config::default()
-                    });
-                    for r in &records {
-                        conv.push(r);
-                    }
-                    let spans = conv.finish();
-                    report.add(&conv.summary);
-                    if spans.is_empty() {
-                        outcomes.push(Some(Outcome::Delivered));
-                    } else {
-                        outcomes.push(None);
-                        pending.push((i, spans));
-                    }
-                }
-            }
+    ) -> Vec<Outcome1> {
+        let n = items.len();
+        report.items = n as u64;
+        let states = Arc::new(Mutex::new(vec![RecordRead::Unread; n]));
+        let source = Records::start(items, self.limits, Arc::clone(&states));
+        let options = Options {
+            converter: crate::convert::Config {
+                region: self.region.clone(),
+                services: self.services.clone(),
+                ..crate::convert::Config::default()
+            },
+            mode: Mode::Delivery,
+            on_failure: OnFailure::Account,
+            deadline,
+            ..Options::default()
+        };
+        let stop: Option<pipeline::Stop> = deadline.map(|d| {
+            Box::pin(async move { tokio::time::sleep_until(d.into()).await }) as pipeline::Stop
+        });
+        let run = pipeline::run(
+            source,
+            vec![self.sink.clone().into()],
+            NoCommit,
+            options,
+            stop,
+            None,
+        )
+        .await;
+        report.add(&run.summary);
+        report.invocations_left = run.counters.incomplete_at_end;
+        report.invocations_unplaced = run.counters.unplaced;
+        if let Some(s) = run.sinks.first() {
+            report.spans_delivered = s.accepted;
+            report.spans_rejected = s.rejected;
+            report.max_attempts = s.max_attempts;
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        // Task id → item, to tell which item a panicked task carried.
-        let mut running = std::collections::HashMap::new();
-        let mut queue = pending.into_iter();
-        loop {
-            while tasks.len() < self.concurrency.max(1) {
-                let Some((i, spans)) = queue.next() else {
-                    break;
-                };
-                let mut sink = self.sink.clone();
-                let handle = tasks.spawn(async move {
-                    let r: Delivered = sink
-                        .send(&spans)
-                        .await
-                        .map(|d| (d.accepted, d.rejected, d.attempts))
-                        .map_err(ItemError::from);
-                    (i, r)
-                });
-                running.insert(handle.id(), i);
+        let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
+        let failure = match &run.outcome {
+            Outcome::SinkFailed { error, .. } if past_deadline => {
+                let _ = error;
+                Some(ItemError::Deadline)
             }
-            let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d.into(), tasks.join_next()).await {
-                    Ok(n) => n,
-                    Err(_) => break,
-                },
-                None => tasks.join_next().await,
-            };
-            let Some(joined) = next else { break };
-            match joined {
-                Ok((i, r)) => {
-                    running.retain(|_, item| *item != i);
-                    let outcome = match r {
-                        Ok((accepted, rejected, attempts)) => {
-                            report.spans_delivered += accepted;
-                            report.spans_rejected += rejected;
-                            report.max_attempts = report.max_attempts.max(attempts);
-                            Outcome::Delivered
-                        }
-                        Err(e) => Outcome::Failed(e),
-                    };
-                    if let Some(slot) = outcomes.get_mut(i) {
-                        *slot = Some(outcome);
-                    }
-                }
-                Err(e) => {
-                    if let Some(i) = running.remove(&e.id()) {
-                        if let Some(slot) = outcomes.get_mut(i) {
-                            *slot = Some(Outcome::Failed(ItemError::Task(e.to_string())));
-                        }
-                    }
-                }
-            }
-        }
-        tasks.abort_all();
-        let timed_out = running.len() + queue.len() > 0;
-        let out: Vec<Outcome> = outcomes
+            Outcome::SinkFailed { error, .. } => Some(ItemError::Sink(clone_sink_error(error))),
+            Outcome::Interrupted => Some(ItemError::Deadline),
+            _ => None,
+        };
+        let states = states.lock().map(|s| s.clone()).unwrap_or_default();
+        let out: Vec<Outcome1> = states
             .into_iter()
-            .map(|o| {
-                o.unwrap_or(Outcome::Failed(if timed_out {
-                    ItemError::Deadline
-                } else {
-                    ItemError::Task("ended without an answer".into())
-                }))
+            .enumerate()
+            .map(|(i, read)| {
+                let undelivered = run
+                    .undelivered_inputs
+                    .contains(&u32::try_from(i).unwrap_or(u32::MAX));
+                match read {
+                    RecordRead::Control => Outcome1::Control,
+                    RecordRead::Invalid(reason) => {
+                        // One line per bad record: rare, and the operator needs to know.
+                        eprintln!(
+                            "spanline: record {i}: skipped: {}",
+                            crate::convert::printable::Visible(&reason)
+                        );
+                        if n == 1 {
+                            report.error = Some(reason);
+                        }
+                        Outcome1::Invalid
+                    }
+                    RecordRead::TooLarge(reason) => Outcome1::Failed(ItemError::TooLarge(reason)),
+                    RecordRead::Unread => Outcome1::Failed(ItemError::Deadline),
+                    RecordRead::Data if undelivered => Outcome1::Failed(match &failure {
+                        Some(ItemError::Sink(e)) => ItemError::Sink(clone_sink_error(e)),
+                        _ => ItemError::Deadline,
+                    }),
+                    RecordRead::Data => Outcome1::Delivered,
+                }
             })
             .collect();
         for o in &out {
             match o {
-                Outcome::Delivered => report.items_ok += 1,
-                Outcome::Failed(_) => report.items_failed += 1,
-                Outcome::Control | Outcome::Invalid => {}
+                Outcome1::Delivered => report.items_ok += 1,
+                Outcome1::Failed(_) => report.items_failed += 1,
+                Outcome1::Control => report.items_control += 1,
+                Outcome1::Invalid => report.items_invalid += 1,
             }
         }
         out
     }
 }
 
-/// One item's fate.
-#[derive(Debug)]
-enum Outcome {
-    Delivered,
-    Control,
-    Invalid,
-    Failed(ItemError),
+/// A sink error for each record it failed (sink errors hold only text).
+fn clone_sink_error(e: &SinkError) -> SinkError {
+    match e {
+        SinkError::Exhausted {
+            endpoint,
+            attempts,
+            last,
+        } => SinkError::Exhausted {
+            endpoint: endpoint.clone(),
+            attempts: *attempts,
+            last: last.clone(),
+        },
+        SinkError::Fatal {
+            endpoint,
+            status,
+            body,
+        } => SinkError::Fatal {
+            endpoint: endpoint.clone(),
+            status: status.clone(),
+            body: body.clone(),
+        },
+        SinkError::Config(m) => SinkError::Config(m.clone()),
+        SinkError::Io(io) => SinkError::Io(std::io::Error::new(io.kind(), io.to_string())),
+    }
 }
 
 /// `e` and its causes, `: `-joined.
@@ -606,7 +648,7 @@ impl From<LambdaError> for lambda_runtime::Diagnostic {
     fn from(e: LambdaError) -> Self {
         let kind = match &e {
             LambdaError::UnknownEvent | LambdaError::InvalidEvent { .. } => "InvalidEvent",
-            LambdaError::InvalidPayload(_) => "InvalidPayload",
+            LambdaError::InvalidPayload(_) | LambdaError::PayloadTooLarge(_) => "InvalidPayload",
             LambdaError::NotDelivered { .. } if e.is_retryable() => "BackendUnavailable",
             LambdaError::NotDelivered { .. } => "BackendRefused",
             LambdaError::Response(_) => "Response",

@@ -27,7 +27,7 @@ use assemble::{
     Assembler, Ending, GroupId, KeyValue, Limits, RequestId, RequestKey, RequestRef, Resource,
     ServiceMap, Span,
 };
-use parse::{parse_text, unwrap_message, Message, Parsed};
+use parse::{parse_text_with, unwrap_message, Message, Parsed};
 use platform::Platform;
 use record::{LogRecord, LogRecordRef};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -209,6 +209,8 @@ pub struct Config {
     pub services: ServiceMap,
     /// Bounds of the assembly state.
     pub limits: Limits,
+    /// Where a span line's marker counts (`--marker-anywhere`).
+    pub marker: parse::MarkerPlacement,
 }
 
 /// What the converter remembers per log stream.
@@ -313,7 +315,11 @@ impl Converter {
             Message::Platform(p) => return self.platform(rec, p),
             Message::Text(t, r) => (t, r),
         };
-        match parse_text(&text) {
+        let options = parse::ParseOptions {
+            marker: self.config.marker,
+            lossy_utf8: rec.lossy,
+        };
+        match parse_text_with(&text, options) {
             Parsed::Foreign => self.summary.foreign += 1,
             Parsed::Platform(p) => self.platform(rec, p),
             Parsed::Malformed(kind) => {
@@ -709,6 +715,7 @@ impl Converter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::parse::parse_text;
 
     #[test]
     fn summaries_add_up_by_field_and_malformed_reason() {

@@ -94,6 +94,16 @@ pub trait Source: Send {
     fn next(&mut self) -> impl Future<Output = Option<SourceEvent>> + Send;
 }
 
+/// No source at all, or one.
+impl<S: Source> Source for Option<S> {
+    async fn next(&mut self) -> Option<SourceEvent> {
+        match self {
+            Some(s) => s.next().await,
+            None => None,
+        }
+    }
+}
+
 /// What is told about delivery, for checkpoints.
 ///
 /// # Contract
@@ -154,9 +164,11 @@ pub enum Mode {
 pub enum OnFailure {
     /// Stop reading; report.
     Stop,
-    /// Convert everything anyway without sending, to know which inputs were not delivered
-    /// (the Lambda handler's batch item failures).
-    DrainAndAccount,
+    /// Go on, and account for the inputs of every span not delivered (the Lambda handler's
+    /// batch item failures): after a refusal (the data, not the backend, is at fault), later
+    /// batches are still sent; after a failure worth retrying (the backend is down or slow),
+    /// nothing more is sent.
+    Account,
 }
 
 /// How a run is set up.
@@ -238,6 +250,8 @@ pub struct Report {
     pub outcome: Outcome,
     /// Inputs that could not be read.
     pub inputs_failed: u64,
+    /// Inputs read whole ([`Position::Input`] marks that went through).
+    pub inputs_read: u64,
     /// Per sink.
     pub sinks: Vec<SinkReport>,
     /// Spans not sent because an earlier run had them accepted.
@@ -248,8 +262,8 @@ pub struct Report {
     pub pending_at_end: u64,
     /// Positions committed.
     pub committed: u64,
-    /// The earliest input with a span that was not delivered (see [`Span::input`]).
-    pub first_undelivered_input: Option<u32>,
+    /// The inputs with a span that was not delivered (see [`Span::input`]).
+    pub undelivered_inputs: std::collections::BTreeSet<u32>,
     /// The assembler's counters.
     pub counters: crate::convert::assemble::Counters,
     /// Wall time of the run.
@@ -311,6 +325,24 @@ where
     S: Source + 'static,
     C: Committer + 'static,
 {
+    run_committing(source, sinks, committer, options, stop, observer)
+        .await
+        .0
+}
+
+/// [`run`], handing the committer back (with what it recorded).
+pub async fn run_committing<S, C>(
+    source: S,
+    sinks: Vec<AnySink>,
+    committer: C,
+    options: Options,
+    stop: Option<Stop>,
+    observer: Option<Observer>,
+) -> (Report, C)
+where
+    S: Source + 'static,
+    C: Committer + 'static,
+{
     let started = Instant::now();
     let queue = options.queue.max(1);
     let (src_tx, src_rx) = mpsc::channel::<SourceEvent>(queue);
@@ -328,24 +360,27 @@ where
         Some(c) => (c.summary, c.counters, c.held_at_end, c.pending_at_end),
         None => Default::default(),
     };
+    let committer = delivered.committer;
     let outcome = match delivered.failure {
         Some(f) => f,
         None if stopped.load(std::sync::atomic::Ordering::SeqCst) => Outcome::Interrupted,
         None => Outcome::Completed,
     };
-    Report {
+    let report = Report {
         summary,
         outcome,
         inputs_failed: delivered.inputs_failed,
+        inputs_read: delivered.inputs_read,
         sinks: delivered.sinks,
         already_accepted: delivered.already_accepted,
         held_at_end,
         pending_at_end,
         committed: delivered.committed,
-        first_undelivered_input: delivered.first_undelivered_input,
+        undelivered_inputs: delivered.undelivered_inputs,
         counters,
         elapsed: started.elapsed(),
-    }
+    };
+    (report, committer)
 }
 
 /// The source task: reads until the end, `stop`, or the converter going away.
@@ -506,26 +541,30 @@ async fn convert(
 }
 
 /// What the deliver task ends with.
-struct Delivered {
+struct Delivered<C> {
+    committer: C,
     failure: Option<Outcome>,
     inputs_failed: u64,
+    inputs_read: u64,
     sinks: Vec<SinkReport>,
     already_accepted: u64,
     committed: u64,
-    first_undelivered_input: Option<u32>,
+    undelivered_inputs: std::collections::BTreeSet<u32>,
 }
 
 /// The deliver task: sends, acknowledges, commits.
 async fn deliver<C: Committer>(
     mut rx: mpsc::Receiver<Step>,
     mut sinks: Vec<AnySink>,
-    mut committer: C,
+    committer: C,
     options: &Options,
     mut observer: Option<Observer>,
-) -> Delivered {
+) -> Delivered<C> {
     let mut out = Delivered {
+        committer,
         failure: None,
         inputs_failed: 0,
+        inputs_read: 0,
         sinks: sinks
             .iter()
             .map(|s| SinkReport {
@@ -536,30 +575,28 @@ async fn deliver<C: Committer>(
             .collect(),
         already_accepted: 0,
         committed: 0,
-        first_undelivered_input: None,
+        undelivered_inputs: std::collections::BTreeSet::new(),
     };
     let mut tell = |e: RunEvent<'_>| {
         if let Some(o) = observer.as_mut() {
             o(&e);
         }
     };
-    let undelivered = |out: &mut Delivered, spans: &[Span]| {
-        let min = spans.iter().map(|s| s.input).min();
-        out.first_undelivered_input = match (out.first_undelivered_input, min) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+    let undelivered = |out: &mut Delivered<C>, spans: &[Span]| {
+        out.undelivered_inputs.extend(spans.iter().map(|s| s.input));
     };
+    // After a failure worth retrying, nothing more is sent (the backend is down).
+    let mut sending = true;
     while let Some(step) = rx.recv().await {
         match step {
             Step::Spans(mut spans) => {
-                if out.failure.is_some() {
+                if !sending {
                     // Draining after a failure: only account for what was not delivered.
                     undelivered(&mut out, &spans);
                     continue;
                 }
                 let before = spans.len();
-                spans.retain(|s| !committer.already_accepted(s));
+                spans.retain(|s| !out.committer.already_accepted(s));
                 out.already_accepted += (before - spans.len()) as u64;
                 if spans.is_empty() {
                     continue;
@@ -607,22 +644,28 @@ async fn deliver<C: Committer>(
                 }
                 if let Some(f) = failed {
                     undelivered(&mut out, &spans);
-                    out.failure = Some(f);
+                    let retryable =
+                        matches!(&f, Outcome::SinkFailed { error, .. } if error.is_retryable());
+                    out.failure.get_or_insert(f);
                     if options.on_failure == OnFailure::Stop {
                         break;
                     }
+                    sending = !retryable;
                     continue;
                 }
-                if let Err(e) = committer.accepted(&spans).await {
+                if let Err(e) = out.committer.accepted(&spans).await {
                     out.failure = Some(Outcome::CommitFailed(Box::new(e)));
                     break;
                 }
             }
             Step::Commit(pos) => {
+                if matches!(pos, Position::Input(_)) {
+                    out.inputs_read += 1;
+                }
                 if out.failure.is_some() {
                     continue;
                 }
-                if let Err(e) = committer.commit(&pos).await {
+                if let Err(e) = out.committer.commit(&pos).await {
                     out.failure = Some(Outcome::CommitFailed(Box::new(e)));
                     break;
                 }

@@ -34,6 +34,7 @@ impl LogRecord {
             event_id: &self.event_id,
             timestamp_ms: self.timestamp_ms,
             message: &self.message,
+            lossy: false,
         }
     }
 }
@@ -51,6 +52,9 @@ pub struct LogRecordRef<'a> {
     pub timestamp_ms: i64,
     /// The message as CloudWatch stores it (prefixes included).
     pub message: &'a str,
+    /// The message was read from bytes that were not all UTF-8 (replaced by U+FFFD): a span
+    /// line in it is counted as `lossy_utf8`, not decoded.
+    pub lossy: bool,
 }
 
 impl LogRecordRef<'_> {
@@ -79,6 +83,7 @@ pub type Origin = (Arc<str>, Arc<str>);
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     origin: u32,
+    lossy: bool,
     timestamp_ms: i64,
     event_id: (u32, u32),
     message: (u32, u32),
@@ -120,6 +125,18 @@ impl RecordBatch {
         self.text.len()
     }
 
+    /// The (group, stream) pairs its records refer to, by index.
+    pub fn origins(&self) -> &[Origin] {
+        &self.origins
+    }
+
+    /// Empties it and gives it `origins` (so that indices handed out for another batch stay
+    /// valid in this one).
+    pub fn reset_with_origins(&mut self, origins: &[Origin]) {
+        self.clear();
+        self.origins.extend(origins.iter().cloned());
+    }
+
     /// Empties it, keeping its buffers.
     pub fn clear(&mut self) {
         self.text.clear();
@@ -159,10 +176,24 @@ impl RecordBatch {
 
     /// Appends a record of origin `origin` (see [`RecordBatch::origin`]).
     pub fn push(&mut self, origin: u32, event_id: &str, timestamp_ms: i64, message: &str) {
+        self.push_read(origin, event_id, timestamp_ms, message, false);
+    }
+
+    /// [`RecordBatch::push`], saying whether the message's bytes were not all UTF-8 (see
+    /// [`LogRecordRef::lossy`]).
+    pub fn push_read(
+        &mut self,
+        origin: u32,
+        event_id: &str,
+        timestamp_ms: i64,
+        message: &str,
+        lossy: bool,
+    ) {
         let event_id = self.put(event_id);
         let message = self.put(message);
         self.entries.push(Entry {
             origin,
+            lossy,
             timestamp_ms,
             event_id,
             message,
@@ -172,7 +203,7 @@ impl RecordBatch {
     /// Appends a borrowed record.
     pub fn push_ref(&mut self, r: LogRecordRef<'_>) {
         let o = self.origin(r.log_group, r.log_stream);
-        self.push(o, r.event_id, r.timestamp_ms, r.message);
+        self.push_read(o, r.event_id, r.timestamp_ms, r.message, r.lossy);
     }
 
     /// Text appended as it is, for [`RecordBatch::push_span`] to point into (a reader that
@@ -186,6 +217,7 @@ impl RecordBatch {
         let at = self.text.len() as u32;
         self.entries.push(Entry {
             origin,
+            lossy: false,
             timestamp_ms,
             event_id: (at, at),
             message: (start as u32, end as u32),
@@ -203,6 +235,7 @@ impl RecordBatch {
             event_id: text(e.event_id),
             timestamp_ms: e.timestamp_ms,
             message: text(e.message),
+            lossy: e.lossy,
         })
     }
 
@@ -245,6 +278,7 @@ mod tests {
             event_id: "1",
             timestamp_ms: 5,
             message: "m1",
+            lossy: false,
         });
         b.push_ref(LogRecordRef {
             log_group: "g",
@@ -252,6 +286,7 @@ mod tests {
             event_id: "",
             timestamp_ms: 6,
             message: "m2",
+            lossy: false,
         });
         let o = b.origin("g", "t");
         let start = b.text_len();

@@ -638,6 +638,17 @@ impl Span {
             .unwrap_or("")
     }
 
+    /// The log group the span was read from (its `aws.log.group.names` resource attribute).
+    pub fn log_group(&self) -> Option<&str> {
+        self.resource
+            .attributes
+            .iter()
+            .find_map(|kv| match (kv.key.as_str(), &kv.value) {
+                ("aws.log.group.names", AnyValue::Str(g)) => Some(g.as_str()),
+                _ => None,
+            })
+    }
+
     /// Replaces the status message.
     pub fn set_status_message(&mut self, message: &str) {
         let (body, proto_len) = box_body(self.proto_part(), message.as_bytes());

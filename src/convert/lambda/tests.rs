@@ -2,43 +2,9 @@
 //! deadline, the headers secret. Real backends and the runtime loop: tests/lambda.rs.
 
 use super::*;
-use crate::convert::sink::Delivery;
+use crate::convert::sink::MemorySink;
 use std::io::Write as _;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Accepts spans, except those of `refuse` (fatal) and everything when `hang`.
-#[derive(Clone, Default)]
-struct MemorySink {
-    sent: Arc<Mutex<Vec<Span>>>,
-    refuse: Option<crate::span_line::TraceId>,
-    hang: bool,
-}
-
-impl Sink for MemorySink {
-    async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
-        if self.hang {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        }
-        if spans.iter().any(|s| Some(s.trace_id) == self.refuse) {
-            return Err(SinkError::Fatal {
-                endpoint: "memory".into(),
-                status: "500".into(),
-                body: "refused".into(),
-            });
-        }
-        self.sent.lock().unwrap().extend_from_slice(spans);
-        Ok(Delivery {
-            accepted: spans.len() as u64,
-            attempts: 1,
-            ..Delivery::default()
-        })
-    }
-
-    async fn shutdown(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -142,7 +108,7 @@ fn direct_subscription_event_delivers_its_spans() {
     );
     let (report, r) = block(handler(sink.clone()).handle(subscription_event(&p), None));
     assert_eq!(r.unwrap(), Value::Null);
-    assert_eq!(sink.sent.lock().unwrap().len(), 2);
+    assert_eq!(sink.spans().len(), 2);
     assert_eq!(
         (
             report.event,
@@ -157,20 +123,12 @@ fn direct_subscription_event_delivers_its_spans() {
         (2, 2, 1)
     );
     // The service defaults to the function name of the group.
-    assert!(sink
-        .sent
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|s| s.service() == "orders"));
+    assert!(sink.spans().iter().all(|s| s.service() == "orders"));
 }
 
 #[test]
 fn refused_spans_fail_a_direct_subscription_event() {
-    let sink = MemorySink {
-        refuse: Some(crate::span_line::TraceId(trace(7))),
-        ..MemorySink::default()
-    };
+    let sink = MemorySink::new().refuse_trace(crate::span_line::TraceId(trace(7)));
     let p = payload("DATA_MESSAGE", "/aws/lambda/f", &[span_line(7, 1)]);
     let (report, r) = block(handler(sink).handle(subscription_event(&p), None));
     let e = r.unwrap_err();
@@ -204,15 +162,12 @@ fn control_messages_and_unknown_events() {
     let (report, r) = block(handler(sink.clone()).handle(bad, None));
     assert!(matches!(r, Err(LambdaError::InvalidPayload(_))), "{r:?}");
     assert!(report.error.is_some());
-    assert!(sink.sent.lock().unwrap().is_empty());
+    assert!(sink.spans().is_empty());
 }
 
 #[test]
 fn kinesis_reports_only_the_records_whose_spans_were_refused() {
-    let sink = MemorySink {
-        refuse: Some(crate::span_line::TraceId(trace(9))),
-        ..MemorySink::default()
-    };
+    let sink = MemorySink::new().refuse_trace(crate::span_line::TraceId(trace(9)));
     let records = vec![
         gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(1, 1)]).as_bytes()),
         gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(9, 2)]).as_bytes()),
@@ -246,7 +201,7 @@ fn kinesis_reports_only_the_records_whose_spans_were_refused() {
         ),
         (6, 2, 2, 1, 1)
     );
-    let sent = sink.sent.lock().unwrap();
+    let sent = sink.spans();
     assert_eq!(sent.len(), 1, "only the first record's span is accepted");
     assert_eq!(sent[0].trace_id.0, trace(1));
 }
@@ -284,16 +239,13 @@ fn firehose_records_come_back_with_their_data_and_a_result() {
         assert_eq!(o["recordId"], format!("r{i}"));
         assert_eq!(B64.decode(o["data"].as_str().unwrap()).unwrap(), *d);
     }
-    assert_eq!(sink.sent.lock().unwrap().len(), 4);
+    assert_eq!(sink.spans().len(), 4);
     assert_eq!(report.spans_delivered, 4);
 }
 
 #[test]
 fn firehose_fails_the_invocation_when_spans_are_refused() {
-    let sink = MemorySink {
-        refuse: Some(crate::span_line::TraceId(trace(5))),
-        ..MemorySink::default()
-    };
+    let sink = MemorySink::new().refuse_trace(crate::span_line::TraceId(trace(5)));
     let records = vec![
         gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(4, 1)]).as_bytes()),
         gzip(payload("DATA_MESSAGE", "/aws/lambda/a", &[span_line(5, 1)]).as_bytes()),
@@ -314,10 +266,7 @@ fn firehose_fails_the_invocation_when_spans_are_refused() {
 
 #[test]
 fn a_backend_slower_than_the_deadline_fails_the_records() {
-    let sink = MemorySink {
-        hang: true,
-        ..MemorySink::default()
-    };
+    let sink = MemorySink::new().hang();
     let mut h = handler(sink);
     h.deadline_margin = Duration::from_millis(100);
     let p = payload("DATA_MESSAGE", "/aws/lambda/f", &[span_line(6, 1)]);

@@ -90,12 +90,17 @@ pub trait Sink: Send {
 }
 
 /// Keeps what it is sent, in memory: the test double of the pipeline's tests, and a way for a
-/// library user to collect spans. Can be told to fail (see [`MemorySink::fail_after`]).
+/// library user to collect spans. Can be told to fail (see [`MemorySink::fail_after`],
+/// [`MemorySink::refuse_trace`], [`MemorySink::hang`]).
 #[derive(Clone, Debug, Default)]
 pub struct MemorySink {
     spans: std::sync::Arc<std::sync::Mutex<Vec<Span>>>,
     /// Sends that succeed before every later one fails (`None`: never fails).
     fail_after: Option<usize>,
+    /// Batches holding a span of this trace are refused (fatal), as a backend refusing data.
+    refuse: Option<crate::span_line::TraceId>,
+    /// Sends never answer (a backend slower than any deadline).
+    hang: bool,
     sends: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -111,6 +116,18 @@ impl MemorySink {
         self
     }
 
+    /// Refuses (fatally) every batch holding a span of `trace`.
+    pub fn refuse_trace(mut self, trace: crate::span_line::TraceId) -> Self {
+        self.refuse = Some(trace);
+        self
+    }
+
+    /// Never answers.
+    pub fn hang(mut self) -> Self {
+        self.hang = true;
+        self
+    }
+
     /// What it was sent and accepted, in order.
     pub fn spans(&self) -> Vec<Span> {
         self.spans.lock().map(|s| s.clone()).unwrap_or_default()
@@ -119,6 +136,16 @@ impl MemorySink {
 
 impl Sink for MemorySink {
     async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
+        if spans.iter().any(|s| Some(s.trace_id) == self.refuse) {
+            return Err(SinkError::Fatal {
+                endpoint: "memory".into(),
+                status: "400".into(),
+                body: "refused".into(),
+            });
+        }
         let n = self.sends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.fail_after.is_some_and(|k| n >= k) {
             return Err(SinkError::Exhausted {
@@ -166,6 +193,18 @@ impl Sink for DiscardSink {
 
     async fn shutdown(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+}
+
+impl From<otlp::OtlpSink> for AnySink {
+    fn from(s: otlp::OtlpSink) -> Self {
+        AnySink::Otlp(s)
+    }
+}
+
+impl From<MemorySink> for AnySink {
+    fn from(s: MemorySink) -> Self {
+        AnySink::Memory(s)
     }
 }
 

@@ -1,30 +1,42 @@
-//! Offline inputs: files and directory trees holding CloudWatch data.
+//! Offline inputs: files, directory trees and standard input holding CloudWatch data.
 //!
 //! Recognised by content, so users need not say what they have: gzip (single or concatenated
-//! members, as Firehose writes) is unpacked first; then a subscription payload
-//! (`{"messageType":"DATA_MESSAGE","logGroup",…,"logEvents":[…]}`), the Lambda subscription
-//! event (`{"awslogs":{"data":"<base64 gzip>"}}`), `aws logs filter-log-events` /
-//! `get-log-events` output (`{"events":[…]}`), a CloudWatch export file (lines
-//! `<ISO-8601>Z <message>`, continuation lines without a timestamp belong to the line before),
-//! or plain captured stdout (one message per line).
+//! members, as Firehose writes) is unpacked first; then JSON payloads — a subscription payload,
+//! the Lambda subscription event, `aws logs filter-log-events` / `get-log-events` output — go
+//! through the one payload decoder ([`super::payload`]); anything else is text: a CloudWatch
+//! export file (lines `<ISO-8601>Z <message>`, continuation lines without a timestamp belong to
+//! the line before) or plain captured stdout (one message per line; JSON-lines output of the
+//! Lambda JSON log format is text too).
 //!
-//! Files are streamed: [`for_each_record`] reads text line by line through a reused buffer (gzip
-//! through a streaming decoder) and hands out records borrowed from it, so a captured stdout of
-//! any size is converted in constant memory. Two exceptions hold one file in memory: JSON
-//! payloads (parsed as one document, as CloudWatch delivers them), and CloudWatch export files,
-//! whose lines are not time-sorted and are sorted per file (export objects are small; their
-//! messages are kept in one buffer, not one allocation per line).
+//! Everything is streamed into [`RecordBatch`]es, in bounded memory whatever the input's size:
+//! * a line longer than [`Limits::max_line`] keeps its first part; the rest is skipped up to
+//!   the next newline and counted;
+//! * gzip inflates within [`Limits::max_inflated`] (JSON payloads within
+//!   [`Limits::max_payload`]): beyond, the input is an error naming the limit;
+//! * export files are not time-sorted: their lines are sorted in windows of
+//!   [`EXPORT_SORT_WINDOW`] bytes (a file larger than one window is sorted window by window, and
+//!   counted);
+//! * invalid UTF-8 is replaced (U+FFFD) and the line counted as lossy.
+//!
+//! [`FileSource`] reads a list of inputs on a thread of its own and hands the batches to the
+//! pipeline; an input that cannot be read is reported and the next one is read.
 
-use crate::convert::record::{LogRecord, LogRecordRef};
-use base64::Engine as _;
+use super::payload::{self, BatchOut, Found, Limits, PayloadError};
+use crate::convert::record::{LogRecord, RecordBatch};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-/// Why an input could not be read.
+/// Bytes of export lines sorted together.
+pub const EXPORT_SORT_WINDOW: usize = 16 << 20;
+
+/// Read buffer size: a syscall (or a gzip block) is amortised over hundreds of lines.
+const BUF_SIZE: usize = 256 * 1024;
+
+/// Why an input could not be read (the records before the error were handed out).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileError {
-    /// The file or directory could not be read.
+    /// The file or directory could not be read (or its gzip does not inflate).
     #[error("cannot read {path}: {source}")]
     Io {
         /// The path.
@@ -34,13 +46,27 @@ pub enum FileError {
         source: std::io::Error,
     },
     /// JSON that looked like a CloudWatch payload but is not one.
-    #[error("{path}: not a CloudWatch payload: {reason}")]
+    #[error("{path}: {source}")]
     Payload {
         /// The path.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        #[source]
+        source: PayloadError,
     },
+    /// Inflated beyond a limit.
+    #[error("{path}: inflates to more than {} ({limit_name}): stopped there", payload::human_bytes(*limit))]
+    TooLarge {
+        /// The path.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+        /// The flag that sets it.
+        limit_name: &'static str,
+    },
+    /// The pipeline stopped taking records.
+    #[error("stopped")]
+    Stopped,
 }
 
 /// Lists the files under `paths` (directories recursively, sorted), skipping the
@@ -74,138 +100,228 @@ fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), FileError> {
     Ok(())
 }
 
-fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out)?;
-    Ok(out)
+/// The log stream an export key or path holds: the segments between the task id and the file
+/// name, as CreateExportTask lays them out (`<prefix>/<taskId>/<stream>/000000.gz`, the stream
+/// keeping its `/`: `2024/05/01/[$LATEST]abc…`). The task id is a UUID; when no segment after
+/// `prefix` is one (a tree copied elsewhere), the stream is the file's parent directory.
+pub fn stream_of_key(prefix: &str, key: &str) -> String {
+    let mut segs: Vec<&str> = key.split('/').collect();
+    segs.pop(); // the file name
+    if let Some(i) = segs.iter().rposition(|s| is_uuid(s)) {
+        return segs[i + 1..].join("/");
+    }
+    let rel = key
+        .strip_prefix(prefix)
+        .unwrap_or(key)
+        .trim_start_matches('/');
+    let mut rel: Vec<&str> = rel.split('/').collect();
+    rel.pop();
+    rel.last().map(|s| (*s).to_owned()).unwrap_or_default()
 }
 
-/// Read buffer size: a syscall (or a gzip block) is amortised over hundreds of lines.
-const BUF_SIZE: usize = 256 * 1024;
-
-/// Reads one file into records. `log_group` fills in the group where the data does not say.
-///
-/// Holds every record of the file in memory; prefer [`for_each_record`], which streams.
-pub fn read_file(path: &Path, log_group: &str) -> Result<Vec<LogRecord>, FileError> {
-    let mut out = Vec::new();
-    for_each_record(path, log_group, |r| out.push(r.to_record()))?;
-    Ok(out)
+fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
-/// Reads one file and hands its records to `f`, in the order [`read_file`] returns them,
-/// without holding the file in memory (see the module documentation for the two exceptions).
-/// `log_group` fills in the group where the data does not say. On an error, the records before
-/// it have already been handed to `f`.
-pub fn for_each_record<F>(path: &Path, log_group: &str, f: F) -> Result<(), FileError>
-where
-    F: FnMut(LogRecordRef<'_>),
-{
-    let io = |source| FileError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    for_each_record_in(file, path, &stream_of(path), log_group, f)
-}
-
-/// The log stream of a file's records that do not name one: its directory's name, as in an
-/// export tree (`<prefix>/<task>/<stream>/000000.gz`).
+/// The log stream of a file's records that do not name one: as in an export tree (see
+/// [`stream_of_key`]), the whole path under the task id, else the file's directory name.
 pub fn stream_of(path: &Path) -> String {
-    path.parent()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    stream_of_key("", &path.to_string_lossy())
 }
 
-/// [`for_each_record`] over any reader (standard input for `spanline convert -`): `name` names
-/// the input in errors, `stream` is the log stream of records that do not name one.
-pub fn for_each_record_in<R, F>(
+/// What reading an input found besides its records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputStats {
+    /// Payload counts (JSON inputs) and records.
+    pub found: Found,
+    /// Lines whose invalid UTF-8 was replaced.
+    pub lossy_lines: u64,
+    /// Export files larger than one sort window (sorted window by window).
+    pub export_windows: u64,
+}
+
+/// Whether the content is a JSON payload rather than text: it starts with `{` and one of the
+/// payload keys appears in the first buffer (a line of the JSON log format is text).
+fn looks_like_payload(head: &[u8]) -> bool {
+    let first = head.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return false;
+    }
+    let has = |needle: &[u8]| memchr::memmem::find(head, needle).is_some();
+    if has(b"\"logEvents\"") || has(b"\"awslogs\"") {
+        return true;
+    }
+    // CLI output: `"events"` whose value is an array.
+    memchr::memmem::find_iter(head, b"\"events\"").any(|at| {
+        head[at + 8..]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b':')
+            && head[at + 8..]
+                .iter()
+                .skip_while(|b| **b != b':')
+                .skip(1)
+                .find(|b| !b.is_ascii_whitespace())
+                .is_some_and(|b| *b == b'[')
+    })
+}
+
+/// Reads one input into `out`. `name` names it in errors; `stream` is the log stream of records
+/// that do not name one, `log_group` their group.
+pub fn read_input<R: Read>(
     input: R,
     name: &Path,
     stream: &str,
     log_group: &str,
-    mut f: F,
-) -> Result<(), FileError>
-where
-    R: Read,
-    F: FnMut(LogRecordRef<'_>),
-{
-    let io = |source| FileError::Io {
-        path: name.to_owned(),
-        source,
+    limits: Limits,
+    out: &mut BatchOut<'_>,
+) -> Result<InputStats, FileError> {
+    let io = |source: std::io::Error| match payload::over_limit(&source) {
+        Some((limit, limit_name)) => FileError::TooLarge {
+            path: name.to_owned(),
+            limit,
+            limit_name,
+        },
+        None => FileError::Io {
+            path: name.to_owned(),
+            source,
+        },
     };
     let mut raw = BufReader::with_capacity(BUF_SIZE, input);
     let gzip = raw.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
     let mut reader: Box<dyn BufRead> = if gzip {
         Box::new(BufReader::with_capacity(
             BUF_SIZE,
-            flate2::bufread::MultiGzDecoder::new(raw),
+            payload::Limited::new(
+                flate2::bufread::MultiGzDecoder::new(raw),
+                limits.max_inflated,
+                "--max-inflated",
+            ),
         ))
     } else {
         Box::new(raw)
     };
-    if starts_as_text(&mut *reader).map_err(io)? {
-        return for_each_text_record(&mut *reader, log_group, stream, f).map_err(io);
+    if looks_like_payload(reader.fill_buf().map_err(io)?) {
+        let found =
+            payload::decode_stream(reader, limits, log_group, out).map_err(|e| match e {
+                PayloadError::TooLarge { limit, limit_name } => FileError::TooLarge {
+                    path: name.to_owned(),
+                    limit,
+                    limit_name,
+                },
+                PayloadError::Stopped => FileError::Stopped,
+                PayloadError::Io(source) => io(source),
+                source => FileError::Payload {
+                    path: name.to_owned(),
+                    source,
+                },
+            })?;
+        return Ok(InputStats {
+            found,
+            ..InputStats::default()
+        });
     }
-    // JSON (or text that only looks like it at first): parsed whole, as before.
-    let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).map_err(io)?;
-    let text = String::from_utf8_lossy(&bytes);
-    let records = parse_content(&text, log_group, stream).map_err(|reason| FileError::Payload {
-        path: name.to_owned(),
-        reason,
-    })?;
-    for r in &records {
-        f(r.as_ref());
-    }
-    Ok(())
+    read_text(&mut *reader, log_group, stream, limits, out).map_err(|e| match e {
+        TextError::Io(e) => io(e),
+        TextError::Stopped => FileError::Stopped,
+    })
 }
 
-/// Whether the content can be streamed as text: its first non-whitespace character, within the
-/// first buffer, is not `{`. Anything unusual (no such character in the first buffer, a
-/// non-ASCII one that might be whitespace) answers `false`, so that the whole-content path
-/// decides exactly as [`parse_content`] does.
-fn starts_as_text(reader: &mut dyn BufRead) -> std::io::Result<bool> {
-    let head = reader.fill_buf()?;
-    // `char::is_whitespace` on ASCII: space, \t, \n, \x0B, \x0C, \r.
-    let first = head
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\x0B' | b'\x0C' | b'\r'));
-    Ok(matches!(first, Some(&b) if b != b'{' && b.is_ascii()))
+/// Reads a file (see [`read_input`]) and returns its records: for tests and small inputs.
+pub fn read_file(path: &Path, log_group: &str) -> Result<Vec<LogRecord>, FileError> {
+    let file = std::fs::File::open(path).map_err(|source| FileError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    collect(file, path, &stream_of(path), log_group, Limits::default())
+}
+
+/// Reads content held in memory (see [`read_input`]) and returns its records.
+pub fn read_bytes(
+    bytes: &[u8],
+    stream: &str,
+    log_group: &str,
+    limits: Limits,
+) -> Result<Vec<LogRecord>, FileError> {
+    collect(bytes, Path::new("<memory>"), stream, log_group, limits)
+}
+
+fn collect<R: Read>(
+    input: R,
+    name: &Path,
+    stream: &str,
+    log_group: &str,
+    limits: Limits,
+) -> Result<Vec<LogRecord>, FileError> {
+    let mut records = Vec::new();
+    let mut flush = |b: RecordBatch| {
+        records.extend(b.iter().map(|r| r.to_record()));
+        Some(RecordBatch::default())
+    };
+    let mut out = BatchOut::new(RecordBatch::default(), limits.batch_bytes, &mut flush);
+    let r = read_input(input, name, stream, log_group, limits, &mut out);
+    out.flush_now();
+    drop(out);
+    r.map(|_| records)
+}
+
+/// Why reading text stopped.
+enum TextError {
+    Io(std::io::Error),
+    Stopped,
 }
 
 /// Calls `f` with every line of `reader` (terminator removed; `true` when one was there),
-/// borrowed from the reader's buffer when the line lies in one buffer, else from a reused copy.
+/// borrowed from the reader's buffer when the line lies in one buffer, else from a reused copy
+/// of at most `max_line` bytes; the rest of a longer line is skipped and `f` is told so.
 fn for_each_line<R: BufRead + ?Sized>(
     reader: &mut R,
-    mut f: impl FnMut(&[u8], bool),
-) -> std::io::Result<()> {
+    max_line: usize,
+    mut f: impl FnMut(&[u8], bool, bool) -> bool,
+) -> Result<(), TextError> {
     let mut carry: Vec<u8> = Vec::new();
+    // The current line was cut: skip to its end.
+    let mut cut = false;
     loop {
         let buf = match reader.fill_buf() {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(TextError::Io(e)),
         };
         if buf.is_empty() {
-            if !carry.is_empty() {
-                f(&carry, false);
+            if (!carry.is_empty() || cut) && !f(&carry, false, cut) {
+                return Err(TextError::Stopped);
             }
             return Ok(());
         }
         let len = buf.len();
         let mut pos = 0;
-        if !carry.is_empty() {
-            // The end of a line that started in the previous buffer.
+        if !carry.is_empty() || cut {
+            // The end of a line that started in an earlier buffer.
             match memchr::memchr(b'\n', buf) {
                 Some(i) => {
-                    carry.extend_from_slice(&buf[..i]);
-                    f(&carry, true);
+                    if !cut {
+                        let room = max_line.saturating_sub(carry.len());
+                        cut = i > room;
+                        carry.extend_from_slice(&buf[..i.min(room)]);
+                    }
+                    if !f(&carry, true, cut) {
+                        return Err(TextError::Stopped);
+                    }
                     carry.clear();
                     pos = i + 1;
                 }
                 None => {
-                    carry.extend_from_slice(buf);
+                    if !cut {
+                        let room = max_line.saturating_sub(carry.len());
+                        cut = len > room;
+                        carry.extend_from_slice(&buf[..len.min(room)]);
+                    }
                     reader.consume(len);
                     continue;
                 }
@@ -214,164 +330,55 @@ fn for_each_line<R: BufRead + ?Sized>(
         let rest = &buf[pos..];
         let mut at = 0;
         for nl in memchr::memchr_iter(b'\n', rest) {
-            f(&rest[at..nl], true);
+            let line = &rest[at..nl];
+            let ok = if line.len() > max_line {
+                f(&line[..max_line], true, true)
+            } else {
+                f(line, true, false)
+            };
+            if !ok {
+                return Err(TextError::Stopped);
+            }
             at = nl + 1;
         }
-        carry.extend_from_slice(&rest[at..]);
+        let tail = &rest[at..];
+        cut = tail.len() > max_line;
+        carry.extend_from_slice(&tail[..tail.len().min(max_line)]);
         reader.consume(len);
     }
 }
 
-/// One export line kept for sorting: time, and the message's range in the shared buffer.
+/// One export line kept for sorting: time, and the message's range in the window's buffer.
 struct ExportEntry {
     timestamp_ms: i64,
+    lossy: bool,
     start: usize,
     end: usize,
 }
 
-/// Text content: plain captured stdout (one record per non-empty line, streamed), or a
-/// CloudWatch export file (`<ISO-8601>Z <message>` lines, continuation lines without the
-/// timestamp, sorted by time because export files are not). From the first timestamped line on,
-/// the rest of the content is read as an export file and handed out sorted at the end; the
-/// untimestamped lines before it were handed out as they came, which is where a stable sort by
-/// time would have put them (time 0 first).
-fn for_each_text_record<R: BufRead + ?Sized>(
-    reader: &mut R,
-    log_group: &str,
-    stream: &str,
-    mut f: impl FnMut(LogRecordRef<'_>),
-) -> std::io::Result<()> {
-    let mut export = false;
-    // Export messages, one after the other, and where each one is.
-    let mut messages = String::new();
-    let mut entries: Vec<ExportEntry> = Vec::new();
-    for_each_line(reader, |bytes, terminated| {
-        let text = String::from_utf8_lossy(bytes);
-        // As `str::lines`: a `\r` before the `\n` belongs to the terminator.
-        let line = match text.strip_suffix('\r') {
-            Some(l) if terminated => l,
-            _ => &*text,
-        };
-        if let Some(ts) = export_timestamp(line) {
-            export = true;
-            let start = messages.len();
-            messages.push_str(&line[25..]);
-            entries.push(ExportEntry {
-                timestamp_ms: ts,
-                start,
-                end: messages.len(),
-            });
-        } else if export {
-            // A continuation line of a multi-line message: the last message ends the buffer.
-            messages.push('\n');
-            messages.push_str(line);
-            if let Some(last) = entries.last_mut() {
-                last.end = messages.len();
-            }
-        } else if !line.is_empty() {
-            f(LogRecordRef {
-                log_group,
-                log_stream: stream,
-                event_id: "",
-                timestamp_ms: 0,
-                message: line,
-            });
-        }
-    })?;
-    // Stable, so lines of the same millisecond keep their file order.
-    entries.sort_by_key(|e| e.timestamp_ms);
-    for e in &entries {
-        f(LogRecordRef {
-            log_group,
-            log_stream: stream,
-            event_id: "",
-            timestamp_ms: e.timestamp_ms,
-            message: messages.get(e.start..e.end).unwrap_or_default(),
-        });
-    }
-    Ok(())
+/// Export lines waiting to be sorted.
+#[derive(Default)]
+struct ExportWindow {
+    messages: String,
+    entries: Vec<ExportEntry>,
 }
 
-/// Parses file content (already unpacked).
-pub fn parse_content(text: &str, log_group: &str, stream: &str) -> Result<Vec<LogRecord>, String> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('{') {
-        // One JSON document, or several (a Firehose object holds concatenated payloads).
-        let mut out = Vec::new();
-        let mut any_json = false;
-        for doc in serde_json::Deserializer::from_str(trimmed).into_iter::<serde_json::Value>() {
-            match doc {
-                Ok(v) => {
-                    any_json = true;
-                    json_records(&v, log_group, &mut out)?;
-                }
-                Err(_) if !any_json => return Ok(text_records(text, log_group, stream)),
-                Err(e) => return Err(format!("invalid JSON after {} records: {e}", out.len())),
+impl ExportWindow {
+    /// Sorts (stable: lines of one millisecond keep their order) and hands out the window.
+    fn flush(&mut self, origin: u32, out: &mut BatchOut<'_>) -> bool {
+        self.entries.sort_by_key(|e| e.timestamp_ms);
+        for e in &self.entries {
+            let msg = self.messages.get(e.start..e.end).unwrap_or_default();
+            out.batch
+                .push_read(origin, "", e.timestamp_ms, msg, e.lossy);
+            if !out.maybe_flush() {
+                return false;
             }
         }
-        return Ok(out);
+        self.entries.clear();
+        self.messages.clear();
+        true
     }
-    Ok(text_records(text, log_group, stream))
-}
-
-fn text_records(text: &str, log_group: &str, stream: &str) -> Vec<LogRecord> {
-    let mut out = Vec::new();
-    // Reading from a byte slice cannot fail.
-    let _ = for_each_text_record(&mut text.as_bytes(), log_group, stream, |r| {
-        out.push(r.to_record())
-    });
-    out
-}
-
-fn str_field<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
-    v.get(k).and_then(|x| x.as_str()).unwrap_or("")
-}
-
-fn json_records(
-    v: &serde_json::Value,
-    log_group: &str,
-    out: &mut Vec<LogRecord>,
-) -> Result<(), String> {
-    if let Some(data) = v.pointer("/awslogs/data").and_then(|d| d.as_str()) {
-        let gz = base64::engine::general_purpose::STANDARD
-            .decode(data.trim())
-            .map_err(|e| format!("awslogs.data is not base64: {e}"))?;
-        let raw = gunzip(&gz).map_err(|e| format!("awslogs.data is not gzip: {e}"))?;
-        let inner: serde_json::Value =
-            serde_json::from_slice(&raw).map_err(|e| format!("awslogs.data is not JSON: {e}"))?;
-        return json_records(&inner, log_group, out);
-    }
-    if let Some(events) = v.get("logEvents").and_then(|e| e.as_array()) {
-        if str_field(v, "messageType") == "CONTROL_MESSAGE" {
-            return Ok(());
-        }
-        let group = Some(str_field(v, "logGroup"))
-            .filter(|g| !g.is_empty())
-            .unwrap_or(log_group);
-        for e in events {
-            out.push(LogRecord {
-                log_group: group.to_owned(),
-                log_stream: str_field(v, "logStream").to_owned(),
-                event_id: str_field(e, "id").to_owned(),
-                timestamp_ms: e.get("timestamp").and_then(|t| t.as_i64()).unwrap_or(0),
-                message: str_field(e, "message").to_owned(),
-            });
-        }
-        return Ok(());
-    }
-    if let Some(events) = v.get("events").and_then(|e| e.as_array()) {
-        for e in events {
-            out.push(LogRecord {
-                log_group: log_group.to_owned(),
-                log_stream: str_field(e, "logStreamName").to_owned(),
-                event_id: str_field(e, "eventId").to_owned(),
-                timestamp_ms: e.get("timestamp").and_then(|t| t.as_i64()).unwrap_or(0),
-                message: str_field(e, "message").to_owned(),
-            });
-        }
-        return Ok(());
-    }
-    Err("expected logEvents, awslogs.data or events".to_owned())
 }
 
 /// `2024-02-09T08:42:44.078Z ` at the start of an export line (25 bytes): its time in ms.
@@ -393,14 +400,282 @@ fn export_timestamp(line: &str) -> Option<i64> {
     Some(((days * 24 + h) * 60 + mi) * 60_000 + s * 1000 + ms)
 }
 
+/// Text content: plain captured stdout (one record per non-empty line, streamed), or a
+/// CloudWatch export file (`<ISO-8601>Z <message>` lines, continuation lines without the
+/// timestamp, sorted by time within windows). From the first timestamped line on, the rest of
+/// the content is read as an export file; the untimestamped lines before it were handed out as
+/// they came, which is where a stable sort by time would have put them (time 0 first).
+fn read_text<R: BufRead + ?Sized>(
+    reader: &mut R,
+    log_group: &str,
+    stream: &str,
+    limits: Limits,
+    out: &mut BatchOut<'_>,
+) -> Result<InputStats, TextError> {
+    let origin = out.batch.origin(log_group, stream);
+    let mut export = false;
+    let mut window = ExportWindow::default();
+    let mut read = InputStats::default();
+    let mut stopped = false;
+    for_each_line(reader, limits.max_line, |bytes, terminated, cut| {
+        if cut {
+            read.found.long_lines += 1;
+        }
+        let text = String::from_utf8_lossy(bytes);
+        let lossy = matches!(text, std::borrow::Cow::Owned(_));
+        if lossy {
+            read.lossy_lines += 1;
+        }
+        // As `str::lines`: a `\r` before the `\n` belongs to the terminator.
+        let line = match text.strip_suffix('\r') {
+            Some(l) if terminated => l,
+            _ => &*text,
+        };
+        if let Some(ts) = export_timestamp(line) {
+            export = true;
+            if window.messages.len() >= EXPORT_SORT_WINDOW {
+                read.export_windows += 1;
+                if !window.flush(origin, out) {
+                    stopped = true;
+                    return false;
+                }
+            }
+            read.found.records += 1;
+            let start = window.messages.len();
+            window.messages.push_str(&line[25..]);
+            window.entries.push(ExportEntry {
+                timestamp_ms: ts,
+                lossy,
+                start,
+                end: window.messages.len(),
+            });
+        } else if export {
+            // A continuation line of a multi-line message: the last message ends the buffer.
+            if let Some(last) = window.entries.last_mut() {
+                if window.messages.len() - last.start < limits.max_line {
+                    window.messages.push('\n');
+                    window.messages.push_str(line);
+                    last.end = window.messages.len();
+                    last.lossy |= lossy;
+                } else {
+                    read.found.long_lines += 1;
+                }
+            }
+        } else if !line.is_empty() {
+            out.batch.push_read(origin, "", 0, line, lossy);
+            read.found.records += 1;
+            if !out.maybe_flush() {
+                stopped = true;
+                return false;
+            }
+        }
+        true
+    })?;
+    if stopped {
+        return Err(TextError::Stopped);
+    }
+    if !window.flush(origin, out) {
+        return Err(TextError::Stopped);
+    }
+    Ok(read)
+}
+
+/// One input of a [`FileSource`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A file or a directory (read recursively, sorted).
+    Path(PathBuf),
+    /// Standard input.
+    Stdin,
+}
+
+/// Counts bytes read, for a progress display.
+pub type OnBytes = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Files, directories and standard input, read on a thread of their own, in order (see the
+/// module documentation).
+pub struct FileSource {
+    rx: tokio::sync::mpsc::Receiver<crate::convert::pipeline::SourceEvent>,
+}
+
+impl std::fmt::Debug for FileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSource").finish_non_exhaustive()
+    }
+}
+
+/// A reader that reports the bytes it reads.
+struct Counting<R> {
+    inner: R,
+    on_bytes: Option<OnBytes>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(f) = &self.on_bytes {
+            f(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+impl FileSource {
+    /// Starts reading `inputs`. `log_group` names the group of records that do not carry one.
+    /// Input `i` of the list (and each file of a directory, in turn) is numbered from
+    /// `first_input` on.
+    pub fn start(
+        inputs: Vec<Input>,
+        log_group: String,
+        limits: Limits,
+        on_bytes: Option<OnBytes>,
+    ) -> FileSource {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        std::thread::spawn(move || read_inputs(inputs, &log_group, limits, on_bytes, &tx));
+        FileSource { rx }
+    }
+}
+
+fn read_inputs(
+    inputs: Vec<Input>,
+    log_group: &str,
+    limits: Limits,
+    on_bytes: Option<OnBytes>,
+    tx: &tokio::sync::mpsc::Sender<crate::convert::pipeline::SourceEvent>,
+) {
+    use crate::convert::pipeline::{InputFailure, SourceEvent};
+    let fail = |input: String, error: FileError| {
+        tx.blocking_send(SourceEvent::Failed(InputFailure {
+            input,
+            error: Box::new(error),
+        }))
+        .is_ok()
+    };
+    let mut index = 0u32;
+    for input in inputs {
+        let files = match &input {
+            Input::Stdin => vec![None],
+            Input::Path(p) => match list_files(std::slice::from_ref(p)) {
+                Ok(f) => f.into_iter().map(Some).collect(),
+                Err(e) => {
+                    if !fail(p.display().to_string(), e) {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        for file in files {
+            let mut flush = |b: RecordBatch| {
+                let input = b.input;
+                tx.blocking_send(SourceEvent::Records(b))
+                    .ok()
+                    .map(|()| RecordBatch::new(input))
+            };
+            let mut out = BatchOut::new(RecordBatch::new(index), limits.batch_bytes, &mut flush);
+            let (name, result) = match &file {
+                None => {
+                    let name = PathBuf::from("standard input");
+                    let stdin = Counting {
+                        inner: std::io::stdin().lock(),
+                        on_bytes: on_bytes.clone(),
+                    };
+                    let r = read_input(stdin, &name, "", log_group, limits, &mut out);
+                    (name, r)
+                }
+                Some(path) => {
+                    let r = std::fs::File::open(path)
+                        .map_err(|source| FileError::Io {
+                            path: path.clone(),
+                            source,
+                        })
+                        .and_then(|f| {
+                            let f = Counting {
+                                inner: f,
+                                on_bytes: on_bytes.clone(),
+                            };
+                            read_input(f, path, &stream_of(path), log_group, limits, &mut out)
+                        });
+                    (path.clone(), r)
+                }
+            };
+            // What was read before an error is delivered too.
+            let delivered = out.flush_now();
+            drop(out);
+            match result {
+                Err(FileError::Stopped) => return,
+                Err(e) => {
+                    if !fail(name.display().to_string(), e) {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+            }
+            if !delivered
+                || tx
+                    .blocking_send(SourceEvent::Mark(
+                        crate::convert::pipeline::Position::Input(index),
+                    ))
+                    .is_err()
+            {
+                return;
+            }
+            index += 1;
+        }
+    }
+}
+
+impl crate::convert::pipeline::Source for FileSource {
+    async fn next(&mut self) -> Option<crate::convert::pipeline::SourceEvent> {
+        self.rx.recv().await
+    }
+}
+
+/// One source after another.
+#[derive(Debug)]
+pub struct Chain<A, B> {
+    first: Option<A>,
+    second: B,
+}
+
+impl<A, B> Chain<A, B> {
+    /// `first`'s events, then `second`'s.
+    pub fn new(first: A, second: B) -> Self {
+        Chain {
+            first: Some(first),
+            second,
+        }
+    }
+}
+
+impl<A, B> crate::convert::pipeline::Source for Chain<A, B>
+where
+    A: crate::convert::pipeline::Source,
+    B: crate::convert::pipeline::Source,
+{
+    async fn next(&mut self) -> Option<crate::convert::pipeline::SourceEvent> {
+        if let Some(a) = self.first.as_mut() {
+            if let Some(ev) = a.next().await {
+                return Some(ev);
+            }
+            self.first = None;
+        }
+        self.second.next().await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn records(text: &str, stream: &str, group: &str) -> Vec<LogRecord> {
+        read_bytes(text.as_bytes(), stream, group, Limits::default()).unwrap()
+    }
+
     #[test]
     fn export_lines_with_continuations() {
         let text = "2024-02-09T08:42:45.000Z second\n2024-02-09T08:42:44.078Z first\n  continued\n";
-        let r = parse_content(text, "/aws/lambda/f", "s").unwrap();
+        let r = records(text, "s", "/aws/lambda/f");
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].message, "first\n  continued");
         assert_eq!(r[0].timestamp_ms, 1_707_468_164_078);
@@ -410,7 +685,7 @@ mod tests {
     #[test]
     fn subscription_payload_and_lambda_event() {
         let payload = r#"{"messageType":"DATA_MESSAGE","owner":"1","logGroup":"/aws/lambda/f","logStream":"s","subscriptionFilters":["x"],"logEvents":[{"id":"1","timestamp":5,"message":"m"}]}"#;
-        let r = parse_content(payload, "", "").unwrap();
+        let r = records(payload, "", "");
         assert_eq!(
             (
                 r[0].log_group.as_str(),
@@ -421,14 +696,15 @@ mod tests {
         );
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut gz, payload.as_bytes()).unwrap();
+        use base64::Engine as _;
         let data = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
         let event = format!(r#"{{"awslogs":{{"data":"{data}"}}}}"#);
-        assert_eq!(parse_content(&event, "", "").unwrap(), r);
+        assert_eq!(records(&event, "", ""), r);
         let control = payload.replace("DATA_MESSAGE", "CONTROL_MESSAGE");
-        assert!(parse_content(&control, "", "").unwrap().is_empty());
+        assert!(records(&control, "", "").is_empty());
     }
 
-    /// The whole-text implementation the streaming one replaced: the reference it must match.
+    /// The whole-text reading the streaming one replaced: the reference it must match.
     fn reference_text_records(text: &str, log_group: &str, stream: &str) -> Vec<LogRecord> {
         let mut out: Vec<LogRecord> = Vec::new();
         let mut export = false;
@@ -463,12 +739,20 @@ mod tests {
         out
     }
 
-    /// Streams `bytes` through a reader whose buffer holds `cap` bytes.
-    fn streamed(bytes: &[u8], cap: usize) -> Vec<LogRecord> {
+    /// Streams `bytes` through a reader whose buffer holds `cap` bytes, batches of `batch`.
+    fn streamed(bytes: &[u8], cap: usize, batch: usize) -> Vec<LogRecord> {
         let mut reader = BufReader::with_capacity(cap, bytes);
-        let mut out = Vec::new();
-        for_each_text_record(&mut reader, "g", "s", |r| out.push(r.to_record())).unwrap();
-        out
+        let mut got = Vec::new();
+        let mut flush = |b: RecordBatch| {
+            got.extend(b.iter().map(|r| r.to_record()));
+            Some(RecordBatch::default())
+        };
+        let mut out = BatchOut::new(RecordBatch::default(), batch, &mut flush);
+        let limits = Limits::default();
+        let _ = read_text(&mut reader, "g", "s", limits, &mut out);
+        out.flush_now();
+        drop(out);
+        got
     }
 
     proptest::proptest! {
@@ -480,21 +764,144 @@ mod tests {
                 "\r", "é", "SPLN1 x;", "\t",
             ]), 0..40),
             cap in 1usize..64,
+            batch in 1usize..256,
         ) {
             let text: String = parts.concat();
             let want = reference_text_records(&text, "g", "s");
-            proptest::prop_assert_eq!(streamed(text.as_bytes(), cap), want.clone());
-            proptest::prop_assert_eq!(text_records(&text, "g", "s"), want);
+            proptest::prop_assert_eq!(streamed(text.as_bytes(), cap, batch), want);
         }
     }
 
     #[test]
-    fn invalid_utf8_is_replaced_line_by_line() {
+    fn invalid_utf8_is_replaced_line_by_line_and_counted() {
         let bytes = b"ok\n\xff\xfe bad\r\nlast \xe2\x82";
-        let got = streamed(bytes, 3);
+        let got = streamed(bytes, 3, 1 << 20);
         let want = reference_text_records(&String::from_utf8_lossy(bytes), "g", "s");
         assert_eq!(got, want);
         assert_eq!(got[1].message, "\u{fffd}\u{fffd} bad");
+        let mut flush = |_: RecordBatch| Some(RecordBatch::default());
+        let mut out = BatchOut::new(RecordBatch::default(), 1 << 20, &mut flush);
+        let r = read_input(
+            &bytes[..],
+            Path::new("x"),
+            "s",
+            "g",
+            Limits::default(),
+            &mut out,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(r.lossy_lines, 2);
+    }
+
+    #[test]
+    fn long_lines_keep_their_start_and_the_rest_is_skipped() {
+        let limits = Limits {
+            max_line: 10,
+            ..Limits::default()
+        };
+        for cap in [3, 7, 64] {
+            let text = format!("short\n{}\nafter\n{}", "x".repeat(50), "y".repeat(30));
+            let mut reader = BufReader::with_capacity(cap, text.as_bytes());
+            let mut got = Vec::new();
+            let mut flush = |b: RecordBatch| {
+                got.extend(b.iter().map(|r| r.message.to_owned()));
+                Some(RecordBatch::default())
+            };
+            let mut out = BatchOut::new(RecordBatch::default(), 1 << 20, &mut flush);
+            let r = read_text(&mut reader, "g", "s", limits, &mut out)
+                .ok()
+                .unwrap();
+            out.flush_now();
+            drop(out);
+            assert_eq!(
+                got,
+                ["short", "xxxxxxxxxx", "after", "yyyyyyyyyy"],
+                "cap {cap}"
+            );
+            assert_eq!(r.found.long_lines, 2, "cap {cap}");
+        }
+    }
+
+    #[test]
+    fn a_line_without_end_stays_within_the_limit() {
+        // 8 MiB without a newline, read with a 1 KiB limit: one record of 1 KiB.
+        let limits = Limits {
+            max_line: 1024,
+            ..Limits::default()
+        };
+        let big = vec![b'a'; 8 << 20];
+        let r = read_bytes(&big, "s", "g", limits).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].message.len(), 1024);
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_an_error_naming_the_limit() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let chunk = vec![b'\n'; 1 << 20];
+        for _ in 0..32 {
+            std::io::Write::write_all(&mut gz, &chunk).unwrap();
+        }
+        let bomb = gz.finish().unwrap();
+        let limits = Limits {
+            max_inflated: 4 << 20,
+            ..Limits::default()
+        };
+        let e = read_bytes(&bomb, "s", "g", limits).unwrap_err();
+        assert!(
+            matches!(e, FileError::TooLarge { limit, .. } if limit == 4 << 20),
+            "{e}"
+        );
+        assert!(e.to_string().contains("4 MiB (--max-inflated)"), "{e}");
+    }
+
+    #[test]
+    fn json_log_format_lines_are_text_and_payloads_are_payloads() {
+        let lines = "{\"timestamp\":\"t\",\"level\":\"INFO\",\"message\":\"SPLN1 x;\"}\n{\"message\":\"b\"}\n";
+        let r = records(lines, "s", "g");
+        assert_eq!(r.len(), 2);
+        assert!(r[0].message.starts_with("{\"timestamp\""));
+        let cli =
+            "{\n  \"events\": [ {\"logStreamName\":\"s\",\"timestamp\":7,\"message\":\"m\"} ]\n}";
+        let r = records(cli, "", "g");
+        assert_eq!((r[0].timestamp_ms, r[0].message.as_str()), (7, "m"));
+        assert!(matches!(
+            read_bytes(b"{\"logEvents\": 3}", "s", "g", Limits::default()),
+            Err(FileError::Payload { .. })
+        ));
+    }
+
+    #[test]
+    fn export_tree_streams_are_the_whole_path_under_the_task_id() {
+        let task = "0f3a1b2c-4d5e-6f70-8192-a3b4c5d6e7f8";
+        let cases = [
+            (
+                "exports/",
+                format!("exports/{task}/2024/05/01/[$LATEST]0123abcd/000000.gz"),
+                "2024/05/01/[$LATEST]0123abcd",
+            ),
+            ("", format!("{task}/plain-stream/000001.gz"), "plain-stream"),
+            (
+                "",
+                format!("/tmp/exp/{task}/2026/11/20/[$LATEST]abc/000000.gz"),
+                "2026/11/20/[$LATEST]abc",
+            ),
+            (
+                "copied/",
+                "copied/some-stream/000000.gz".to_owned(),
+                "some-stream",
+            ),
+        ];
+        for (prefix, key, want) in cases {
+            assert_eq!(stream_of_key(prefix, &key), want, "{key}");
+        }
+        assert_eq!(
+            stream_of(Path::new(&format!(
+                "/data/{task}/2026/11/20/[$LATEST]ab/000001.gz"
+            ))),
+            "2026/11/20/[$LATEST]ab"
+        );
     }
 
     #[test]
@@ -520,11 +927,6 @@ mod tests {
         .unwrap();
         let r = read_file(&json, "g").unwrap();
         assert_eq!((r[0].timestamp_ms, r[0].message.as_str()), (7, "m"));
-        std::fs::write(&json, "{\"other\":1}").unwrap();
-        assert!(matches!(
-            read_file(&json, "g"),
-            Err(FileError::Payload { .. })
-        ));
         // Text that merely starts with `{` is still text.
         std::fs::write(&json, "{not json\nSPLN1 x;\n").unwrap();
         assert_eq!(read_file(&json, "g").unwrap().len(), 2);
@@ -533,14 +935,5 @@ mod tests {
             Err(FileError::Io { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn plain_lines() {
-        let r = parse_content("a\n\nb\n", "g", "s").unwrap();
-        assert_eq!(
-            r.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
-        );
     }
 }

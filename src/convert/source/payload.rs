@@ -152,10 +152,12 @@ impl<'f> BatchOut<'f> {
             return true;
         }
         let input = self.batch.input;
+        // Origin indices handed out for this batch stay valid in the next one.
+        let origins = self.batch.origins().to_vec();
         let full = std::mem::replace(&mut self.batch, RecordBatch::new(input));
         match (self.flush)(full) {
             Some(mut fresh) => {
-                fresh.clear();
+                fresh.reset_with_origins(&origins);
                 fresh.input = input;
                 self.batch = fresh;
                 true
@@ -270,7 +272,14 @@ struct Ctx<'o, 'f> {
     depth: u8,
     /// A nested payload (`awslogs.data`) failed: the reason, kept out of serde's error text.
     nested_error: Option<PayloadError>,
+    /// Events read before the payload said its type and group (JSON keys come in any order;
+    /// CloudWatch writes `messageType`, `logGroup` and `logStream` first, so only re-serialised
+    /// payloads get here): held until the end of the payload, up to [`HOLD_BYTES`].
+    hold: Option<RecordBatch>,
 }
+
+/// Most bytes of events held while a payload has not named its type and group yet.
+pub const HOLD_BYTES: usize = 16 << 20;
 
 /// A seed that appends a JSON string to a `String` (no allocation of its own).
 struct StrInto<'s>(&'s mut String);
@@ -418,6 +427,9 @@ impl<'de> Visitor<'de> for Doc<'_, '_, '_> {
                 Key::LogStream => m.next_value_seed(StrInto(&mut ctx.stream))?,
                 Key::LogEvents => {
                     kind = DocKind::Payload;
+                    if ctx.message_type.is_empty() || ctx.group.is_empty() {
+                        ctx.hold = Some(RecordBatch::new(ctx.out.batch.input));
+                    }
                     m.next_value_seed(EventList(ctx, Events::Subscription))?;
                 }
                 Key::Events => {
@@ -433,6 +445,10 @@ impl<'de> Visitor<'de> for Doc<'_, '_, '_> {
                 }
             }
         }
+        if ctx.message_type == "CONTROL_MESSAGE" {
+            ctx.hold = None;
+        }
+        release_held(ctx)?;
         match kind {
             DocKind::Payload if ctx.message_type == "CONTROL_MESSAGE" => {
                 ctx.found.control_messages += 1
@@ -570,6 +586,21 @@ impl<'de> Visitor<'de> for OneEvent<'_, '_, '_> {
         if which == Events::Subscription && ctx.message_type == "CONTROL_MESSAGE" {
             return Ok(());
         }
+        if which == Events::Subscription && ctx.hold.is_some() {
+            let held = ctx.hold.as_ref().map_or(0, RecordBatch::text_len);
+            if held + ctx.message.len() > HOLD_BYTES {
+                // Too much to hold: what is known of the payload's group now stands.
+                release_held(ctx)?;
+            } else if let Some(hold) = ctx.hold.as_mut() {
+                let cut = cut_at(&ctx.message, ctx.limits.max_line);
+                if cut < ctx.message.len() {
+                    ctx.found.long_lines += 1;
+                }
+                let o = hold.origin("", "");
+                hold.push(o, &ctx.id, ts, &ctx.message[..cut]);
+                return Ok(());
+            }
+        }
         let group = match which {
             Events::Subscription if !ctx.group.is_empty() => ctx.group.as_str(),
             _ => ctx.default_group.as_str(),
@@ -579,15 +610,11 @@ impl<'de> Visitor<'de> for OneEvent<'_, '_, '_> {
             Events::Cli => ctx.event_stream.as_str(),
         };
         let origin = ctx.out.batch.origin(group, stream);
-        let mut msg = ctx.message.as_str();
-        if msg.len() > ctx.limits.max_line {
-            let mut cut = ctx.limits.max_line;
-            while !msg.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            msg = &msg[..cut];
+        let cut = cut_at(&ctx.message, ctx.limits.max_line);
+        if cut < ctx.message.len() {
             ctx.found.long_lines += 1;
         }
+        let msg = &ctx.message[..cut];
         ctx.out.batch.push(origin, &ctx.id, ts, msg);
         ctx.found.records += 1;
         if !ctx.out.maybe_flush() {
@@ -595,6 +622,41 @@ impl<'de> Visitor<'de> for OneEvent<'_, '_, '_> {
         }
         Ok(())
     }
+}
+
+/// Where to cut `s` to keep at most `max` bytes, on a character boundary.
+fn cut_at(s: &str, max: usize) -> usize {
+    if s.len() <= max {
+        return s.len();
+    }
+    let mut i = max;
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// Hands the events held back (see [`Ctx::hold`]) on, under the group and stream known now.
+fn release_held<E: de::Error>(ctx: &mut Ctx<'_, '_>) -> Result<(), E> {
+    let Some(held) = ctx.hold.take() else {
+        return Ok(());
+    };
+    let group = if ctx.group.is_empty() {
+        ctx.default_group.as_str()
+    } else {
+        ctx.group.as_str()
+    };
+    for r in held.iter() {
+        let origin = ctx.out.batch.origin(group, &ctx.stream);
+        ctx.out
+            .batch
+            .push(origin, r.event_id, r.timestamp_ms, r.message);
+        ctx.found.records += 1;
+        if !ctx.out.maybe_flush() {
+            return Err(E::custom("stopped"));
+        }
+    }
+    Ok(())
 }
 
 /// Skips whitespace; `false` at the end of the input.
@@ -690,6 +752,7 @@ pub fn decode_stream<R: Read>(
         event_stream: String::new(),
         depth: 0,
         nested_error: None,
+        hold: None,
     };
     let r = decode_docs(
         BufReader::with_capacity(

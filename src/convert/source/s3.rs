@@ -1,16 +1,19 @@
 //! A CreateExportTask tree in S3 (`spanline convert s3://bucket/prefix/`).
 //!
 //! Export keys are `<prefix>/<taskId>/<logStreamName>/000000.gz`, `000001.gz`, … plus an
-//! `aws-logs-write-test` object (CreateExportTask API reference). Objects are fetched several at
-//! a time, unpacked, and parsed by the same parser as local export files
-//! ([`parse_content`](super::file::parse_content)); they come out in key order, so the parts of
-//! one stream arrive in order. The stream name is taken from the key.
+//! `aws-logs-write-test` object (CreateExportTask API reference). [`S3Source`] fetches
+//! [`PARALLEL_OBJECTS`] objects at a time and reads each, in key order (so the parts of one
+//! stream arrive in order), with the same reader as local files
+//! ([`read_input`](super::file::read_input)): streamed, within the same limits. The stream
+//! name is taken from the key ([`stream_of_key`]). An object that cannot be read is reported
+//! and the next one is read.
 
-use super::file::parse_content;
+use super::file::{read_input, stream_of_key, FileError};
+use super::payload::{BatchOut, Limits};
 use crate::convert::aws::{classify_sdk, error_text};
-use crate::convert::record::LogRecord;
+use crate::convert::pipeline::{InputFailure, Position, Source, SourceEvent};
+use crate::convert::record::RecordBatch;
 use crate::convert::retry::{Backoff, Verdict};
-use std::io::Read;
 use std::time::Duration;
 
 /// How many objects are fetched at once.
@@ -63,35 +66,6 @@ pub fn parse_url(url: &str) -> Result<(String, String), S3Error> {
 pub fn is_export_object(key: &str) -> bool {
     let name = key.rsplit('/').next().unwrap_or(key);
     !name.is_empty() && name != "aws-logs-write-test"
-}
-
-/// The log stream an export key holds: the segments between the task id and the file name.
-/// The task id is a UUID; when no segment after `prefix` is one (a tree copied elsewhere), the
-/// stream is the file's parent directory. Stream names keep their `/`
-/// (`2024/05/01/[$LATEST]abc…`).
-pub fn stream_of_key(prefix: &str, key: &str) -> String {
-    // The task id may be inside the prefix the user gave (`s3://b/exports/<taskId>/`).
-    let mut segs: Vec<&str> = key.split('/').collect();
-    segs.pop(); // the file name
-    if let Some(i) = segs.iter().position(|s| is_uuid(s)) {
-        return segs[i + 1..].join("/");
-    }
-    let rel = key
-        .strip_prefix(prefix)
-        .unwrap_or(key)
-        .trim_start_matches('/');
-    let mut rel: Vec<&str> = rel.split('/').collect();
-    rel.pop();
-    rel.last().map(|s| (*s).to_owned()).unwrap_or_default()
-}
-
-fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
 }
 
 /// Lists the export objects under `prefix`, sorted by key.
@@ -170,14 +144,11 @@ where
     }
 }
 
-/// Fetches one object and parses it into records.
-pub async fn read_object(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    prefix: &str,
-    key: &str,
-    log_group: &str,
-) -> Result<Vec<LogRecord>, S3Error> {
+/// Most bytes one object may have (compressed) to be fetched: an export object is a few MB.
+pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
+
+/// Fetches one object's bytes.
+async fn fetch(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, S3Error> {
     let out = retry(bucket, key, "GetObject", || {
         client.get_object().bucket(bucket).key(key).send()
     })
@@ -187,70 +158,177 @@ pub async fn read_object(
         key: key.to_owned(),
         reason,
     };
-    let bytes = out
+    if out
+        .content_length()
+        .is_some_and(|n| u64::try_from(n).unwrap_or(0) > MAX_OBJECT_BYTES)
+    {
+        return Err(content(format!(
+            "larger than {} bytes: not an export object",
+            MAX_OBJECT_BYTES
+        )));
+    }
+    Ok(out
         .body
         .collect()
         .await
         .map_err(|e| content(format!("reading the body: {e}")))?
-        .into_bytes();
-    let mut text = String::new();
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut raw = Vec::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..])
-            .read_to_end(&mut raw)
-            .map_err(|e| content(format!("not gzip: {e}")))?;
-        text.push_str(&String::from_utf8_lossy(&raw));
-    } else {
-        text.push_str(&String::from_utf8_lossy(&bytes));
-    }
-    let stream = stream_of_key(prefix, key);
-    parse_content(&text, log_group, &stream).map_err(content)
+        .into_bytes()
+        .to_vec())
 }
 
-/// Reads every export object under `s3://bucket/prefix`, [`PARALLEL_OBJECTS`] at a time, and
-/// hands each object's records to `f` in key order.
-pub async fn for_each_object(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    prefix: &str,
-    log_group: &str,
-    mut f: impl FnMut(&str, Vec<LogRecord>),
-) -> Result<usize, S3Error> {
-    let keys = list_objects(client, bucket, prefix).await?;
-    for chunk in keys.chunks(PARALLEL_OBJECTS) {
-        let mut set = tokio::task::JoinSet::new();
-        for (i, key) in chunk.iter().enumerate() {
-            let (client, bucket, prefix, key, group) = (
-                client.clone(),
-                bucket.to_owned(),
-                prefix.to_owned(),
-                key.clone(),
-                log_group.to_owned(),
-            );
-            set.spawn(async move {
-                (
-                    i,
-                    read_object(&client, &bucket, &prefix, &key, &group).await,
-                )
-            });
-        }
-        let mut results: Vec<Option<Result<Vec<LogRecord>, S3Error>>> =
-            (0..chunk.len()).map(|_| None).collect();
-        while let Some(joined) = set.join_next().await {
-            if let Ok((i, r)) = joined {
-                results[i] = Some(r);
-            }
-        }
-        for (key, r) in chunk.iter().zip(results) {
-            let records = r.ok_or_else(|| S3Error::Content {
-                bucket: bucket.to_owned(),
-                key: key.clone(),
-                reason: "the reading task failed".to_owned(),
-            })??;
-            f(key, records);
-        }
+/// Export trees in S3, read object by object (see the module documentation).
+pub struct S3Source {
+    rx: tokio::sync::mpsc::Receiver<SourceEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for S3Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Source").finish_non_exhaustive()
     }
-    Ok(keys.len())
+}
+
+impl Drop for S3Source {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl S3Source {
+    /// Starts reading the trees at `urls` (`s3://bucket/prefix/`). Objects are numbered as
+    /// inputs from `first_input` on. `log_group` names the group of the records.
+    pub fn start(
+        client: aws_sdk_s3::Client,
+        urls: Vec<String>,
+        log_group: String,
+        limits: Limits,
+        first_input: u32,
+    ) -> S3Source {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let task = tokio::spawn(async move {
+            let mut index = first_input;
+            for url in urls {
+                let (bucket, prefix) = match parse_url(&url) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = tx.send(failed(url, e)).await;
+                        continue;
+                    }
+                };
+                let keys = match list_objects(&client, &bucket, &prefix).await {
+                    Ok(k) => k,
+                    Err(e) => {
+                        if tx.send(failed(url, e)).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                for chunk in keys.chunks(PARALLEL_OBJECTS) {
+                    let mut set = tokio::task::JoinSet::new();
+                    for (i, key) in chunk.iter().enumerate() {
+                        let (client, bucket, key) = (client.clone(), bucket.clone(), key.clone());
+                        set.spawn(async move { (i, fetch(&client, &bucket, &key).await) });
+                    }
+                    let mut fetched: Vec<Option<Result<Vec<u8>, S3Error>>> =
+                        (0..chunk.len()).map(|_| None).collect();
+                    while let Some(joined) = set.join_next().await {
+                        if let Ok((i, r)) = joined {
+                            fetched[i] = Some(r);
+                        }
+                    }
+                    for (key, r) in chunk.iter().zip(fetched) {
+                        let name = format!("s3://{bucket}/{key}");
+                        let bytes = match r {
+                            Some(Ok(b)) => b,
+                            Some(Err(e)) => {
+                                if tx.send(failed(name, e)).await.is_err() {
+                                    return;
+                                }
+                                index += 1;
+                                continue;
+                            }
+                            None => {
+                                let e = S3Error::Content {
+                                    bucket: bucket.clone(),
+                                    key: key.clone(),
+                                    reason: "the fetching task failed".into(),
+                                };
+                                if tx.send(failed(name, e)).await.is_err() {
+                                    return;
+                                }
+                                index += 1;
+                                continue;
+                            }
+                        };
+                        let stream = stream_of_key(&prefix, key);
+                        let (tx2, group) = (tx.clone(), log_group.clone());
+                        let read = tokio::task::spawn_blocking(move || {
+                            read_object(&bytes, &name, &stream, &group, limits, index, &tx2)
+                        })
+                        .await;
+                        if !matches!(read, Ok(true)) {
+                            return;
+                        }
+                        index += 1;
+                    }
+                }
+            }
+        });
+        S3Source { rx, task }
+    }
+}
+
+fn failed(input: String, e: impl std::error::Error + Send + Sync + 'static) -> SourceEvent {
+    SourceEvent::Failed(InputFailure {
+        input,
+        error: Box::new(e),
+    })
+}
+
+/// Reads one fetched object into batches (on a blocking thread); `false` when the pipeline
+/// went away.
+fn read_object(
+    bytes: &[u8],
+    name: &str,
+    stream: &str,
+    group: &str,
+    limits: Limits,
+    index: u32,
+    tx: &tokio::sync::mpsc::Sender<SourceEvent>,
+) -> bool {
+    let mut flush = |b: RecordBatch| {
+        let input = b.input;
+        tx.blocking_send(SourceEvent::Records(b))
+            .ok()
+            .map(|()| RecordBatch::new(input))
+    };
+    let mut out = BatchOut::new(RecordBatch::new(index), limits.batch_bytes, &mut flush);
+    let r = read_input(
+        bytes,
+        std::path::Path::new(name),
+        stream,
+        group,
+        limits,
+        &mut out,
+    );
+    if !out.flush_now() {
+        return false;
+    }
+    drop(out);
+    match r {
+        Err(FileError::Stopped) => false,
+        Err(e) => tx.blocking_send(failed(name.to_owned(), e)).is_ok(),
+        Ok(_) => tx
+            .blocking_send(SourceEvent::Mark(Position::Input(index)))
+            .is_ok(),
+    }
+}
+
+impl Source for S3Source {
+    async fn next(&mut self) -> Option<SourceEvent> {
+        self.rx.recv().await
+    }
 }
 
 #[cfg(test)]
@@ -266,32 +344,6 @@ mod tests {
         assert_eq!(parse_url("s3://b").unwrap(), ("b".into(), "".into()));
         assert!(parse_url("s3:///x").is_err());
         assert!(parse_url("/tmp/x").is_err());
-    }
-
-    #[test]
-    fn streams_come_from_keys() {
-        let task = "0f3a1b2c-4d5e-6f70-8192-a3b4c5d6e7f8";
-        let cases = [
-            (
-                "exports/",
-                format!("exports/{task}/2024/05/01/[$LATEST]0123abcd/000000.gz"),
-                "2024/05/01/[$LATEST]0123abcd",
-            ),
-            ("", format!("{task}/plain-stream/000001.gz"), "plain-stream"),
-            (
-                &format!("exports/{task}/") as &str,
-                format!("exports/{task}/2024/05/01/[$LATEST]ab/000000.gz"),
-                "2024/05/01/[$LATEST]ab",
-            ),
-            (
-                "copied/",
-                "copied/some-stream/000000.gz".to_owned(),
-                "some-stream",
-            ),
-        ];
-        for (prefix, key, want) in cases {
-            assert_eq!(stream_of_key(prefix, &key), want, "{key}");
-        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 
 use super::budget::Budget;
 use crate::convert::aws::{classify_sdk, error_text};
-use crate::convert::record::LogRecord;
+use crate::convert::pipeline::{InputFailure, Position, Source, SourceEvent};
+use crate::convert::record::{LogRecord, RecordBatch};
 use crate::convert::retry::{Backoff, Verdict};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -165,7 +166,88 @@ where
     }
 }
 
-/// Reads every event of `group` matching `query`, in stream order.
+/// The pages of FilterLogEvents for one group and query, one request at a time.
+#[derive(Debug)]
+pub struct Pages<'a> {
+    client: &'a aws_sdk_cloudwatchlogs::Client,
+    group: &'a str,
+    query: &'a Query,
+    token: Option<String>,
+    done: bool,
+}
+
+impl<'a> Pages<'a> {
+    /// The pages of `group` for `query`.
+    pub fn new(
+        client: &'a aws_sdk_cloudwatchlogs::Client,
+        group: &'a str,
+        query: &'a Query,
+    ) -> Self {
+        Pages {
+            client,
+            group,
+            query,
+            token: None,
+            done: false,
+        }
+    }
+
+    /// The next page's events in stream order (sorted within the page: AWS interleaves streams
+    /// by time, moto returns them stream by stream; either way each stream comes in order), or
+    /// `None` after the last page. Empty pages with a `nextToken` are read through.
+    pub async fn next_page(
+        &mut self,
+        budget: &Budget,
+        progress: &Progress,
+    ) -> Result<Option<Vec<Event>>, ReadError> {
+        while !self.done {
+            let (client, group, query, token) = (self.client, self.group, self.query, &self.token);
+            let page = with_retries(budget, progress, group, "FilterLogEvents", || {
+                client
+                    .filter_log_events()
+                    .log_group_name(group)
+                    .set_log_stream_name_prefix(query.log_stream_name_prefix.clone())
+                    .set_start_time(query.start_ms)
+                    .set_end_time(query.end_ms)
+                    .filter_pattern(&query.filter_pattern)
+                    .set_next_token(token.clone())
+                    .send()
+            })
+            .await?;
+            let events = page.events();
+            if events.is_empty() && page.next_token().is_some() {
+                progress.empty_pages.fetch_add(1, Ordering::Relaxed);
+            }
+            progress
+                .events
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            let mut out: Vec<Event> = events
+                .iter()
+                .map(|e| Event {
+                    log_stream: e.log_stream_name().unwrap_or_default().to_owned(),
+                    timestamp_ms: e.timestamp().unwrap_or(0),
+                    ingestion_ms: e.ingestion_time().unwrap_or(0),
+                    event_id: e.event_id().unwrap_or_default().to_owned(),
+                    message: e.message().unwrap_or_default().to_owned(),
+                })
+                .collect();
+            sort_events(&mut out);
+            match page.next_token() {
+                // A token equal to the one sent would loop forever (GetLogEvents does that at
+                // the end; FilterLogEvents is not documented to, but costs nothing to guard).
+                Some(t) if self.token.as_deref() != Some(t) => self.token = Some(t.to_owned()),
+                _ => self.done = true,
+            }
+            if !out.is_empty() {
+                return Ok(Some(out));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Reads every event of `group` matching `query`, in stream order, into memory (for small
+/// ranges and tests; the pipeline streams pages with [`FilterSource`]).
 pub async fn read_group(
     client: &aws_sdk_cloudwatchlogs::Client,
     budget: &Budget,
@@ -174,43 +256,117 @@ pub async fn read_group(
     query: &Query,
 ) -> Result<Vec<Event>, ReadError> {
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = with_retries(budget, progress, group, "FilterLogEvents", || {
-            client
-                .filter_log_events()
-                .log_group_name(group)
-                .set_log_stream_name_prefix(query.log_stream_name_prefix.clone())
-                .set_start_time(query.start_ms)
-                .set_end_time(query.end_ms)
-                .filter_pattern(&query.filter_pattern)
-                .set_next_token(token.clone())
-                .send()
-        })
-        .await?;
-        let events = page.events();
-        if events.is_empty() && page.next_token().is_some() {
-            progress.empty_pages.fetch_add(1, Ordering::Relaxed);
-        }
-        progress
-            .events
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        out.extend(events.iter().map(|e| Event {
-            log_stream: e.log_stream_name().unwrap_or_default().to_owned(),
-            timestamp_ms: e.timestamp().unwrap_or(0),
-            ingestion_ms: e.ingestion_time().unwrap_or(0),
-            event_id: e.event_id().unwrap_or_default().to_owned(),
-            message: e.message().unwrap_or_default().to_owned(),
-        }));
-        match page.next_token() {
-            // A token equal to the one sent would loop forever (GetLogEvents does that at the
-            // end; FilterLogEvents is not documented to, but costs nothing to guard).
-            Some(t) if token.as_deref() != Some(t) => token = Some(t.to_owned()),
-            _ => break,
-        }
+    let mut pages = Pages::new(client, group, query);
+    while let Some(page) = pages.next_page(budget, progress).await? {
+        out.extend(page);
     }
     sort_events(&mut out);
     Ok(out)
+}
+
+/// Events of one page as a record batch of group `group`.
+pub fn page_batch(group: &str, events: &[Event], input: u32) -> RecordBatch {
+    let mut b = RecordBatch::new(input);
+    for e in events {
+        let o = b.origin(group, &e.log_stream);
+        b.push(o, &e.event_id, e.timestamp_ms, &e.message);
+    }
+    b
+}
+
+/// One group's range, as [`FilterSource`] reads it.
+#[derive(Debug, Clone)]
+pub struct GroupRange {
+    /// The log group.
+    pub group: String,
+    /// What to read.
+    pub query: Query,
+}
+
+/// Log groups over time ranges (FilterLogEvents), `parallel` groups at a time inside one
+/// request budget, streamed page by page: each page is a batch, each group's end a
+/// [`Position::Group`] (through its range's end), a group that cannot be read a failed input.
+pub struct FilterSource {
+    rx: tokio::sync::mpsc::Receiver<SourceEvent>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FilterSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterSource").finish_non_exhaustive()
+    }
+}
+
+impl Drop for FilterSource {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl FilterSource {
+    /// Starts reading `ranges`; group `i` is input `i`.
+    pub fn start(
+        client: aws_sdk_cloudwatchlogs::Client,
+        budget: Budget,
+        progress: Arc<Progress>,
+        ranges: Vec<GroupRange>,
+        parallel: usize,
+    ) -> FilterSource {
+        let (tx, rx) = tokio::sync::mpsc::channel(parallel.max(1) * 2);
+        let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+        let mut tasks = Vec::new();
+        for (i, range) in ranges.into_iter().enumerate() {
+            let (client, budget, progress, tx, permits) = (
+                client.clone(),
+                budget.clone(),
+                progress.clone(),
+                tx.clone(),
+                permits.clone(),
+            );
+            let input = u32::try_from(i).unwrap_or(u32::MAX);
+            tasks.push(tokio::spawn(async move {
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                let GroupRange { group, query } = range;
+                // One page in memory at a time: it goes downstream before the next is asked for.
+                let mut pages = Pages::new(&client, &group, &query);
+                let r = loop {
+                    match pages.next_page(&budget, &progress).await {
+                        Ok(Some(p)) => {
+                            let b = page_batch(&group, &p, input);
+                            drop(p);
+                            if tx.send(SourceEvent::Records(b)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                };
+                let ev = match r {
+                    Ok(_) => SourceEvent::Mark(Position::Group {
+                        group: Arc::from(group.as_str()),
+                        through_ms: query.end_ms.unwrap_or_else(crate::convert::time::now_ms),
+                    }),
+                    Err(e) => SourceEvent::Failed(InputFailure {
+                        input: format!("log group {group}"),
+                        error: Box::new(e),
+                    }),
+                };
+                let _ = tx.send(ev).await;
+            }));
+        }
+        FilterSource { rx, tasks }
+    }
+}
+
+impl Source for FilterSource {
+    async fn next(&mut self) -> Option<SourceEvent> {
+        self.rx.recv().await
+    }
 }
 
 /// Which groups to read.
@@ -277,39 +433,6 @@ pub async fn resolve_groups(
         }
     }
     Ok(out)
-}
-
-/// Reads `groups` in parallel, at most `parallel` at a time, all inside `budget`. Each group's
-/// events come out on the returned channel, in stream order, as soon as the group is read.
-pub fn read_groups(
-    client: aws_sdk_cloudwatchlogs::Client,
-    budget: Budget,
-    progress: Arc<Progress>,
-    groups: Vec<String>,
-    query: Query,
-    parallel: usize,
-) -> tokio::sync::mpsc::Receiver<(String, Result<Vec<Event>, ReadError>)> {
-    let (tx, rx) = tokio::sync::mpsc::channel(parallel.max(1));
-    let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-    let query = Arc::new(query);
-    for group in groups {
-        let (client, budget, progress, query, tx, permits) = (
-            client.clone(),
-            budget.clone(),
-            progress.clone(),
-            query.clone(),
-            tx.clone(),
-            permits.clone(),
-        );
-        tokio::spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
-            let res = read_group(&client, &budget, &progress, &group, &query).await;
-            let _ = tx.send((group, res)).await;
-        });
-    }
-    rx
 }
 
 #[cfg(test)]

@@ -571,5 +571,131 @@ pub async fn resolve_arns(
     Ok(out)
 }
 
+/// How often the sampling warning may be repeated.
+const SAMPLED_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// `tail` with Live Tail: one [`follow`]er per ten groups, their events as record batches
+/// (in stream order, under the groups' names), sampling and reconnects as notices (the
+/// sampling one at most once a minute), a follower that stopped for good as a failed input.
+/// Ends when every follower stopped.
+pub struct LiveSource {
+    rx: tokio::sync::mpsc::Receiver<Notice>,
+    /// (name, ARN) of each group.
+    names: Vec<(String, String)>,
+    followers: Vec<tokio::task::JoinHandle<()>>,
+    sampled: u64,
+    warned_at: Option<tokio::time::Instant>,
+}
+
+impl std::fmt::Debug for LiveSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSource")
+            .field("groups", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LiveSource {
+    fn drop(&mut self) {
+        for f in &self.followers {
+            f.abort();
+        }
+    }
+}
+
+impl LiveSource {
+    /// Follows `groups` ((name, ARN) pairs) through `connector`.
+    pub fn start<C: Connect + Clone>(
+        connector: C,
+        groups: Vec<(String, String)>,
+        policy: Policy,
+    ) -> LiveSource {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let arns: Vec<String> = groups.iter().map(|(_, arn)| arn.clone()).collect();
+        let followers = arns
+            .chunks(MAX_GROUPS_PER_SESSION)
+            .map(|chunk| {
+                tokio::spawn(follow(
+                    connector.clone(),
+                    chunk.to_vec(),
+                    policy.clone(),
+                    tx.clone(),
+                ))
+            })
+            .collect();
+        LiveSource {
+            rx,
+            names: groups,
+            followers,
+            sampled: 0,
+            warned_at: None,
+        }
+    }
+
+    fn name_of(&self, arn: &str) -> String {
+        self.names
+            .iter()
+            .find(|(_, a)| a == arn)
+            .map_or_else(|| group_name_of(arn).to_owned(), |(n, _)| n.clone())
+    }
+}
+
+impl crate::convert::pipeline::Source for LiveSource {
+    async fn next(&mut self) -> Option<crate::convert::pipeline::SourceEvent> {
+        use crate::convert::pipeline::{InputFailure, SourceEvent};
+        loop {
+            match self.rx.recv().await? {
+                Notice::Events(mut events) => {
+                    // The converter wants each stream in order; an update is in time order.
+                    events.sort_by(|a, b| {
+                        (&a.log_group, &a.log_stream, a.timestamp_ms, a.ingestion_ms).cmp(&(
+                            &b.log_group,
+                            &b.log_stream,
+                            b.timestamp_ms,
+                            b.ingestion_ms,
+                        ))
+                    });
+                    let mut batch = crate::convert::record::RecordBatch::new(0);
+                    for e in &events {
+                        let group = self.name_of(&e.log_group);
+                        let o = batch.origin(&group, &e.log_stream);
+                        batch.push(o, "", e.timestamp_ms, &e.message);
+                    }
+                    return Some(SourceEvent::Records(batch));
+                }
+                Notice::Sampled { groups } => {
+                    self.sampled += 1;
+                    if self
+                        .warned_at
+                        .is_none_or(|t| t.elapsed() >= SAMPLED_WARNING_EVERY)
+                    {
+                        self.warned_at = Some(tokio::time::Instant::now());
+                        return Some(SourceEvent::Notice(format!(
+                            "warning: Live Tail sampled {} update(s) of {groups} (more than 500 events/s matched): spans are missing; use `spanline tail --poll` or a narrower --filter-pattern",
+                            self.sampled
+                        )));
+                    }
+                }
+                // A session the service closed normally is followed by the next one quietly.
+                Notice::Reconnecting {
+                    error: Some(e),
+                    delay,
+                } => {
+                    return Some(SourceEvent::Notice(format!(
+                        "{e}; new session in {delay:?}"
+                    )))
+                }
+                Notice::Reconnecting { error: None, .. } => {}
+                Notice::Failed(e) => {
+                    return Some(SourceEvent::Failed(InputFailure {
+                        input: "Live Tail".into(),
+                        error: Box::new(e),
+                    }))
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

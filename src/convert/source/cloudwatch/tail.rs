@@ -7,8 +7,12 @@
 //! the events of one window (and a hard cap); an event back-dated further than the window when it
 //! is ingested is out of reach of any poll, which is the documented limit of polling.
 
-use super::filter::Event;
+use super::budget::Budget;
+use super::filter::{page_batch, Event, Pages, Progress, Query};
+use crate::convert::pipeline::{Source, SourceEvent};
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// At most this many ids are remembered per group, whatever the window holds.
 pub const MAX_REMEMBERED: usize = 1_000_000;
@@ -87,6 +91,108 @@ impl Window {
                 None => break,
             }
         }
+    }
+}
+
+/// What to poll.
+#[derive(Debug, Clone)]
+pub struct Poll {
+    /// The log groups.
+    pub groups: Vec<String>,
+    /// Stream prefix and filter pattern (times are the window's).
+    pub query: Query,
+    /// Where the first poll starts, ms.
+    pub start_ms: i64,
+    /// Event time every poll reads again, ms.
+    pub overlap_ms: i64,
+    /// Time between polls.
+    pub interval: Duration,
+}
+
+/// `tail --poll`: FilterLogEvents on every group, again and again, over the sliding window;
+/// events seen before are dropped by id. A poll that fails is reported (a notice) and tried
+/// again next time from the same start. Runs until dropped.
+pub struct PollSource {
+    rx: tokio::sync::mpsc::Receiver<SourceEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PollSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollSource").finish_non_exhaustive()
+    }
+}
+
+impl Drop for PollSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PollSource {
+    /// Starts polling.
+    pub fn start(
+        client: aws_sdk_cloudwatchlogs::Client,
+        budget: Budget,
+        progress: Arc<Progress>,
+        poll: Poll,
+    ) -> PollSource {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let task = tokio::spawn(async move {
+            let mut windows: Vec<Window> = poll
+                .groups
+                .iter()
+                .map(|_| Window::new(poll.start_ms, poll.overlap_ms))
+                .collect();
+            loop {
+                let polled_at = crate::convert::time::now_ms();
+                for (i, (group, window)) in poll.groups.iter().zip(windows.iter_mut()).enumerate() {
+                    let query = Query {
+                        start_ms: Some(window.start_ms()),
+                        end_ms: None,
+                        ..poll.query.clone()
+                    };
+                    let mut pages = Pages::new(&client, group, &query);
+                    let input = u32::try_from(i).unwrap_or(u32::MAX);
+                    let ok = loop {
+                        match pages.next_page(&budget, &progress).await {
+                            Ok(Some(events)) => {
+                                let fresh = window.admit(events);
+                                if fresh.is_empty() {
+                                    continue;
+                                }
+                                let b = page_batch(group, &fresh, input);
+                                if tx.send(SourceEvent::Records(b)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break true,
+                            Err(e) => {
+                                let n = SourceEvent::Notice(format!(
+                                    "{}; polled again next time",
+                                    crate::convert::aws::error_chain(&e)
+                                ));
+                                if tx.send(n).await.is_err() {
+                                    return;
+                                }
+                                break false;
+                            }
+                        }
+                    };
+                    if ok {
+                        window.advance(polled_at);
+                    }
+                }
+                tokio::time::sleep(poll.interval).await;
+            }
+        });
+        PollSource { rx, task }
+    }
+}
+
+impl Source for PollSource {
+    async fn next(&mut self) -> Option<SourceEvent> {
+        self.rx.recv().await
     }
 }
 
