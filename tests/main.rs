@@ -6,6 +6,7 @@ mod conformance;
 mod convert;
 mod e2e;
 mod forward;
+mod hostile;
 mod lambda;
 mod model;
 mod properties;

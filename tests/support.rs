@@ -105,21 +105,27 @@ pub fn mlflow_trace(trace: &str, spans: usize, timeout: Duration) -> Value {
     })
 }
 
-/// What a finished `spanline` run left.
+/// What a finished `spanline` run left: the exit status and what it wrote, as text (invalid
+/// UTF-8 replaced, so a stray byte cannot empty a string an assertion looks into) and as the
+/// raw bytes (for what must not reach a terminal).
 pub struct Run {
     pub status: ExitStatus,
     pub stdout: String,
     pub stderr: String,
+    pub stdout_bytes: Vec<u8>,
+    pub stderr_bytes: Vec<u8>,
 }
 
-/// Starts `spanline <args>` with `env`, without the caller's `OTEL_*` and `AWS_*` variables
-/// (they must not redirect a test), output captured in files under `dir`.
-pub fn spawn_spanline(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+/// `spanline <args>` with `env`, without the caller's `OTEL_*`, `AWS_*` and
+/// `SPANLINE_ALLOW_INSECURE` variables (they must not redirect or loosen a test) and with no
+/// AWS configuration files, standard input closed; the caller
+/// chooses where its output goes.
+pub fn spanline_command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_spanline"));
     cmd.args(args);
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
-        if k.starts_with("OTEL_") || k.starts_with("AWS_") {
+        if k.starts_with("OTEL_") || k.starts_with("AWS_") || k == "SPANLINE_ALLOW_INSECURE" {
             cmd.env_remove(&*k);
         }
     }
@@ -130,29 +136,75 @@ pub fn spawn_spanline(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::p
         )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Starts `spanline <args>` (see [`spanline_command`]), output captured in files under `dir`.
+pub fn spawn_spanline(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    spanline_command(dir, args, env)
         .stdout(std::fs::File::create(dir.join("spanline.stdout")).expect("stdout file"))
-        .stderr(std::fs::File::create(dir.join("spanline.stderr")).expect("stderr file"));
-    cmd.spawn().expect("spawning the spanline binary")
+        .stderr(std::fs::File::create(dir.join("spanline.stderr")).expect("stderr file"))
+        .spawn()
+        .expect("spawning the spanline binary")
+}
+
+/// What a run spawned by [`spawn_spanline`] left in `dir`, once it exited with `status`.
+fn captured(dir: &Path, status: ExitStatus) -> Run {
+    let read = |p: &str| std::fs::read(dir.join(p)).unwrap_or_default();
+    let (stdout_bytes, stderr_bytes) = (read("spanline.stdout"), read("spanline.stderr"));
+    Run {
+        status,
+        stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr_bytes).into_owned(),
+        stdout_bytes,
+        stderr_bytes,
+    }
 }
 
 /// Waits for a spawned run (at most `timeout`, then kills it and fails the test).
 pub fn wait_spanline(dir: &Path, mut child: std::process::Child, timeout: Duration) -> Run {
     let status = poll(timeout, || child.try_wait().expect("wait"));
-    let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap_or_default();
     let Some(status) = status else {
         let _ = child.kill();
         let _ = child.wait();
         panic!(
             "spanline did not finish in {timeout:?}\nstderr:\n{}",
-            read("spanline.stderr")
+            captured(dir, ExitStatus::default()).stderr
         );
     };
-    Run {
-        status,
-        stdout: read("spanline.stdout"),
-        stderr: read("spanline.stderr"),
-    }
+    captured(dir, status)
+}
+
+/// [`wait_spanline`], and the child's peak resident set size in KiB (`ru_maxrss` from
+/// `wait4`, which reports the one child waited for, not every child of the test process).
+pub fn wait_spanline_with_peak_rss(
+    dir: &Path,
+    child: std::process::Child,
+    timeout: Duration,
+) -> (Run, u64) {
+    use std::os::unix::process::ExitStatusExt as _;
+    let pid = child.id() as libc::pid_t;
+    let reap = |flags: libc::c_int| {
+        let mut status: libc::c_int = 0;
+        // SAFETY: plain out-parameters; `pid` is our own child, reaped only here (the `Child`
+        // is dropped without being waited for).
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
+        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
+        (r == pid).then(|| (ExitStatus::from_raw(status), usage.ru_maxrss))
+    };
+    drop(child);
+    let Some((status, max_rss)) = poll(timeout, || reap(libc::WNOHANG)) else {
+        // SAFETY: signalling our own, not yet reaped child by its id.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = reap(0);
+        panic!(
+            "spanline did not finish in {timeout:?}\nstderr:\n{}",
+            captured(dir, ExitStatus::default()).stderr
+        );
+    };
+    (captured(dir, status), u64::try_from(max_rss).unwrap_or(0))
 }
 
 /// Runs `spanline <args>` to the end (at most 60 s).
@@ -166,4 +218,59 @@ pub fn scratch(name: &str) -> std::path::PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", fresh_id::<6>()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
+}
+
+/// Fails unless `bytes` (what a run wrote to `stream`) is UTF-8 without a raw control
+/// character a terminal would act on: no C0 control but newline and tab, no DEL, no C1
+/// control (U+0080–U+009F, the CSI U+009B among them), and no ESC, except, when `sgr` is true,
+/// in a colour sequence `ESC [ <digits and ;> m` (what `--color always` draws).
+pub fn assert_printable(stream: &str, bytes: &[u8], sgr: bool) {
+    let context = |at: usize| {
+        let from = at.saturating_sub(60);
+        let to = (at + 60).min(bytes.len());
+        format!("{:?}", String::from_utf8_lossy(&bytes[from..to]))
+    };
+    let mut at = 0;
+    for chunk in bytes.utf8_chunks() {
+        let text = chunk.valid();
+        let mut chars = text.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            let raw = match c {
+                '\n' | '\t' => false,
+                '\u{1b}' if sgr => {
+                    // ESC [ digits/; m, nothing else.
+                    let rest = &text.as_bytes()[i + 1..];
+                    let params = rest
+                        .get(1..)
+                        .unwrap_or_default()
+                        .iter()
+                        .take_while(|b| b.is_ascii_digit() || **b == b';')
+                        .count();
+                    let sgr_seq =
+                        rest.first() == Some(&b'[') && rest.get(1 + params) == Some(&b'm');
+                    if sgr_seq {
+                        for _ in 0..params + 2 {
+                            chars.next();
+                        }
+                    }
+                    !sgr_seq
+                }
+                c => c.is_control(),
+            };
+            assert!(
+                !raw,
+                "{stream}: raw control character {c:?} at byte {}: {}",
+                at + i,
+                context(at + i)
+            );
+        }
+        at += text.len();
+        assert!(
+            chunk.invalid().is_empty(),
+            "{stream}: bytes that are not UTF-8 ({:02x?}) at byte {at}: {}",
+            chunk.invalid(),
+            context(at)
+        );
+        at += chunk.invalid().len();
+    }
 }
