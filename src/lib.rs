@@ -16,5 +16,5 @@
 pub mod emit;
 pub mod span_line;
 
-#[cfg(feature = "convert")]
+#[cfg(feature = "core")]
 pub mod convert;

@@ -3,12 +3,20 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spanline::convert::source::file::parse_content;
+use spanline::convert::source::file::read_bytes;
+use spanline::convert::source::payload::Limits;
 use spanline::convert::Converter;
 
 fuzz_target!(|data: &[u8]| {
-    let text = String::from_utf8_lossy(data);
-    let Ok(records) = parse_content(&text, "/aws/lambda/fuzz", "stream") else { return };
+    let limits = Limits {
+        max_line: 64 << 10,
+        max_payload: 1 << 20,
+        max_inflated: 1 << 20,
+        batch_bytes: 64 << 10,
+    };
+    let Ok(records) = read_bytes(data, "stream", "/aws/lambda/fuzz", limits) else {
+        return;
+    };
     let mut conv = Converter::default();
     for r in &records {
         conv.push(r);

@@ -14,7 +14,7 @@ use output::{Color, Draw, SinkArgs};
 use spanline::convert::assemble::ServiceMap;
 use spanline::convert::parse::MarkerPlacement;
 use spanline::convert::pipeline::{self, NoCommit, Options, Stop};
-use spanline::convert::source::file::{Chain, FileSource, Input};
+use spanline::convert::source::local::{Chain, FileSource, Input};
 use spanline::convert::source::payload::Limits;
 use spanline::convert::source::s3::S3Source;
 use spanline::span_line::{TraceId, FILTER_PATTERN};
@@ -335,7 +335,7 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<Exit> {
     let options = opts.options(aws.region.clone(), pipeline::Mode::Batch)?;
     let progress = progress_bar(&local);
     let bar = progress.clone();
-    let on_bytes: spanline::convert::source::file::OnBytes =
+    let on_bytes: spanline::convert::source::local::OnBytes =
         std::sync::Arc::new(move |n| bar.inc(n));
     let inputs: Vec<Input> = local
         .into_iter()

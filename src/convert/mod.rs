@@ -4,11 +4,13 @@
 //! on the way, malformed lines by reason, so nothing is dropped silently.
 
 pub mod assemble;
+#[cfg(feature = "convert")]
 pub mod aws;
 pub mod checkpoint;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod parse;
+#[cfg(feature = "convert")]
 pub mod pipeline;
 pub mod platform;
 pub mod printable;

@@ -82,6 +82,7 @@ fn httpdate_to_unix(s: &str) -> Option<u64> {
 /// `now + after`, or, when the clock cannot represent that (a server asked for `i64::MAX`
 /// seconds, a deadline of `Duration::MAX`), a time about 30 years ahead: later than any wait
 /// worth starting, never a panic.
+#[cfg(feature = "convert")]
 pub fn instant_after(now: tokio::time::Instant, after: Duration) -> tokio::time::Instant {
     const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
     now.checked_add(after)
@@ -189,6 +190,7 @@ mod tests {
         assert_eq!(parse_retry_after("soon", 0, cap), None);
     }
 
+    #[cfg(feature = "convert")]
     #[test]
     fn instants_far_ahead_never_overflow() {
         let now = tokio::time::Instant::now();

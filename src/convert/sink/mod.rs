@@ -196,6 +196,7 @@ impl Sink for DiscardSink {
     }
 }
 
+#[cfg(feature = "convert")]
 impl From<otlp::OtlpSink> for AnySink {
     fn from(s: otlp::OtlpSink) -> Self {
         AnySink::Otlp(s)
@@ -213,8 +214,10 @@ impl From<MemorySink> for AnySink {
 #[non_exhaustive]
 pub enum AnySink {
     /// An OTLP endpoint.
+    #[cfg(feature = "convert")]
     Otlp(otlp::OtlpSink),
     /// A Zipkin endpoint.
+    #[cfg(feature = "convert")]
     Zipkin(zipkin::ZipkinSink),
     /// An OTLP JSON lines file.
     File(file::FileSink),
@@ -230,11 +233,13 @@ impl AnySink {
     /// How messages name it (never with credentials).
     pub fn name(&self) -> String {
         match self {
+            #[cfg(feature = "convert")]
             AnySink::Otlp(s) => format!(
                 "OTLP {} {}",
                 s.config().protocol.name(),
                 s.config().endpoint_redacted()
             ),
+            #[cfg(feature = "convert")]
             AnySink::Zipkin(_) => "Zipkin".to_owned(),
             AnySink::File(_) => "OTLP JSON file".to_owned(),
             AnySink::Terminal(_) => "terminal".to_owned(),
@@ -251,7 +256,9 @@ impl AnySink {
     /// See [`Sink::send`].
     pub async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
         match self {
+            #[cfg(feature = "convert")]
             AnySink::Otlp(s) => s.send(spans).await,
+            #[cfg(feature = "convert")]
             AnySink::Zipkin(s) => s.send(spans).await,
             AnySink::File(s) => s.send(spans).await,
             AnySink::Terminal(s) => s.send(spans).await,
@@ -271,7 +278,9 @@ impl AnySink {
     /// See [`Sink::shutdown`].
     pub async fn shutdown(&mut self) -> Result<(), SinkError> {
         match self {
+            #[cfg(feature = "convert")]
             AnySink::Otlp(s) => s.shutdown().await,
+            #[cfg(feature = "convert")]
             AnySink::Zipkin(s) => s.shutdown().await,
             AnySink::File(s) => s.shutdown().await,
             AnySink::Terminal(s) => s.shutdown().await,

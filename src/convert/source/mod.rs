@@ -4,7 +4,11 @@
 //! * [`cloudwatch`]: FilterLogEvents (`read`, `tail --poll`).
 //! * [`s3`]: a CreateExportTask tree in S3 (`convert s3://…`), through `file`'s parser.
 
+#[cfg(feature = "convert")]
 pub mod cloudwatch;
 pub mod file;
+#[cfg(feature = "convert")]
+pub mod local;
 pub mod payload;
+#[cfg(feature = "convert")]
 pub mod s3;

@@ -2,19 +2,24 @@
 //! (hand-written responses, one per connection) and a tonic `TraceService`.
 
 use super::*;
-use crate::convert::assemble::{AnyValue, KeyValue};
+use crate::convert::assemble::{AnyValue, KeyValue, Span};
+use crate::convert::retry::Backoff;
+use crate::convert::sink::{Delivery, Sink, SinkError};
 use crate::span_line::{SpanId, SpanKind, StatusCode, TraceId};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use prost::bytes::Bytes;
 use prost::Message as _;
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
 use std::time::Instant as StdInstant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

@@ -1,0 +1,391 @@
+//! The OTLP sink proper: batching, bounded concurrency and retries around the transports
+//! (see the parent module).
+
+use super::config::OtlpConfig;
+use super::config::Protocol;
+use super::encode::{encode_request, PartialSuccess};
+use super::{grpc, http};
+use crate::convert::assemble::Span;
+use crate::convert::printable::visible;
+use crate::convert::retry::{instant_after, Backoff};
+use crate::convert::sink::{Delivery, Sink, SinkError};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// Longest response body kept in an error.
+pub const MAX_ERROR_BODY: usize = 1024;
+
+/// Header values shorter than this are not scrubbed from response text: they are ids (MLflow's
+/// `x-mlflow-experiment-id: 0`), and replacing every `0` would garble the message.
+const MIN_SECRET_LEN: usize = 6;
+
+/// What one attempt came to.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The backend took the request (possibly rejecting some spans).
+    Accepted(PartialSuccess),
+    /// Transient failure; `after` is the server's requested delay.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    /// The backend refused the request.
+    Fatal { status: String, body: String },
+    /// The backend answered with a redirect (3xx), which is not followed: `location` is the
+    /// `Location` header resolved against the endpoint, unredacted (the caller scrubs it).
+    Redirect {
+        status: String,
+        location: Option<String>,
+    },
+}
+
+#[derive(Clone)]
+enum Transport {
+    Http(http::HttpTransport),
+    // Boxed: tonic's `Endpoint` is large and clippy rightly objects to the size gap.
+    Grpc(Box<grpc::GrpcTransport>),
+}
+
+/// One batch, encoded once for every attempt.
+enum Payload {
+    Http(Bytes),
+    Grpc(ExportTraceServiceRequest),
+}
+
+impl Transport {
+    fn payload(&self, req: ExportTraceServiceRequest) -> Result<Payload, SinkError> {
+        match self {
+            Transport::Http(t) => Ok(Payload::Http(t.body(&req)?)),
+            Transport::Grpc(_) => Ok(Payload::Grpc(req)),
+        }
+    }
+
+    async fn attempt(&self, payload: &Payload) -> Outcome {
+        match (self, payload) {
+            (Transport::Http(t), Payload::Http(body)) => t.attempt(body.clone()).await,
+            (Transport::Grpc(t), Payload::Grpc(req)) => t.attempt(req.clone()).await,
+            // `payload` is always built by the same transport.
+            _ => Outcome::Fatal {
+                status: "internal".into(),
+                body: "payload does not match the transport".into(),
+            },
+        }
+    }
+}
+
+/// What the batches of one `send` share. Deliberately not `Debug`: it holds the secrets.
+struct Exporter {
+    transport: Transport,
+    /// The endpoint without credentials, for errors.
+    endpoint: String,
+    /// Header values to scrub from anything a server sends back.
+    secrets: Vec<String>,
+    timeout: Duration,
+    retry_deadline: Duration,
+    backoff: Backoff,
+}
+
+/// Sends spans to an OTLP endpoint. Clone it to send concurrently; clones share connections.
+#[derive(Clone)]
+pub struct OtlpSink {
+    exporter: Option<Arc<Exporter>>,
+    config: Arc<OtlpConfig>,
+}
+
+/// Shows the (redacted) configuration only: the clients carry header values.
+impl std::fmt::Debug for OtlpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpSink")
+            .field("config", &self.config)
+            .field("shut_down", &self.exporter.is_none())
+            .finish()
+    }
+}
+
+impl OtlpSink {
+    /// Validates `config` and prepares the client. Connects lazily, on the first `send`, so
+    /// this needs no runtime and no reachable endpoint.
+    pub fn new(config: OtlpConfig) -> Result<OtlpSink, SinkError> {
+        config.validate()?;
+        let transport = match config.protocol {
+            Protocol::Grpc => Transport::Grpc(Box::new(grpc::GrpcTransport::new(&config)?)),
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                Transport::Http(http::HttpTransport::new(&config)?)
+            }
+        };
+        let secrets = secret_forms(&config.headers);
+        let exporter = Exporter {
+            transport,
+            endpoint: config.endpoint_redacted(),
+            secrets,
+            timeout: config.timeout,
+            retry_deadline: config.retry_deadline,
+            backoff: Backoff::new(config.backoff.base, config.backoff.cap),
+        };
+        Ok(OtlpSink {
+            exporter: Some(Arc::new(exporter)),
+            config: Arc::new(config),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &OtlpConfig {
+        &self.config
+    }
+}
+
+impl Sink for OtlpSink {
+    async fn send(&mut self, spans: &[Span]) -> Result<Delivery, SinkError> {
+        let Some(exporter) = self.exporter.clone() else {
+            return Err(SinkError::Config("send after shutdown".into()));
+        };
+        let mut delivery = Delivery::default();
+        let mut batches = spans.chunks(self.config.max_batch_spans.max(1));
+        let mut in_flight: JoinSet<(u64, Result<Accepted, SinkError>)> = JoinSet::new();
+        let mut failure: Option<SinkError> = None;
+        loop {
+            while failure.is_none() && in_flight.len() < self.config.max_concurrency.max(1) {
+                let Some(batch) = batches.next() else { break };
+                let payload = exporter.transport.payload(encode_request(batch))?;
+                let exporter = Arc::clone(&exporter);
+                let n = batch.len() as u64;
+                in_flight.spawn(async move { (n, export_batch(&exporter, payload).await) });
+            }
+            let Some(joined) = in_flight.join_next().await else {
+                break;
+            };
+            match joined {
+                Ok((n, Ok(a))) => {
+                    delivery.accepted += n.saturating_sub(a.partial.rejected);
+                    delivery.rejected += a.partial.rejected;
+                    delivery.attempts = delivery.attempts.max(a.attempts);
+                    if let Some(m) = a.partial.message {
+                        delivery.message = Some(match delivery.message.take() {
+                            Some(prev) if prev != m => format!("{prev}; {m}"),
+                            Some(prev) => prev,
+                            None => m,
+                        });
+                    }
+                }
+                Ok((_, Err(e))) => {
+                    // The whole send fails: stop the other batches, the caller will resend.
+                    if failure.is_none() {
+                        failure = Some(e);
+                        in_flight.abort_all();
+                    }
+                }
+                Err(e) if e.is_cancelled() => {}
+                Err(e) => {
+                    if failure.is_none() {
+                        failure = Some(SinkError::Exhausted {
+                            endpoint: exporter.endpoint.clone(),
+                            attempts: 0,
+                            last: format!("export task failed: {e}"),
+                        });
+                        in_flight.abort_all();
+                    }
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(delivery),
+        }
+    }
+
+    async fn shutdown(&mut self) -> Result<(), SinkError> {
+        // Nothing is buffered between sends; dropping the client closes its connections once
+        // the last clone goes.
+        self.exporter = None;
+        Ok(())
+    }
+}
+
+/// One batch's result.
+struct Accepted {
+    partial: PartialSuccess,
+    attempts: u32,
+}
+
+/// The shortest time worth giving an attempt.
+const MIN_ATTEMPT: Duration = Duration::from_millis(50);
+
+/// Sends one batch until it is accepted, refused, or the retry deadline passes.
+async fn export_batch(ex: &Exporter, payload: Payload) -> Result<Accepted, SinkError> {
+    // Checked: a configured deadline of years must not overflow the clock.
+    let deadline = instant_after(Instant::now(), ex.retry_deadline);
+    let mut backoff = ex.backoff.clone();
+    let mut attempts: u32 = 0;
+    let mut last_reason = String::new();
+    loop {
+        // Retries never run past the deadline; the first attempt always gets the full timeout.
+        let budget = if attempts == 0 {
+            ex.timeout
+        } else {
+            ex.timeout
+                .min(deadline.saturating_duration_since(Instant::now()))
+        };
+        // A retry with (almost) no time left would only fail with a meaningless timeout and
+        // hide the real cause: give up with the last real failure instead.
+        if attempts > 0 && budget < MIN_ATTEMPT {
+            return Err(SinkError::Exhausted {
+                endpoint: ex.endpoint.clone(),
+                attempts,
+                last: ex.scrub(&last_reason),
+            });
+        }
+        attempts = attempts.saturating_add(1);
+        let outcome = match tokio::time::timeout(budget, ex.transport.attempt(&payload)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::Retry {
+                reason: format!("no response within {} ms", budget.as_millis()),
+                after: None,
+            },
+        };
+        match outcome {
+            Outcome::Accepted(partial) => {
+                let partial = PartialSuccess {
+                    message: partial.message.map(|m| ex.scrub(&m)),
+                    ..partial
+                };
+                return Ok(Accepted { partial, attempts });
+            }
+            Outcome::Fatal { status, body } => {
+                return Err(SinkError::Fatal {
+                    endpoint: ex.endpoint.clone(),
+                    status: ex.scrub(&status),
+                    body: ex.scrub(&body),
+                });
+            }
+            Outcome::Redirect { status, location } => {
+                return Err(SinkError::Config(redirect_message(
+                    &ex.endpoint,
+                    &ex.scrub(&status),
+                    location.map(|l| ex.scrub(&redact_location(&l))),
+                )));
+            }
+            Outcome::Retry { reason, after } => {
+                // A server's delay never runs past the deadline (a gRPC RetryInfo of i64::MAX
+                // seconds overflowed `Instant + delay`).
+                let delay = backoff.next_delay(after.map(|a| a.min(ex.retry_deadline)));
+                last_reason.clone_from(&reason);
+                if instant_after(Instant::now(), delay) >= deadline {
+                    return Err(SinkError::Exhausted {
+                        endpoint: ex.endpoint.clone(),
+                        attempts,
+                        last: ex.scrub(&reason),
+                    });
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+impl Exporter {
+    /// Makes server-supplied text printable: removes header values (some servers echo request
+    /// headers in error pages, in any case and percent-encoded), makes control characters
+    /// visible, then truncates it to [`MAX_ERROR_BODY`]. Scrubbing comes first so a secret cut
+    /// by the truncation cannot leave a prefix behind.
+    fn scrub(&self, text: &str) -> String {
+        let t = scrub_secrets(text, &self.secrets);
+        truncate(&visible(&t), MAX_ERROR_BODY)
+    }
+}
+
+/// The error for a redirect: names where the server wanted the spans to go.
+pub(crate) fn redirect_message(endpoint: &str, status: &str, location: Option<String>) -> String {
+    let to = match location {
+        Some(l) => format!("redirects to {l}"),
+        None => "redirects (no Location)".to_owned(),
+    };
+    format!(
+        "{endpoint}: the server answered {status} and {to}; redirects are not followed and \
+         nothing was delivered: set the endpoint to the final URL"
+    )
+}
+
+/// A `Location` for printing: a URL without its user info and query, anything else as is.
+pub(crate) fn redact_location(location: &str) -> String {
+    match reqwest::Url::parse(location) {
+        Ok(_) => super::config::redact_url(location),
+        Err(_) => location.to_owned(),
+    }
+}
+
+/// The texts to scrub for the header values: each value (and each whitespace-separated part,
+/// for `Bearer <token>`) of at least [`MIN_SECRET_LEN`] bytes, as is and percent-encoded
+/// (every byte but the unreserved ones as `%XX`, and again with `+` for a space, as HTML forms
+/// write it). Matching is ASCII-case-insensitive, which also covers lowercase hex digits.
+pub(crate) fn secret_forms(headers: &[(String, String)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (_, v) in headers {
+        for s in std::iter::once(v.as_str()).chain(v.split_whitespace()) {
+            if s.len() < MIN_SECRET_LEN {
+                continue;
+            }
+            let encoded = percent_encode(s);
+            let plus = encoded.replace("%20", "+");
+            for form in [s.to_owned(), encoded, plus] {
+                if !out.iter().any(|o| o.eq_ignore_ascii_case(&form)) {
+                    out.push(form);
+                }
+            }
+        }
+    }
+    // Longest first, so a value is replaced whole before one of its parts.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+/// Every byte except the unreserved ones (RFC 3986: letters, digits, `-._~`) as `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `text` with every ASCII-case-insensitive occurrence of a secret replaced by `<redacted>`.
+pub(crate) fn scrub_secrets(text: &str, secrets: &[String]) -> String {
+    let mut t = text.to_owned();
+    for s in secrets {
+        // ASCII lowercasing keeps byte offsets and character boundaries.
+        let needle = s.to_ascii_lowercase();
+        if needle.is_empty() {
+            continue;
+        }
+        let mut out = String::with_capacity(t.len());
+        let lower = t.to_ascii_lowercase();
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(&needle) {
+            out.push_str(&t[from..from + at]);
+            out.push_str("<redacted>");
+            from += at + needle.len();
+        }
+        out.push_str(&t[from..]);
+        t = out;
+    }
+    t
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary, `…` marking a cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
