@@ -104,6 +104,23 @@ impl<S: Source> Source for Option<S> {
     }
 }
 
+/// Events held in memory, handed out in order: the test double of a source.
+#[derive(Debug, Default)]
+pub struct MemorySource(std::collections::VecDeque<SourceEvent>);
+
+impl MemorySource {
+    /// A source that hands out `events`.
+    pub fn new(events: impl IntoIterator<Item = SourceEvent>) -> Self {
+        MemorySource(events.into_iter().collect())
+    }
+}
+
+impl Source for MemorySource {
+    async fn next(&mut self) -> Option<SourceEvent> {
+        self.0.pop_front()
+    }
+}
+
 /// What is told about delivery, for checkpoints.
 ///
 /// # Contract

@@ -606,3 +606,180 @@ impl<S: SaveCheckpoint> crate::convert::pipeline::Committer for Forwarding<S> {
         self.store.save_checkpoint(&self.cp).await
     }
 }
+
+#[cfg(test)]
+mod forwarding_tests {
+    //! `forward`'s rule end to end through the pipeline, with an in-memory source, sink and
+    //! store: a run stopped at any step (a sink failing, a checkpoint write failing, as a crash
+    //! would) and the next run from the last checkpoint deliver every span at least once, and
+    //! at most one batch twice.
+    use super::*;
+    use crate::convert::pipeline::{
+        self, MemorySource, Mode, Options, Outcome, Position, SourceEvent,
+    };
+    use crate::convert::record::RecordBatch;
+    use crate::convert::sink::{AnySink, MemorySink};
+    use std::collections::HashMap;
+
+    const GROUP: &str = "/aws/lambda/fwd";
+    // No lateness: a re-read covers nothing more than the cursor asks for, so that a cursor
+    // moved too far loses spans the test sees.
+    const LATENESS: i64 = 0;
+    const BATCH: usize = 2;
+
+    fn req(i: usize) -> String {
+        format!("00000000-0000-0000-0000-{i:012}")
+    }
+
+    /// `n` invocations, each START, a child and a root span line, REPORT; `loose` span lines of
+    /// no invocation between them. One event a second.
+    fn log(n: usize, loose: usize) -> Vec<(i64, String)> {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut out = Vec::new();
+        let mut t = 1_700_000_000_000i64;
+        let mut tick = || {
+            t += 1000;
+            t
+        };
+        for i in 0..n {
+            let r = req(i);
+            let trace = b.encode([i as u8 + 1; 16]);
+            let root = b.encode([i as u8 + 1, 1, 0, 0, 0, 0, 0, 1]);
+            let child = b.encode([i as u8 + 1, 2, 0, 0, 0, 0, 0, 1]);
+            out.push((tick(), format!("START RequestId: {r} Version: $LATEST")));
+            out.push((
+                tick(),
+                format!("2024-01-01T00:00:00.000Z\t{r}\tINFO\tSPLN1 {trace}{child}{root} 1700000000000000 10 child;"),
+            ));
+            out.push((
+                tick(),
+                format!("2024-01-01T00:00:00.000Z\t{r}\tINFO\tSPLN1 {trace}{root} 1700000000000000 20s root;"),
+            ));
+            out.push((tick(), format!("REPORT RequestId: {r}\tDuration: 1.00 ms\t")));
+            if i < loose {
+                let lt = b.encode([0xee, i as u8 + 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+                let ls = b.encode([0xee, i as u8 + 1, 0, 0, 0, 0, 0, 1]);
+                out.push((tick(), format!("SPLN1 {lt}{ls} 1700000000000000 5 loose;")));
+            }
+        }
+        out
+    }
+
+    /// The events of one run: what a read of `[from, to]` returns, one record per batch, and
+    /// the group's mark.
+    fn events(log: &[(i64, String)], from: i64, to: i64) -> Vec<SourceEvent> {
+        let mut out = Vec::new();
+        for (t, m) in log.iter().filter(|(t, _)| *t >= from && *t <= to) {
+            let mut b = RecordBatch::new(0);
+            let o = b.origin(GROUP, "2024/01/01/[$LATEST]0");
+            b.push(o, "", *t, m);
+            out.push(SourceEvent::Records(b));
+        }
+        out.push(SourceEvent::Mark(Position::Group {
+            group: GROUP.into(),
+            through_ms: to,
+        }));
+        out
+    }
+
+    /// One run from `cp` over the log up to `to`; the sink fails after `sends` sends, the
+    /// store after `saves` saves. Returns what the sink accepted and the store's last
+    /// checkpoint.
+    fn run_once(
+        log: &[(i64, String)],
+        cp: Checkpoint,
+        to: i64,
+        sends: Option<usize>,
+        saves: Option<usize>,
+    ) -> (Vec<String>, Checkpoint, bool) {
+        let from = cp
+            .groups
+            .get(GROUP)
+            .map_or(i64::MIN, |g| g.cursor_ms.saturating_sub(LATENESS));
+        let sink = match sends {
+            Some(n) => MemorySink::new().fail_after(n),
+            None => MemorySink::new(),
+        };
+        let store = MemoryStore {
+            fail_after: saves,
+            ..MemoryStore::default()
+        };
+        let committer = Forwarding::new(store.clone(), cp.clone(), to, LATENESS);
+        let options = Options {
+            mode: Mode::Resumable,
+            batch_spans: BATCH,
+            ..Options::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = rt.block_on(pipeline::run(
+            MemorySource::new(events(log, from, to)),
+            vec![AnySink::Memory(sink.clone())],
+            committer,
+            options,
+            None,
+            None,
+        ));
+        let ok = matches!(report.outcome, Outcome::Completed);
+        let saved = store.saved.lock().unwrap().clone();
+        let last = saved.last().cloned().unwrap_or(cp);
+        let ids = sink.spans().iter().map(|s| s.span_id.to_string()).collect();
+        (ids, last, ok)
+    }
+
+    /// Every span the log makes, run whole.
+    fn all_spans(log: &[(i64, String)], to: i64) -> Vec<String> {
+        let (ids, _, ok) = run_once(log, Checkpoint::default(), to, None, None);
+        assert!(ok);
+        ids
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        #[test]
+        fn a_run_stopped_at_any_step_and_the_next_lose_nothing_and_repeat_at_most_one_batch(
+            n in 1usize..5,
+            loose in 0usize..3,
+            cut in 0usize..24,
+        ) {
+            let log = log(n, loose);
+            let to = log.last().map_or(0, |(t, _)| *t);
+            // The first run reads up to here (an invocation may be open then), the next to the end.
+            let cut_to = log.get(cut).map_or(to, |(t, _)| *t);
+            let want = all_spans(&log, to);
+            // Each invocation: its two spans and the invocation span; loose spans.
+            proptest::prop_assert_eq!(want.len(), 3 * n + loose.min(n));
+            let steps = want.len() / BATCH + 3;
+            for (sends, saves) in (0..=steps)
+                .map(|k| (Some(k), None))
+                .chain((0..=2 * steps).map(|k| (None, Some(k))))
+            {
+                let (first, cp, _) = run_once(&log, Checkpoint::default(), cut_to, sends, saves);
+                let (second, cp2, ok) = run_once(&log, cp, to, None, None);
+                proptest::prop_assert!(ok, "the replay completes");
+                let mut count: HashMap<&str, usize> = HashMap::new();
+                for id in first.iter().chain(&second) {
+                    *count.entry(id).or_default() += 1;
+                }
+                for id in &want {
+                    proptest::prop_assert!(
+                        count.contains_key(id.as_str()),
+                        "span {} lost (sink fails after {:?}, store after {:?})", id, sends, saves
+                    );
+                }
+                let twice: usize = count.values().map(|c| c - 1).sum();
+                proptest::prop_assert!(
+                    twice <= BATCH,
+                    "{} spans sent twice (sink fails after {:?}, store after {:?})", twice, sends, saves
+                );
+                // And a third run has nothing left to send.
+                let (third, _, ok) = run_once(&log, cp2, to, None, None);
+                proptest::prop_assert!(ok);
+                proptest::prop_assert!(third.is_empty(), "a third run sent {:?}", third);
+            }
+        }
+    }
+}
