@@ -35,6 +35,7 @@ use serverless_otlp_forwarder_core::TelemetryData;
 use serverless_otlp_forwarder_core::{compact_telemetry_payloads, SpanCompactionConfig};
 use spanline::convert::assemble::{Resource, Span};
 use spanline::convert::record::LogRecordRef;
+use spanline::convert::sink::otlp::encode::write_request;
 use spanline::convert::sink::otlp::encode_request;
 use spanline::convert::Converter;
 use spanline::span_line::encode::{fixed_len, write_resource_str, write_service};
@@ -568,9 +569,7 @@ impl Encoder {
         if self.pending.is_empty() {
             return;
         }
-        let req = encode_request(&self.pending);
-        self.buf.clear();
-        req.encode(&mut self.buf).unwrap();
+        write_request(&self.pending, &mut self.buf);
         self.otlp_bytes += black_box(&self.buf).len() as u64;
         self.spans += self.pending.len() as u64;
         self.pending.clear();
@@ -1087,19 +1086,12 @@ fn print_stages(c: &Corpus, end_to_end: (f64, u64)) {
             );
         }
     }
+    let mut buf = Vec::with_capacity(1 << 20);
     let request = time(|| {
         spans
             .chunks(BATCH_SPANS)
-            .map(|b| encode_request(b).resource_spans.len())
-            .sum::<usize>()
-    });
-    let mut buf = Vec::with_capacity(1 << 20);
-    let proto = time(|| {
-        spans
-            .chunks(BATCH_SPANS)
             .map(|b| {
-                buf.clear();
-                encode_request(b).encode(&mut buf).unwrap();
+                write_request(b, &mut buf);
                 buf.len()
             })
             .sum::<usize>()
@@ -1113,19 +1105,14 @@ fn print_stages(c: &Corpus, end_to_end: (f64, u64)) {
             al(decode.2),
         ),
         (
-            "`assemble::to_span` (owned `Span`), its drop",
+            "`Span::from_line` (the OTLP fields written once), its drop",
             ns(to_span.0 - decode.0),
             al(to_span.2.saturating_sub(decode.2)),
         ),
         (
-            "`encode_request` (prost structs), their drop",
+            "`write_request` into a reused buffer",
             ns(request.0),
             al(request.2),
-        ),
-        (
-            "`prost::Message::encode` into a reused buffer",
-            ns(proto.0 - request.0),
-            al(proto.2.saturating_sub(request.2)),
         ),
     ];
     let known: f64 = rows.iter().map(|r| r.1).sum();

@@ -32,7 +32,7 @@ use assemble::{
 use parse::{parse_text_with, unwrap_message, Message, Parsed};
 use platform::Platform;
 use record::{LogRecord, LogRecordRef};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// What a conversion saw.
@@ -246,10 +246,12 @@ pub struct Converter {
     config: Config,
     assembler: Assembler,
     groups: Vec<Arc<str>>,
-    group_ids: HashMap<Arc<str>, GroupId>,
-    streams: HashMap<Box<str>, StreamState>,
+    group_ids: assemble::Map<Arc<str>, GroupId>,
+    streams: assemble::Map<Box<str>, StreamState>,
     stream_order: VecDeque<Box<str>>,
-    resources: HashMap<Box<[u8]>, Arc<Resource>>,
+    resources: assemble::Map<Box<[u8]>, Arc<Resource>>,
+    /// The last resource looked up, with its key: consecutive lines of a stream share one.
+    last_resource: Option<(Vec<u8>, Arc<Resource>)>,
     key_scratch: Vec<u8>,
     body_scratch: Vec<u8>,
     stream_key: String,
@@ -278,10 +280,11 @@ impl Converter {
             assembler: Assembler::new(config.limits),
             config,
             groups: Vec::new(),
-            group_ids: HashMap::new(),
-            streams: HashMap::new(),
+            group_ids: assemble::Map::default(),
+            streams: assemble::Map::default(),
             stream_order: VecDeque::new(),
-            resources: HashMap::new(),
+            resources: assemble::Map::default(),
+            last_resource: None,
             key_scratch: Vec::new(),
             body_scratch: Vec::with_capacity(1024),
             stream_key: String::new(),
@@ -401,8 +404,15 @@ impl Converter {
 
     /// The shared resource for the key in `key_scratch`, built by `make` when new.
     fn intern(&mut self, make: impl FnOnce() -> Resource) -> Arc<Resource> {
+        if let Some((k, r)) = &self.last_resource {
+            if *k == self.key_scratch {
+                return Arc::clone(r);
+            }
+        }
         if let Some(r) = self.resources.get(self.key_scratch.as_slice()) {
-            return Arc::clone(r);
+            let r = Arc::clone(r);
+            self.remember_resource(&r);
+            return r;
         }
         if self.resources.len() >= MAX_RESOURCES {
             self.resources.clear();
@@ -410,7 +420,19 @@ impl Converter {
         let r = Arc::new(make());
         self.resources
             .insert(Box::from(self.key_scratch.as_slice()), Arc::clone(&r));
+        self.remember_resource(&r);
         r
+    }
+
+    fn remember_resource(&mut self, r: &Arc<Resource>) {
+        match &mut self.last_resource {
+            Some((k, last)) => {
+                k.clear();
+                k.extend_from_slice(&self.key_scratch);
+                *last = Arc::clone(r);
+            }
+            None => self.last_resource = Some((self.key_scratch.clone(), Arc::clone(r))),
+        }
     }
 
     fn span_line(

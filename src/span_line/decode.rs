@@ -105,9 +105,10 @@ fn err<T>(kind: DecodeErrorKind, offset: usize) -> Result<T> {
 /// start of the message, after the runtime's own prefix, unless told otherwise
 /// (`convert::parse::MarkerPlacement`, FORMAT.md "Trust model").
 pub fn find_marker(message: &str) -> Option<usize> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER.as_bytes()));
     let bytes = message.as_bytes();
-    let finder = memchr::memmem::find_iter(bytes, MARKER.as_bytes());
-    for pos in finder {
+    for pos in FINDER.find_iter(bytes) {
         let before_ok = pos == 0 || matches!(bytes[pos - 1], b' ' | b'\t');
         let digit_ok = bytes
             .get(pos + MARKER.len())
@@ -399,6 +400,36 @@ fn parse_field(t: &str, offset: usize, in_batch: bool) -> Result<Field<'_>> {
     })
 }
 
+/// [`parse_field`] for a token of a record [`decode`] already validated: the same
+/// classification without checking escapes and numbers again (the accessors' hot path).
+fn parse_field_trusted(t: &str) -> Field<'_> {
+    fn attr(t: &str) -> Option<Attr<'_>> {
+        let b = t.as_bytes();
+        let sep = b
+            .iter()
+            .position(|&c| matches!(c, b'=' | b'#' | b'~' | b'!'))?;
+        let key = EscStr(&t[..sep]);
+        let v = &t[sep + 1..];
+        let value = match b[sep] {
+            b'=' => AttrValue::Str(EscStr(v)),
+            b'#' => AttrValue::Int(v.parse().ok()?),
+            b'~' => AttrValue::Float(parse_f64(v)?),
+            _ => AttrValue::Bool(v == "t"),
+        };
+        Some(Attr { key, value })
+    }
+    let Some(&first) = t.as_bytes().first() else {
+        return Field::Skip;
+    };
+    match first {
+        b'@' | b'^' | b'*' => parse_field(t, 0, false).unwrap_or(Field::Skip),
+        b'+' => attr(&t[1..]).map_or(Field::Skip, Field::Resource),
+        b'_' | b'.' | b'%' | b'=' | b'#' | b'~' | b'!' => attr(t).map_or(Field::Skip, Field::Attr),
+        c if c.is_ascii_punctuation() => Field::Skip,
+        _ => attr(t).map_or(Field::Skip, Field::Attr),
+    }
+}
+
 /// Space-separated tokens with their byte offsets relative to `base`.
 #[derive(Clone, Debug)]
 struct Tokens<'a> {
@@ -647,24 +678,17 @@ pub struct FieldRefs<'a> {
 impl<'a> Iterator for FieldRefs<'a> {
     type Item = FieldRef<'a>;
     fn next(&mut self) -> Option<FieldRef<'a>> {
-        for (t, o) in self.shared.by_ref() {
-            if let Ok(Field::Resource(a)) = parse_field(t, o, false) {
+        for (t, _) in self.shared.by_ref() {
+            if let Field::Resource(a) = parse_field_trusted(t) {
                 return Some(FieldRef::Resource(a));
             }
         }
-        for (t, o) in self.own.by_ref() {
-            if t.is_empty() {
-                continue;
-            }
-            match parse_field(t, o, false) {
-                Ok(Field::Attr(a)) => return Some(FieldRef::Attr(a)),
-                Ok(Field::Resource(a)) => return Some(FieldRef::Resource(a)),
-                Ok(Field::Event(offset_us, name)) => {
-                    return Some(FieldRef::Event { offset_us, name })
-                }
-                Ok(Field::Link(trace_id, span_id)) => {
-                    return Some(FieldRef::Link { trace_id, span_id })
-                }
+        for (t, _) in self.own.by_ref() {
+            match parse_field_trusted(t) {
+                Field::Attr(a) => return Some(FieldRef::Attr(a)),
+                Field::Resource(a) => return Some(FieldRef::Resource(a)),
+                Field::Event(offset_us, name) => return Some(FieldRef::Event { offset_us, name }),
+                Field::Link(trace_id, span_id) => return Some(FieldRef::Link { trace_id, span_id }),
                 _ => {}
             }
         }
@@ -948,7 +972,10 @@ pub fn decode(line: &str) -> Result<Record<'_>> {
     let Some(body) = line[vend + 1..].strip_suffix(';') else {
         return err(DecodeErrorKind::Truncated, line.len());
     };
-    if let Some(p) = b.iter().position(|&c| c < 0x20 || c == 0x7f) {
+    // The common case, no control character, in one pass the compiler vectorises; the
+    // position only when there is one.
+    if b.iter().fold(false, |any, &c| any | (c < 0x20) | (c == 0x7f)) {
+        let p = b.iter().position(|&c| c < 0x20 || c == 0x7f).unwrap_or(0);
         return err(DecodeErrorKind::ControlChar, p);
     }
     let base = vend + 1;

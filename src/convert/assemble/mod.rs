@@ -25,7 +25,12 @@ pub use span::{AnyValue, Event, KeyValue, LineFacts, Link, Resource, Span, SpanD
 use crate::span_line::{SpanId, StatusCode, TraceId};
 use invocation::{build, TraceSource};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
+
+/// A hash map whose keys come from input: fast, seeded at random per process.
+pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash set whose keys come from input (see [`Map`]).
+pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 /// The service name for spans that do not name one: `/aws/lambda/<fn>` → `<fn>`, any other
@@ -210,7 +215,7 @@ pub struct Counters {
 /// A bounded set of recent keys (FIFO).
 #[derive(Debug)]
 struct RecentSet<K: std::hash::Hash + Eq + Copy> {
-    set: HashSet<K>,
+    set: Set<K>,
     order: VecDeque<K>,
     capacity: usize,
 }
@@ -218,7 +223,7 @@ struct RecentSet<K: std::hash::Hash + Eq + Copy> {
 impl<K: std::hash::Hash + Eq + Copy> RecentSet<K> {
     fn new(capacity: usize) -> Self {
         RecentSet {
-            set: HashSet::new(),
+            set: Set::default(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }
@@ -327,13 +332,13 @@ pub enum Ending {
 #[derive(Debug)]
 pub struct Assembler {
     limits: Limits,
-    requests: HashMap<RequestKey, Request>,
-    open: HashMap<SpanKey, OpenSpan>,
+    requests: Map<RequestKey, Request>,
+    open: Map<SpanKey, OpenSpan>,
     finished: RecentSet<RequestKey>,
     seen: RecentSet<u64>,
-    callers: HashMap<RequestId, SpanKey>,
+    callers: Map<RequestId, SpanKey>,
     callers_order: VecDeque<RequestId>,
-    waiting: HashMap<RequestId, Waiting>,
+    waiting: Map<RequestId, Waiting>,
     /// When each pending invocation was last looked at (lazily: an entry whose invocation was
     /// touched since is pushed again with its latest time when it comes up).
     due_requests: BinaryHeap<Reverse<(i64, RequestKey)>>,
@@ -356,13 +361,13 @@ impl Assembler {
     pub fn new(limits: Limits) -> Self {
         Assembler {
             limits,
-            requests: HashMap::new(),
-            open: HashMap::new(),
+            requests: Map::default(),
+            open: Map::default(),
             finished: RecentSet::new(limits.finished_invocations),
             seen: RecentSet::new(limits.dedup_ids),
-            callers: HashMap::new(),
+            callers: Map::default(),
             callers_order: VecDeque::new(),
-            waiting: HashMap::new(),
+            waiting: Map::default(),
             due_requests: BinaryHeap::new(),
             due_open: BinaryHeap::new(),
             due_waiting: BinaryHeap::new(),
@@ -862,7 +867,7 @@ fn span_ms(ns: u64) -> i64 {
 /// Groups spans by trace, in first-seen order.
 pub fn group_by_trace<S>(spans: Vec<S>, trace: impl Fn(&S) -> TraceId) -> Vec<Vec<S>> {
     let mut order: Vec<TraceId> = Vec::new();
-    let mut by: HashMap<TraceId, Vec<S>> = HashMap::new();
+    let mut by: Map<TraceId, Vec<S>> = Map::default();
     for s in spans {
         let t = trace(&s);
         by.entry(t)
