@@ -29,6 +29,7 @@ use assemble::{
     Assembler, Ending, GroupId, KeyValue, Limits, RequestId, RequestKey, RequestRef, Resource,
     ServiceMap, Span,
 };
+use record::RecordBatch;
 use parse::{parse_text_with, unwrap_message, Message, Parsed};
 use platform::Platform;
 use record::{LogRecord, LogRecordRef};
@@ -215,109 +216,293 @@ pub struct Config {
     pub marker: parse::MarkerPlacement,
 }
 
-/// What the converter remembers per log stream.
-#[derive(Debug)]
-struct StreamState {
-    group: GroupId,
-    group_name: Arc<str>,
-    stream: Arc<str>,
-    /// The invocation between its START and its REPORT: prefix-less span lines (custom
-    /// runtimes) belong to it.
-    current: Option<RequestId>,
-    /// INIT_START seen, START not yet: the next invocation is a cold start (time, ms).
-    cold_pending: Option<i64>,
-    /// The resource of this stream's invocation spans.
-    invocation_resource: Option<Arc<Resource>>,
+/// A request id as a line names it: inline ([`RequestId`]), its text kept aside only when it
+/// is too long to inline (Lambda's are not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestName {
+    id: RequestId,
+    long: Option<Box<str>>,
 }
 
-/// How many log streams the converter keeps state for; beyond this the oldest is forgotten
-/// (counted as `streams`).
-pub const MAX_STREAMS: usize = 65_536;
-/// How many distinct resources are kept for sharing; beyond this the table starts afresh
-/// (spans keep theirs).
+impl RequestName {
+    fn new(text: &str) -> Self {
+        let id = RequestId::new(text);
+        let long = id.as_str().is_none().then(|| text.into());
+        RequestName { id, long }
+    }
+
+    fn text(&self) -> &str {
+        self.long
+            .as_deref()
+            .or_else(|| self.id.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// What a platform line said, owned: parsed on one thread, assembled on another.
+#[derive(Debug)]
+enum PlatformEvent {
+    InitStart,
+    Start {
+        request: RequestName,
+        version: Option<RequestId>,
+        tracing: Option<crate::emit::SpanContext>,
+    },
+    End {
+        request: RequestName,
+    },
+    Report {
+        request: RequestName,
+        figures: ReportFigures,
+    },
+    Timeout {
+        request: RequestName,
+        message: String,
+    },
+    /// Python's line names no request (`None`): the stream's current one is meant.
+    HandlerError {
+        request: Option<RequestName>,
+        message: String,
+    },
+    Crash {
+        request: RequestName,
+        message: String,
+        out_of_memory: bool,
+    },
+}
+
+impl PlatformEvent {
+    fn of(p: Platform<'_>) -> PlatformEvent {
+        match p {
+            Platform::InitStart { .. } => PlatformEvent::InitStart,
+            Platform::Start {
+                request_id,
+                version,
+                tracing,
+            } => PlatformEvent::Start {
+                request: RequestName::new(&request_id),
+                version: Some(RequestId::new(&version)).filter(|_| !version.is_empty()),
+                tracing,
+            },
+            Platform::End { request_id } => PlatformEvent::End {
+                request: RequestName::new(&request_id),
+            },
+            Platform::Report(r) => PlatformEvent::Report {
+                request: RequestName::new(&r.request_id),
+                figures: ReportFigures::from(&r),
+            },
+            Platform::Timeout {
+                request_id,
+                message,
+            } => PlatformEvent::Timeout {
+                request: RequestName::new(&request_id),
+                message: message.into_owned(),
+            },
+            Platform::HandlerError {
+                request_id,
+                message,
+            } => PlatformEvent::HandlerError {
+                request: Some(RequestName::new(&request_id)).filter(|_| !request_id.is_empty()),
+                message: message.into_owned(),
+            },
+            Platform::Crash {
+                request_id,
+                message,
+                out_of_memory,
+            } => PlatformEvent::Crash {
+                request: RequestName::new(&request_id),
+                message: message.into_owned(),
+                out_of_memory,
+            },
+        }
+    }
+}
+
+/// One record, parsed.
+#[derive(Debug)]
+enum Item {
+    /// A span (of a span record, or one of a batch record).
+    Span {
+        span: Span,
+        /// The request the line names (its `*r=`, the runtime prefix's, the JSON `requestId`).
+        named: Option<RequestName>,
+        open: bool,
+        called: Option<RequestId>,
+        t_ms: i64,
+    },
+    /// A Lambda platform line.
+    Platform { event: PlatformEvent, t_ms: i64 },
+}
+
+/// How many malformed reasons there are (the slots of [`ParseCounts::malformed`]).
+const REASONS: usize = 24;
+
+/// What the parse stage counted.
+#[derive(Clone, Debug)]
+struct ParseCounts {
+    records: u64,
+    span_lines: u64,
+    platform_lines: u64,
+    foreign: u64,
+    malformed: [(Option<&'static str>, u64); REASONS],
+}
+
+impl Default for ParseCounts {
+    fn default() -> Self {
+        ParseCounts {
+            records: 0,
+            span_lines: 0,
+            platform_lines: 0,
+            foreign: 0,
+            malformed: [(None, 0); REASONS],
+        }
+    }
+}
+
+impl ParseCounts {
+    fn malformed(&mut self, code: &'static str) {
+        for slot in &mut self.malformed {
+            match slot.0 {
+                Some(c) if c == code => {
+                    slot.1 += 1;
+                    return;
+                }
+                None => {
+                    *slot = (Some(code), 1);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn into_summary(self, s: &mut Summary) {
+        s.records += self.records;
+        s.span_lines += self.span_lines;
+        s.platform_lines += self.platform_lines;
+        s.foreign += self.foreign;
+        for (code, n) in self.malformed {
+            if let Some(c) = code {
+                *s.malformed.entry(c).or_default() += n;
+            }
+        }
+    }
+}
+
+/// A batch of records, parsed: what the assembly stage ([`Converter::apply`]) takes, in order.
+#[derive(Debug)]
+pub struct ParsedBatch {
+    input: u32,
+    origins: Vec<record::Origin>,
+    items: Vec<(u32, Item)>,
+    counts: ParseCounts,
+}
+
+/// How many distinct resources a parser keeps for sharing; beyond this the table starts
+/// afresh (spans keep theirs).
 const MAX_RESOURCES: usize = 4096;
 
-/// Parses and assembles records, counting as it goes. Records of one log stream must arrive in
-/// stream order (spans printed between a request's START and END belong to that request).
+/// The parse stage: records → spans (their OTLP fields written) and platform events. It keeps
+/// no state across records but caches (shared resources, scratch buffers), so any number of
+/// parsers can work on batches in parallel; the assembly stage takes their output in order.
 #[derive(Debug)]
-pub struct Converter {
-    /// Counters.
-    pub summary: Summary,
+pub struct Parser {
     config: Config,
-    assembler: Assembler,
-    groups: Vec<Arc<str>>,
-    group_ids: assemble::Map<Arc<str>, GroupId>,
-    streams: assemble::Map<Box<str>, StreamState>,
-    stream_order: VecDeque<Box<str>>,
-    resources: assemble::Map<Box<[u8]>, Arc<Resource>>,
-    /// The last resource looked up, with its key: consecutive lines of a stream share one.
-    last_resource: Option<(Vec<u8>, Arc<Resource>)>,
+    resources: Interner,
     key_scratch: Vec<u8>,
     body_scratch: Vec<u8>,
-    stream_key: String,
-    input: u32,
 }
 
-impl Default for Converter {
-    fn default() -> Self {
-        Converter::new(Config::default())
+/// Resources shared by key (group, stream, the line's service and resource fields).
+#[derive(Debug, Default)]
+struct Interner {
+    map: assemble::Map<Box<[u8]>, Arc<Resource>>,
+    /// The last resource looked up, with its key: consecutive lines of a stream share one.
+    last: Option<(Vec<u8>, Arc<Resource>)>,
+}
+
+impl Interner {
+    /// The shared resource for `key`, built by `make` when new.
+    fn intern(&mut self, key: &[u8], make: impl FnOnce() -> Resource) -> Arc<Resource> {
+        if let Some((k, r)) = &self.last {
+            if k.as_slice() == key {
+                return Arc::clone(r);
+            }
+        }
+        let r = match self.map.get(key) {
+            Some(r) => Arc::clone(r),
+            None => {
+                if self.map.len() >= MAX_RESOURCES {
+                    self.map.clear();
+                }
+                let r = Arc::new(make());
+                self.map.insert(Box::from(key), Arc::clone(&r));
+                r
+            }
+        };
+        match &mut self.last {
+            Some((k, last)) => {
+                k.clear();
+                k.extend_from_slice(key);
+                *last = Arc::clone(&r);
+            }
+            None => self.last = Some((key.to_vec(), Arc::clone(&r))),
+        }
+        r
     }
 }
 
-/// The names of a stream's state, copied out so that the converter can be borrowed again.
-struct StreamNames {
-    group: GroupId,
-    group_name: Arc<str>,
-    stream: Arc<str>,
-    current: Option<RequestId>,
-}
-
-impl Converter {
-    /// A converter set up by `config`.
-    pub fn new(config: Config) -> Self {
-        Converter {
-            summary: Summary::default(),
-            assembler: Assembler::new(config.limits),
-            config,
-            groups: Vec::new(),
-            group_ids: assemble::Map::default(),
-            streams: assemble::Map::default(),
-            stream_order: VecDeque::new(),
-            resources: assemble::Map::default(),
-            last_resource: None,
+impl Parser {
+    /// A parser set up by `config`.
+    pub fn new(config: &Config) -> Parser {
+        Parser {
+            config: config.clone(),
+            resources: Interner::default(),
             key_scratch: Vec::new(),
             body_scratch: Vec::with_capacity(1024),
-            stream_key: String::new(),
-            input: 0,
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// Parses every record of `batch`.
+    pub fn parse_batch(&mut self, batch: &RecordBatch) -> ParsedBatch {
+        let mut counts = ParseCounts::default();
+        let mut items = Vec::new();
+        let origins = batch.origins().to_vec();
+        let mut i = 0;
+        while let Some((origin, rec)) = batch.get_with_origin(i) {
+            self.parse_record(rec, &mut counts, &mut |item| items.push((origin, item)));
+            i += 1;
+        }
+        ParsedBatch {
+            input: batch.input,
+            origins,
+            items,
+            counts,
+        }
     }
 
-    /// Sets the input the next records come from (spans carry it: see
-    /// [`Span::input`](assemble::Span::input)).
-    pub fn set_input(&mut self, input: u32) {
-        self.input = input;
-    }
-
-    /// Feeds one owned record.
-    pub fn push(&mut self, rec: &LogRecord) {
-        self.push_ref(rec.as_ref());
-    }
-
-    /// Feeds one record borrowed from a source's buffer: a record that is neither a span line
-    /// nor a platform line, the common case, costs no allocation.
-    pub fn push_ref(&mut self, rec: LogRecordRef<'_>) {
-        self.summary.records += 1;
+    /// Parses one record, handing its items to `out`.
+    fn parse_record(
+        &mut self,
+        rec: LogRecordRef<'_>,
+        counts: &mut ParseCounts,
+        out: &mut dyn FnMut(Item),
+    ) {
+        counts.records += 1;
         if surely_foreign(rec.message) {
-            self.summary.foreign += 1;
+            counts.foreign += 1;
             return;
         }
+        let t_ms = rec.timestamp_ms;
         let (text, json_req) = match unwrap_message(rec.message) {
-            Message::Platform(p) => return self.platform(rec, p),
+            Message::Platform(p) => {
+                counts.platform_lines += 1;
+                out(Item::Platform {
+                    event: PlatformEvent::of(p),
+                    t_ms,
+                });
+                return;
+            }
             Message::Text(t, r) => (t, r),
         };
         let options = parse::ParseOptions {
@@ -325,122 +510,32 @@ impl Converter {
             lossy_utf8: rec.lossy,
         };
         match parse_text_with(&text, options) {
-            Parsed::Foreign => self.summary.foreign += 1,
-            Parsed::Platform(p) => self.platform(rec, p),
-            Parsed::Malformed(kind) => {
-                *self
-                    .summary
-                    .malformed
-                    .entry(DecodeErrorKind::code(kind))
-                    .or_default() += 1;
+            Parsed::Foreign => counts.foreign += 1,
+            Parsed::Platform(p) => {
+                counts.platform_lines += 1;
+                out(Item::Platform {
+                    event: PlatformEvent::of(p),
+                    t_ms,
+                });
             }
+            Parsed::Malformed(kind) => counts.malformed(DecodeErrorKind::code(kind)),
             Parsed::Spans { record, request_id } => {
-                self.summary.span_lines += 1;
+                counts.span_lines += 1;
                 let prefix_req = request_id.or(json_req.as_deref());
                 for line in record.spans() {
-                    self.span_line(rec, &line, prefix_req);
+                    let item = self.span_item(rec, &line, prefix_req);
+                    out(item);
                 }
             }
         }
     }
 
-    /// The state of a stream, created if new (`None` only if the table failed to keep it,
-    /// which it does not).
-    fn stream(&mut self, group: &str, stream: &str) -> Option<&mut StreamState> {
-        self.stream_key.clear();
-        self.stream_key.push_str(group);
-        self.stream_key.push('\0');
-        self.stream_key.push_str(stream);
-        if !self.streams.contains_key(self.stream_key.as_str()) {
-            let gid = self.group_id(group);
-            if self.streams.len() >= MAX_STREAMS {
-                if let Some(old) = self.stream_order.pop_front() {
-                    self.streams.remove(&old);
-                    self.summary.limit_hit("streams", 1);
-                }
-            }
-            let key: Box<str> = self.stream_key.as_str().into();
-            self.stream_order.push_back(key.clone());
-            let group_name = self
-                .groups
-                .get(gid as usize)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(group));
-            self.streams.insert(
-                key,
-                StreamState {
-                    group: gid,
-                    group_name,
-                    stream: Arc::from(stream),
-                    current: None,
-                    cold_pending: None,
-                    invocation_resource: None,
-                },
-            );
-        }
-        self.streams.get_mut(self.stream_key.as_str())
-    }
-
-    fn stream_names(&mut self, group: &str, stream: &str) -> Option<StreamNames> {
-        let st = self.stream(group, stream)?;
-        Some(StreamNames {
-            group: st.group,
-            group_name: Arc::clone(&st.group_name),
-            stream: Arc::clone(&st.stream),
-            current: st.current,
-        })
-    }
-
-    fn group_id(&mut self, group: &str) -> GroupId {
-        if let Some(id) = self.group_ids.get(group) {
-            return *id;
-        }
-        let id = GroupId::try_from(self.groups.len()).unwrap_or(GroupId::MAX);
-        let name: Arc<str> = Arc::from(group);
-        self.groups.push(Arc::clone(&name));
-        self.group_ids.insert(name, id);
-        id
-    }
-
-    /// The shared resource for the key in `key_scratch`, built by `make` when new.
-    fn intern(&mut self, make: impl FnOnce() -> Resource) -> Arc<Resource> {
-        if let Some((k, r)) = &self.last_resource {
-            if *k == self.key_scratch {
-                return Arc::clone(r);
-            }
-        }
-        if let Some(r) = self.resources.get(self.key_scratch.as_slice()) {
-            let r = Arc::clone(r);
-            self.remember_resource(&r);
-            return r;
-        }
-        if self.resources.len() >= MAX_RESOURCES {
-            self.resources.clear();
-        }
-        let r = Arc::new(make());
-        self.resources
-            .insert(Box::from(self.key_scratch.as_slice()), Arc::clone(&r));
-        self.remember_resource(&r);
-        r
-    }
-
-    fn remember_resource(&mut self, r: &Arc<Resource>) {
-        match &mut self.last_resource {
-            Some((k, last)) => {
-                k.clear();
-                k.extend_from_slice(&self.key_scratch);
-                *last = Arc::clone(r);
-            }
-            None => self.last_resource = Some((self.key_scratch.clone(), Arc::clone(r))),
-        }
-    }
-
-    fn span_line(
+    fn span_item(
         &mut self,
         rec: LogRecordRef<'_>,
         line: &crate::span_line::SpanLine<'_>,
         prefix_req: Option<&str>,
-    ) {
+    ) -> Item {
         // The resource key: group, stream, the line's service and resource fields, as written.
         let mut key = std::mem::take(&mut self.key_scratch);
         key.clear();
@@ -473,7 +568,7 @@ impl Converter {
             }
         });
         self.key_scratch = key;
-        let services = self.config.services.clone();
+        let services = &self.config.services;
         let make = || {
             let service = line
                 .service
@@ -496,47 +591,246 @@ impl Converter {
             }
             Resource::new(service, attrs)
         };
-        let resource = self.intern(make);
-        let mut span = Span::from_line_body(line, &facts, &mut body, resource);
-        span.input = self.input;
+        let resource = self.resources.intern(&self.key_scratch, make);
+        let span = Span::from_line_body(line, &facts, &mut body, resource);
         self.body_scratch = body;
         let called = facts.called_request.map(|r| RequestId::new(&r.text()));
-        // The request: the line's own `*r=`, the runtime prefix's, else (custom runtimes
-        // print no prefix) the stream's current invocation.
-        let line_req = line.request_id.map(|r| r.text());
-        let named = line_req.as_deref().or(prefix_req);
-        let Some(names) = self.stream_names(rec.log_group, rec.log_stream) else {
-            return;
+        // The request the line names: its own `*r=`, else the runtime prefix's.
+        let named = match line.request_id {
+            Some(r) => Some(RequestName::new(&r.text())),
+            None => prefix_req.map(RequestName::new),
         };
-        let (id, text) = match named {
-            Some(r) => (Some(RequestId::new(r)), r),
-            None => (
-                names.current,
-                names
-                    .current
-                    .as_ref()
-                    .and_then(|c| c.as_str())
-                    .unwrap_or(""),
-            ),
-        };
-        let request = id.map(|id| RequestRef {
-            key: RequestKey {
-                group: names.group,
-                id,
-            },
-            group: &names.group_name,
-            stream: &names.stream,
-            id: text,
-            input: self.input,
-        });
-        self.assembler
-            .push_span(span, request, line.open, called, rec.timestamp_ms);
+        Item::Span {
+            span,
+            named,
+            open: line.open,
+            called,
+            t_ms: rec.timestamp_ms,
+        }
+    }
+}
+
+/// What the converter remembers per log stream.
+#[derive(Debug)]
+struct StreamState {
+    group: GroupId,
+    group_name: Arc<str>,
+    stream: Arc<str>,
+    /// The invocation between its START and its REPORT: prefix-less span lines (custom
+    /// runtimes) belong to it.
+    current: Option<RequestId>,
+    /// INIT_START seen, START not yet: the next invocation is a cold start (time, ms).
+    cold_pending: Option<i64>,
+    /// The resource of this stream's invocation spans.
+    invocation_resource: Option<Arc<Resource>>,
+}
+
+/// How many log streams the converter keeps state for; beyond this the oldest is forgotten
+/// (counted as `streams`).
+pub const MAX_STREAMS: usize = 65_536;
+
+/// The state of every log stream, and the log groups by index.
+#[derive(Debug, Default)]
+struct Streams {
+    groups: Vec<Arc<str>>,
+    group_ids: assemble::Map<Arc<str>, GroupId>,
+    map: assemble::Map<Box<str>, StreamState>,
+    order: VecDeque<Box<str>>,
+    key: String,
+    /// Streams forgotten at the bound.
+    forgotten: u64,
+}
+
+impl Streams {
+    /// The state of a stream, created if new (`None` only if the table failed to keep it,
+    /// which it does not).
+    fn get(&mut self, group: &str, stream: &str) -> Option<&mut StreamState> {
+        self.key.clear();
+        self.key.push_str(group);
+        self.key.push('\0');
+        self.key.push_str(stream);
+        if !self.map.contains_key(self.key.as_str()) {
+            let gid = self.group_id(group);
+            if self.map.len() >= MAX_STREAMS {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                    self.forgotten += 1;
+                }
+            }
+            let key: Box<str> = self.key.as_str().into();
+            self.order.push_back(key.clone());
+            let group_name = self
+                .groups
+                .get(gid as usize)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(group));
+            self.map.insert(
+                key,
+                StreamState {
+                    group: gid,
+                    group_name,
+                    stream: Arc::from(stream),
+                    current: None,
+                    cold_pending: None,
+                    invocation_resource: None,
+                },
+            );
+        }
+        self.map.get_mut(self.key.as_str())
+    }
+
+    fn group_id(&mut self, group: &str) -> GroupId {
+        if let Some(id) = self.group_ids.get(group) {
+            return *id;
+        }
+        let id = GroupId::try_from(self.groups.len()).unwrap_or(GroupId::MAX);
+        let name: Arc<str> = Arc::from(group);
+        self.groups.push(Arc::clone(&name));
+        self.group_ids.insert(name, id);
+        id
+    }
+}
+
+/// Parses and assembles records, counting as it goes. Records of one log stream must arrive in
+/// stream order (spans printed between a request's START and END belong to that request).
+///
+/// It is the assembly stage of the pipeline ([`Converter::apply`] takes what [`Parser`]s made,
+/// in order) and, with a parser of its own, a whole converter for one thread
+/// ([`Converter::push_ref`]).
+#[derive(Debug)]
+pub struct Converter {
+    /// Counters.
+    pub summary: Summary,
+    config: Config,
+    parser: Parser,
+    assembler: Assembler,
+    streams: Streams,
+    items: Vec<Item>,
+    input: u32,
+}
+
+impl Default for Converter {
+    fn default() -> Self {
+        Converter::new(Config::default())
+    }
+}
+
+impl Converter {
+    /// A converter set up by `config`.
+    pub fn new(config: Config) -> Self {
+        Converter {
+            summary: Summary::default(),
+            assembler: Assembler::new(config.limits),
+            parser: Parser::new(&config),
+            config,
+            streams: Streams::default(),
+            items: Vec::new(),
+            input: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A parser for this converter's configuration (for parsing on other threads).
+    pub fn parser(&self) -> Parser {
+        Parser::new(&self.config)
+    }
+
+    /// Sets the input the next records come from (spans carry it: see
+    /// [`Span::input`](assemble::Span::input)).
+    pub fn set_input(&mut self, input: u32) {
+        self.input = input;
+    }
+
+    /// Feeds one owned record.
+    pub fn push(&mut self, rec: &LogRecord) {
+        self.push_ref(rec.as_ref());
+    }
+
+    /// Feeds one record borrowed from a source's buffer: a record that is neither a span line
+    /// nor a platform line, the common case, costs no allocation.
+    pub fn push_ref(&mut self, rec: LogRecordRef<'_>) {
+        let mut counts = ParseCounts::default();
+        let mut items = std::mem::take(&mut self.items);
+        self.parser
+            .parse_record(rec, &mut counts, &mut |item| items.push(item));
+        counts.into_summary(&mut self.summary);
+        for item in items.drain(..) {
+            self.apply_item(rec.log_group, rec.log_stream, item);
+        }
+        self.items = items;
+    }
+
+    /// Feeds every record of `batch`.
+    pub fn push_batch(&mut self, batch: &RecordBatch) {
+        self.set_input(batch.input);
+        for rec in batch.iter() {
+            self.push_ref(rec);
+        }
+    }
+
+    /// Takes what a [`Parser`] made of a batch (batches in input order).
+    pub fn apply(&mut self, parsed: ParsedBatch) {
+        self.set_input(parsed.input);
+        parsed.counts.into_summary(&mut self.summary);
+        for (origin, item) in parsed.items {
+            let (g, s) = match parsed.origins.get(origin as usize) {
+                Some((g, s)) => (Arc::clone(g), Arc::clone(s)),
+                None => continue,
+            };
+            self.apply_item(&g, &s, item);
+        }
+    }
+
+    fn apply_item(&mut self, group: &str, stream: &str, item: Item) {
+        match item {
+            Item::Span {
+                mut span,
+                named,
+                open,
+                called,
+                t_ms,
+            } => {
+                span.input = self.input;
+                let input = self.input;
+                let Some(st) = self.streams.get(group, stream) else {
+                    return;
+                };
+                // A line that names no request (custom runtimes print no prefix) belongs to
+                // the stream's current invocation.
+                let (id, text) = match &named {
+                    Some(n) => (Some(n.id), n.text()),
+                    None => (st.current, ""),
+                };
+                let current_text = st.current.as_ref().and_then(|c| c.as_str());
+                let text = if named.is_none() {
+                    current_text.unwrap_or("")
+                } else {
+                    text
+                };
+                let request = id.map(|id| RequestRef {
+                    key: RequestKey {
+                        group: st.group,
+                        id,
+                    },
+                    group: &st.group_name,
+                    stream: &st.stream,
+                    id: text,
+                    input,
+                });
+                self.assembler.push_span(span, request, open, called, t_ms);
+            }
+            Item::Platform { event, t_ms } => self.platform(group, stream, event, t_ms),
+        }
     }
 
     fn invocation_resource(&mut self, group: &str, stream: &str) -> Arc<Resource> {
         let region = self.config.region.clone();
         let service = self.config.services.service(group);
-        let st = self.stream(group, stream);
+        let st = self.streams.get(group, stream);
         if let Some(r) = st.as_ref().and_then(|st| st.invocation_resource.as_ref()) {
             return Arc::clone(r);
         }
@@ -550,107 +844,102 @@ impl Converter {
         r
     }
 
-    fn platform(&mut self, rec: LogRecordRef<'_>, p: Platform<'_>) {
-        self.summary.platform_lines += 1;
-        let ts = (rec.timestamp_ms > 0).then_some(rec.timestamp_ms);
-        let t = rec.timestamp_ms;
-        let request_id: &str = match &p {
-            Platform::Start { request_id, .. }
-            | Platform::End { request_id }
-            | Platform::Timeout { request_id, .. }
-            | Platform::Crash { request_id, .. }
-            | Platform::HandlerError { request_id, .. } => request_id,
-            Platform::Report(r) => &r.request_id,
-            Platform::InitStart { .. } => {
-                if let Some(st) = self.stream(rec.log_group, rec.log_stream) {
+    fn platform(&mut self, group: &str, stream: &str, event: PlatformEvent, t: i64) {
+        let ts = (t > 0).then_some(t);
+        let request: RequestName = match &event {
+            PlatformEvent::Start { request, .. }
+            | PlatformEvent::End { request }
+            | PlatformEvent::Report { request, .. }
+            | PlatformEvent::Timeout { request, .. }
+            | PlatformEvent::Crash { request, .. }
+            | PlatformEvent::HandlerError {
+                request: Some(request),
+                ..
+            } => request.clone(),
+            // Python's handler-error line names no request: the stream's current one failed.
+            PlatformEvent::HandlerError { request: None, .. } => {
+                let current = self.streams.get(group, stream).and_then(|st| st.current);
+                match current {
+                    Some(c) => RequestName { id: c, long: None },
+                    None => return,
+                }
+            }
+            PlatformEvent::InitStart => {
+                if let Some(st) = self.streams.get(group, stream) {
                     st.cold_pending = Some(t);
                 }
                 return;
             }
         };
-        let Some(names) = self.stream_names(rec.log_group, rec.log_stream) else {
+        let input = self.input;
+        let is_start = matches!(event, PlatformEvent::Start { .. });
+        let is_report = matches!(event, PlatformEvent::Report { .. });
+        let resource = is_report.then(|| self.invocation_resource(group, stream));
+        let Some(st) = self.streams.get(group, stream) else {
             return;
         };
-        // Python's handler-error line names no request: the stream's current one failed.
-        let current_text;
-        let request_id = if request_id.is_empty() {
-            match names.current.as_ref().and_then(|c| c.as_str()) {
-                Some(c) => {
-                    current_text = c.to_owned();
-                    current_text.as_str()
-                }
-                None => return,
-            }
-        } else {
-            request_id
-        };
-        let id = RequestId::new(request_id);
         let key = RequestKey {
-            group: names.group,
-            id,
+            group: st.group,
+            id: request.id,
         };
         if self.assembler.is_finished(&key) {
             // A late line of a finished invocation (lines of one millisecond come in any order).
             return;
         }
-        let cold = match self.stream(rec.log_group, rec.log_stream) {
-            Some(st) if matches!(p, Platform::Start { .. }) => {
-                st.current = Some(id);
-                st.cold_pending.take()
-            }
-            _ => None,
+        let cold = if is_start {
+            st.current = Some(request.id);
+            st.cold_pending.take()
+        } else {
+            None
         };
-        let resource = matches!(p, Platform::Report(_))
-            .then(|| self.invocation_resource(rec.log_group, rec.log_stream));
+        if is_report && st.current == Some(request.id) {
+            st.current = None;
+        }
         let r = RequestRef {
             key,
-            group: &names.group_name,
-            stream: &names.stream,
-            id: request_id,
-            input: self.input,
+            group: &st.group_name,
+            stream: &st.stream,
+            id: request.text(),
+            input,
         };
         let inv = self.assembler.request(r, t);
         if let Some(t) = ts {
             inv.last_ms = Some(inv.last_ms.map_or(t, |l| l.max(t)));
         }
-        match p {
-            Platform::Start {
+        match event {
+            PlatformEvent::Start {
                 version, tracing, ..
             } => {
                 inv.start_ms = ts;
-                inv.version = Some(version.into_owned()).filter(|v| !v.is_empty());
+                inv.version = version.and_then(|v| v.as_str().map(str::to_owned));
                 inv.tracing = tracing.or(inv.tracing.take());
                 if let Some(c) = cold {
                     inv.init_start_ms = Some(c).filter(|c| *c > 0);
                 }
             }
-            Platform::Report(report) => {
+            PlatformEvent::Report { figures, .. } => {
                 // REPORT is the last line Lambda writes for an invocation: finish it now, so
                 // its spans are released and memory stays bounded.
-                inv.report = Some(ReportFigures::from(&report));
+                inv.report = Some(figures);
                 if let Some(resource) = resource {
                     self.assembler.finish(key, resource);
                 }
-                if let Some(st) = self.stream(rec.log_group, rec.log_stream) {
-                    if st.current == Some(id) {
-                        st.current = None;
-                    }
-                }
             }
-            Platform::Timeout { message, .. } => inv.timeout = Some(message.into_owned()),
-            Platform::HandlerError { message, .. } => {
-                inv.handler_error = Some(message.into_owned())
-            }
-            Platform::Crash {
+            PlatformEvent::Timeout { message, .. } => inv.timeout = Some(message),
+            PlatformEvent::HandlerError { message, .. } => inv.handler_error = Some(message),
+            PlatformEvent::Crash {
                 message,
                 out_of_memory,
                 ..
-            } => inv.crash = Some((message.into_owned(), out_of_memory)),
-            Platform::End { .. } | Platform::InitStart { .. } => {}
+            } => inv.crash = Some((message, out_of_memory)),
+            PlatformEvent::End { .. } | PlatformEvent::InitStart => {}
         }
     }
 
     fn sync_counters(&mut self) {
+        if self.streams.forgotten > 0 {
+            self.summary.limits.insert("streams", self.streams.forgotten);
+        }
         let c = &self.assembler.counters;
         self.summary.duplicates = c.duplicates;
         self.summary.invocations = c.invocations;
@@ -706,7 +995,7 @@ impl Converter {
     /// line has not come and the spans waiting for them. A reader that stops here (the
     /// forwarder) must read again from this time on its next run, or those spans are lost.
     pub fn oldest_pending_ms(&self, log_group: &str) -> Option<i64> {
-        let id = self.group_ids.get(log_group)?;
+        let id = self.streams.group_ids.get(log_group)?;
         self.assembler.oldest_pending_ms(*id)
     }
 

@@ -239,6 +239,12 @@ impl RecordBatch {
         })
     }
 
+    /// The `i`th record and the index of its origin.
+    pub fn get_with_origin(&self, i: usize) -> Option<(u32, LogRecordRef<'_>)> {
+        let origin = self.entries.get(i)?.origin;
+        Some((origin, self.get(i)?))
+    }
+
     /// The records, in order.
     pub fn iter(&self) -> impl Iterator<Item = LogRecordRef<'_>> + '_ {
         (0..self.entries.len()).filter_map(|i| self.get(i))
