@@ -885,12 +885,34 @@ fn main() {
         allocs,
         bytes_per_span: span_bytes as f64 / n_span_lines as f64,
     });
+    // The same input through the library's pipeline, parsing on every core.
+    #[cfg(feature = "convert")]
+    let all_cores = {
+        let (secs, spans, allocs) = pipeline_run(&spans_only);
+        assert!(spans > n_span_lines, "the pipeline made {spans} spans");
+        rows.push(Row {
+            name: format!(
+                "spanline: span + REPORT lines in memory → encoded OTLP, pipeline on {} cores",
+                std::thread::available_parallelism().map_or(1, usize::from)
+            ),
+            input_mb: in_bytes as f64 / 1e6,
+            span_records: n_span_lines,
+            secs,
+            allocs,
+            bytes_per_span: span_bytes as f64 / n_span_lines as f64,
+        });
+        Some(n_span_lines as f64 / secs)
+    };
+    #[cfg(not(feature = "convert"))]
+    let all_cores: Option<f64> = None;
+    let mut peer_rates = Vec::new();
     for per_span in [false, true] {
         let (lines, spans) = peer_lines(&mixed, per_span);
         assert_eq!(spans, n_span_lines);
         let peer_bytes: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
         let (secs, out, allocs) = time(|| peer_run(&lines, spans as f64 / lines.len() as f64));
         assert!(out.otlp_bytes > 0);
+        peer_rates.push(spans as f64 / secs);
         rows.push(Row {
             name: format!(
                 "peer serverless-otlp-forwarder-core 0.3: one line per {} → OTLP",
@@ -919,6 +941,74 @@ fn main() {
         println!();
         println!("{b}");
     }
+    // One JSON line of the figures, last, to compare runs.
+    let skip_mb_per_s = rows[0].input_mb / rows[0].secs;
+    let json = format!(
+        "{{\"bench\":\"convert\",\"spans_per_s_1core\":{:.0},\"spans_per_s_all_cores\":{},\"cores\":{},\"vs_peer_batch\":{:.2},\"vs_peer_per_span\":{:.2},\"allocs_per_span\":{:.2},\"skip_mb_per_s\":{:.0},\"spans_per_s_mixed_file\":{:.0}}}",
+        base_rate,
+        all_cores.map_or("null".to_owned(), |r| format!("{r:.0}")),
+        std::thread::available_parallelism().map_or(1, usize::from),
+        base_rate / peer_rates[0],
+        base_rate / peer_rates[1],
+        end_to_end.1 as f64 / n_span_lines as f64,
+        skip_mb_per_s,
+        rows[1].span_records as f64 / rows[1].secs,
+    );
+    println!();
+    println!("{json}");
+}
+
+/// The library's pipeline on `lines` (as 1 MiB record batches) into a sink that encodes and
+/// drops: parsing on every core, assembly in order. Median seconds, spans out, allocations.
+#[cfg(feature = "convert")]
+fn pipeline_run(lines: &[&str]) -> (f64, u64, u64) {
+    use spanline::convert::pipeline::{self, MemorySource, NoCommit, Options, SourceEvent};
+    use spanline::convert::record::RecordBatch;
+    use spanline::convert::sink::{AnySink, DiscardSink};
+    let batches = || {
+        let mut out = Vec::new();
+        let mut b = RecordBatch::new(0);
+        let o = b.origin(
+            LOG_GROUP,
+            "2026/11/23/[$LATEST]0123456789abcdef0123456789abcdef",
+        );
+        for l in lines {
+            b.push(o, "", 0, l);
+            if b.text_len() >= 1 << 20 {
+                out.push(SourceEvent::Records(std::mem::replace(
+                    &mut b,
+                    RecordBatch::new(0),
+                )));
+                b.origin(
+                    LOG_GROUP,
+                    "2026/11/23/[$LATEST]0123456789abcdef0123456789abcdef",
+                );
+            }
+        }
+        out.push(SourceEvent::Records(b));
+        out
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(1, usize::from))
+        .enable_all()
+        .build()
+        .unwrap();
+    let (secs, spans, allocs) = time(|| {
+        let events = batches();
+        let report = rt.block_on(pipeline::run(
+            MemorySource::new(events),
+            vec![AnySink::Discard(DiscardSink::default())],
+            NoCommit,
+            Options {
+                batch_spans: BATCH_SPANS,
+                ..Options::default()
+            },
+            None,
+            None,
+        ));
+        report.sinks[0].accepted
+    });
+    (secs, spans, allocs)
 }
 
 /// `SPANLINE_BENCH_PROFILE=mixed|spans|foreign|peer|decode`: runs one row's work many times, for

@@ -166,3 +166,104 @@ fn cleartext_headers_to_a_remote_host_are_refused() {
     );
     assert!(!stderr.contains("k3y-v4lue-secret"), "{stderr}");
 }
+
+/// The resource attribute `key` of every span in an OTLP JSON lines file.
+fn resource_values(path: &Path, key: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in v["resourceSpans"].as_array().unwrap() {
+            let n = rs["scopeSpans"][0]["spans"].as_array().map_or(0, Vec::len);
+            let value = rs["resource"]["attributes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["key"] == key)
+                .and_then(|a| a["value"]["stringValue"].as_str())
+                .unwrap_or("")
+                .to_owned();
+            out.extend(std::iter::repeat_n(value, n));
+        }
+    }
+    out
+}
+
+/// Issue "One streaming pipeline", tree (b): a local CreateExportTask tree names each stream by
+/// its whole path under the task id (`2026/11/23/[$LATEST]…`), as `convert s3://` does, not by
+/// its last segment.
+#[test]
+fn a_local_export_tree_names_streams_by_their_whole_path_under_the_task_id() {
+    let dir = crate::support::scratch("export-tree");
+    let task = "0f3a1b2c-4d5e-6f70-8192-a3b4c5d6e7f8";
+    let stream = "2026/11/23/[$LATEST]eeee5555ffff6666aaaa7777bbbb8888";
+    let leaf = dir.join("exports").join(task).join(stream);
+    std::fs::create_dir_all(&leaf).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "fixtures/lambda/export/7e1f6a2b-task/2026-11-23-[$LATEST]eeee5555ffff6666aaaa7777bbbb8888/000000.gz",
+        ),
+        leaf.join("000000.gz"),
+    )
+    .unwrap();
+    let out = dir.join("spans.jsonl");
+    let (_, stderr, code) = convert(&[
+        dir.join("exports").to_str().unwrap(),
+        "--log-group-name",
+        "/aws/lambda/batcher",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let streams = resource_values(&out, "aws.log.stream.names");
+    assert!(!streams.is_empty());
+    assert!(streams.iter().all(|s| s == stream), "{streams:?}");
+}
+
+/// A bad input (a truncated `.gz` among good ones) is reported with its name and reason; the
+/// inputs after it are still converted, the summary is printed and the exit code is 1.
+#[test]
+fn a_truncated_gzip_among_good_inputs_is_reported_and_the_rest_converted() {
+    let dir = crate::support::scratch("bad-input");
+    let fixture = |stream: &str| {
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "fixtures/lambda/export/7e1f6a2b-task/2026-11-23-[$LATEST]{stream}/000000.gz"
+        )))
+        .unwrap()
+    };
+    let (one, other) = (
+        fixture("eeee5555ffff6666aaaa7777bbbb8888"),
+        fixture("aaaa1111bbbb2222cccc3333dddd4444"),
+    );
+    let tree = dir.join("tree");
+    for (name, bytes) in [
+        ("a/000000.gz", &one[..]),
+        ("b/000000.gz", &other[..other.len() / 2]),
+        ("c/000000.gz", &other[..]),
+    ] {
+        let p = tree.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    let out = dir.join("spans.jsonl");
+    let (_, stderr, code) = convert(&[
+        tree.to_str().unwrap(),
+        "--log-group-name",
+        "/aws/lambda/batcher",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("b/000000.gz") && stderr.contains("cannot read"),
+        "the bad input is named with its reason: {stderr}"
+    );
+    assert!(
+        stderr.contains("2 files:"),
+        "two inputs read whole: {stderr}"
+    );
+    // The spans of the third input made it: `c` is its own stream.
+    let streams = resource_values(&out, "aws.log.stream.names");
+    assert!(streams.iter().any(|s| s == "c"), "{streams:?}");
+    assert!(streams.iter().any(|s| s == "a"), "{streams:?}");
+}

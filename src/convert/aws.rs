@@ -138,12 +138,17 @@ where
 }
 
 /// An error's text followed by its causes, `: `-separated.
+/// A cause whose text the message already holds (many errors print their source) is not
+/// repeated.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
+        let t = c.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
         cause = c.source();
     }
     text

@@ -29,9 +29,9 @@ use assemble::{
     Assembler, Ending, GroupId, KeyValue, Limits, RequestId, RequestKey, RequestRef, Resource,
     ServiceMap, Span,
 };
-use record::RecordBatch;
 use parse::{parse_text_with, unwrap_message, Message, Parsed};
 use platform::Platform;
+use record::RecordBatch;
 use record::{LogRecord, LogRecordRef};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -938,7 +938,9 @@ impl Converter {
 
     fn sync_counters(&mut self) {
         if self.streams.forgotten > 0 {
-            self.summary.limits.insert("streams", self.streams.forgotten);
+            self.summary
+                .limits
+                .insert("streams", self.streams.forgotten);
         }
         let c = &self.assembler.counters;
         self.summary.duplicates = c.duplicates;
@@ -1144,5 +1146,57 @@ mod tests {
             (4, 1, 1)
         );
         assert_eq!(a.summary.invocations, 1);
+    }
+
+    fn rec(group: &str, stream: &str, t: i64, message: &str) -> LogRecord {
+        LogRecord {
+            log_group: group.into(),
+            log_stream: stream.into(),
+            timestamp_ms: t,
+            message: message.into(),
+            ..LogRecord::default()
+        }
+    }
+
+    /// Issue "One streaming pipeline", tree (a): an invocation whose function printed nothing
+    /// (it timed out before its span was written) is placed under the caller's span that
+    /// recorded its request id, whichever group is read first, instead of floating beside the
+    /// tree as a root of a trace of its own.
+    #[test]
+    fn an_invocation_without_spans_goes_under_the_caller_that_recorded_its_request_id() {
+        let caller = "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArcU5lcP0LNitg 1700000000000000 3000000c invoke-orders aws.request_id=c793869b-ee49-115b-a5b6-4fd21e8dedac;";
+        let express: Vec<LogRecord> =
+            vec![rec("/ecs/express-app", "web/1", 1_700_000_003_100, caller)];
+        let lambda: Vec<LogRecord> = [
+            (1_700_000_000_010, format!("START RequestId: {REQ} Version: $LATEST")),
+            (
+                1_700_000_003_010,
+                format!("2023-11-14T22:13:23.010Z {REQ} Task timed out after 3.00 seconds"),
+            ),
+            (
+                1_700_000_003_011,
+                format!("REPORT RequestId: {REQ}\tDuration: 3000.00 ms\tBilled Duration: 3000 ms\tMemory Size: 128 MB\tMax Memory Used: 60 MB\tStatus: timeout\t"),
+            ),
+        ]
+        .into_iter()
+        .map(|(t, m)| rec("/aws/lambda/orders", "2023/11/14/[$LATEST]ab", t, &m))
+        .collect();
+        let caller_trace = crate::span_line::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736");
+        let caller_span = crate::span_line::SpanId::from_hex("00f067aa0ba902b7");
+        for order in [[&express, &lambda], [&lambda, &express]] {
+            let mut conv = Converter::default();
+            for r in order.into_iter().flatten() {
+                conv.push(r);
+            }
+            let spans = conv.finish();
+            let inv = spans
+                .iter()
+                .find(|s| s.name() == "orders")
+                .expect("the invocation span");
+            assert_eq!(Some(inv.trace_id), caller_trace, "joins the caller's trace");
+            assert_eq!(inv.parent_span_id, caller_span, "under the caller's span");
+            assert_eq!(inv.status, crate::span_line::StatusCode::Error);
+            assert_eq!(conv.counters().placed_by_caller, 1);
+        }
     }
 }

@@ -457,13 +457,46 @@ async fn flush(pending: &mut Vec<Span>, batch: usize, all: bool, tx: &mpsc::Send
     true
 }
 
-/// The convert task.
+/// How many batches are parsed at once: the machine's cores (one parses on the calling task
+/// when there is only one).
+fn parse_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Batches being parsed on other threads, in input order.
+type InFlight = std::collections::VecDeque<
+    tokio::task::JoinHandle<(crate::convert::Parser, crate::convert::ParsedBatch)>,
+>;
+
+/// Hands every batch parsed so far to the assembly stage, in order; the parsers go back to
+/// the pool.
+async fn drain(
+    in_flight: &mut InFlight,
+    pool: &mut Vec<crate::convert::Parser>,
+    conv: &mut Converter,
+) {
+    while let Some(h) = in_flight.pop_front() {
+        if let Ok((parser, parsed)) = h.await {
+            conv.apply(parsed);
+            pool.push(parser);
+        }
+    }
+}
+
+/// The convert task: batches are parsed on every core ([`crate::convert::Parser`]s on the
+/// blocking pool, at most one batch per core at a time) and assembled here, in input order.
 async fn convert(
     mut rx: mpsc::Receiver<SourceEvent>,
     tx: mpsc::Sender<Step>,
     options: Options,
 ) -> Converted {
     let mut conv = Converter::new(options.converter.clone());
+    // One delivery's records are converted in order, each batch sent on its own, so that a
+    // refused batch is traced back to the fewest records.
+    let per_batch = options.mode == Mode::Delivery;
+    let workers = if per_batch { 1 } else { parse_workers() };
+    let mut pool: Vec<crate::convert::Parser> = Vec::new();
+    let mut in_flight: InFlight = std::collections::VecDeque::new();
     let batch = options.batch_spans.max(1);
     let give_up = ms(options.give_up_after);
     let mut pending: Vec<Span> = Vec::with_capacity(batch);
@@ -473,9 +506,8 @@ async fn convert(
             match tokio::time::timeout(TICK, rx.recv()).await {
                 Ok(ev) => ev,
                 Err(_) => {
-                    conv.finish_stale(now_ms().saturating_sub(give_up))
-                        .into_iter()
-                        .for_each(|s| pending.push(s));
+                    drain(&mut in_flight, &mut pool, &mut conv).await;
+                    pending.extend(conv.finish_stale(now_ms().saturating_sub(give_up)));
                     if !flush(&mut pending, batch, true, &tx).await
                         || tx.send(Step::Tick).await.is_err()
                     {
@@ -489,18 +521,40 @@ async fn convert(
             rx.recv().await
         };
         let Some(ev) = ev else { break };
+        if !matches!(ev, SourceEvent::Records(_)) {
+            drain(&mut in_flight, &mut pool, &mut conv).await;
+        }
         match ev {
             SourceEvent::Records(b) => {
-                conv.set_input(b.input);
-                for rec in b.iter() {
-                    conv.push_ref(rec);
+                if workers <= 1 {
+                    conv.push_batch(&b);
+                } else {
+                    if in_flight.len() >= workers {
+                        if let Some(h) = in_flight.pop_front() {
+                            if let Ok((parser, parsed)) = h.await {
+                                conv.apply(parsed);
+                                pool.push(parser);
+                            }
+                        }
+                    }
+                    let mut parser = pool.pop().unwrap_or_else(|| conv.parser());
+                    in_flight.push_back(tokio::task::spawn_blocking(move || {
+                        let parsed = parser.parse_batch(&b);
+                        (parser, parsed)
+                    }));
                 }
-                drop(b);
                 if options.mode == Mode::Follow {
                     conv.assembler_finish_stale(now_ms().saturating_sub(give_up));
                 }
                 conv.drain_ready(&mut pending);
-                if !flush(&mut pending, batch, true, &tx).await {
+                if !flush(&mut pending, batch, per_batch, &tx).await {
+                    open = false;
+                    break;
+                }
+                if options.mode == Mode::Follow
+                    && in_flight.is_empty()
+                    && !flush(&mut pending, batch, true, &tx).await
+                {
                     open = false;
                     break;
                 }
@@ -528,7 +582,10 @@ async fn convert(
                 }
             }
             SourceEvent::Failed(f) => {
-                if tx.send(Step::Failed(f)).await.is_err() {
+                conv.drain_ready(&mut pending);
+                if !flush(&mut pending, batch, true, &tx).await
+                    || tx.send(Step::Failed(f)).await.is_err()
+                {
                     open = false;
                     break;
                 }
@@ -541,6 +598,7 @@ async fn convert(
             }
         }
     }
+    drain(&mut in_flight, &mut pool, &mut conv).await;
     if open {
         match options.mode {
             Mode::Batch | Mode::Follow => pending.extend(conv.finish()),

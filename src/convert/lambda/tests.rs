@@ -335,3 +335,156 @@ fn headers_secret_in_both_formats_and_no_value_in_errors() {
         assert!(!e.contains("s3cr3t"), "{e}");
     }
 }
+
+/// The traffic of one log stream: a cold start, a plain invocation, a failing one and a timeout
+/// whose function only announced its span (an open record). Node prefixes carry request ids.
+fn stream_traffic() -> Vec<String> {
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut lines = vec!["INIT_START Runtime Version: nodejs:20.v13".to_owned()];
+    for (i, kind) in ["ok", "ok", "error", "timeout"].iter().enumerate() {
+        let req = format!("c793869b-ee49-115b-a5b6-4fd21e8dec{i:02}");
+        let trace = b.encode([i as u8 + 0x10; 16]);
+        let caller = b.encode([0xca, i as u8, 0, 0, 0, 0, 0, 1]);
+        let root = b.encode([0xa0, i as u8, 0, 0, 0, 0, 0, 1]);
+        let child = b.encode([0xb0, i as u8, 0, 0, 0, 0, 0, 1]);
+        let p = format!("2023-11-14T22:13:20.000Z\t{req}\tINFO\t");
+        lines.push(format!("START RequestId: {req} Version: $LATEST"));
+        if *kind == "timeout" {
+            lines.push(format!(
+                "{p}SPLN1 {trace}{root}{caller} 1700000000000000 0su handler;"
+            ));
+            lines.push(format!(
+                "2023-11-14T22:13:23.000Z {req} Task timed out after 3.00 seconds"
+            ));
+        } else {
+            lines.push(format!(
+                "{p}SPLN1 {trace}{child}{root} 1700000000000100 50c call;"
+            ));
+            let status = if *kind == "error" { "e" } else { "" };
+            lines.push(format!(
+                "{p}SPLN1 {trace}{root}{caller} 1700000000000000 900s{status} handler;"
+            ));
+        }
+        lines.push(format!("END RequestId: {req}"));
+        let extra = if *kind == "timeout" {
+            "Status: timeout\t"
+        } else {
+            ""
+        };
+        let init = if i == 0 {
+            "Init Duration: 120.00 ms\t"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "REPORT RequestId: {req}\tDuration: 1.00 ms\tBilled Duration: 1 ms\tMemory Size: 128 MB\tMax Memory Used: 60 MB\t{init}{extra}"
+        ));
+    }
+    lines
+}
+
+/// Issue "One streaming pipeline", tree (c): the same traffic cut into two subscription
+/// deliveries at every possible boundary. Whatever the cut, no span id is sent in two versions,
+/// no trace id is invented, every span the function printed arrives once, and an invocation
+/// span is sent at most once — once, whole, by the delivery holding its REPORT whenever that
+/// delivery knows its trace (its root span, the open record of a timed-out function); the rest
+/// is counted as unplaced, never sent under a made-up trace.
+#[test]
+fn an_invocation_cut_across_deliveries_at_any_boundary_is_sent_once_never_in_two_versions() {
+    let lines = stream_traffic();
+    let whole = {
+        let sink = MemorySink::new();
+        let p = payload("DATA_MESSAGE", "/aws/lambda/orders", &lines);
+        let (_, r) = block(handler(sink.clone()).handle(subscription_event(&p), None));
+        r.unwrap();
+        sink.spans()
+    };
+    let function_spans: Vec<_> = whole
+        .iter()
+        .filter(|s| {
+            s.name() != "init"
+                && !s
+                    .data()
+                    .attributes
+                    .iter()
+                    .any(|a| a.key == "faas.invocation_id")
+        })
+        .map(|s| s.span_id)
+        .collect();
+    assert_eq!(
+        function_spans.len(),
+        7,
+        "the function's spans, the announced one included"
+    );
+    let mut unplaced_cuts = 0u64;
+    for cut in 0..=lines.len() {
+        let sink = MemorySink::new();
+        let mut report_unplaced = 0;
+        for part in [&lines[..cut], &lines[cut..]] {
+            if part.is_empty() {
+                continue;
+            }
+            let p = payload("DATA_MESSAGE", "/aws/lambda/orders", part);
+            let (report, r) = block(handler(sink.clone()).handle(subscription_event(&p), None));
+            r.unwrap();
+            report_unplaced += report.invocations_unplaced;
+        }
+        let sent = sink.spans();
+        let mut by_id: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
+        for s in &sent {
+            by_id.entry(s.span_id).or_default().push(s.data());
+        }
+        for (id, versions) in &by_id {
+            assert!(
+                versions.windows(2).all(|w| w[0] == w[1]),
+                "cut {cut}: span {id} sent in {} different versions",
+                versions.len()
+            );
+        }
+        for s in &sent {
+            let d = s.data();
+            if let Some(r) = d.attributes.iter().find(|a| a.key == "faas.invocation_id") {
+                let crate::convert::assemble::AnyValue::Str(req) = &r.value else {
+                    panic!()
+                };
+                assert_ne!(
+                    s.trace_id,
+                    crate::convert::assemble::invocation::derived_trace("/aws/lambda/orders", req),
+                    "cut {cut}: an invented trace id"
+                );
+            }
+        }
+        let announced = crate::span_line::SpanId([0xa0, 3, 0, 0, 0, 0, 0, 1]);
+        for id in &function_spans {
+            let n = by_id.get(id).map_or(0, Vec::len);
+            if *id == announced {
+                // The announced span of the timed-out function is sent by the delivery that
+                // ends its invocation; when its open record sits in the other one, that
+                // delivery cannot know it.
+                assert!(n <= 1, "cut {cut}: span {id} sent {n} times");
+            } else {
+                assert_eq!(n, 1, "cut {cut}: span {id} sent {n} times");
+            }
+        }
+        let invocations = by_id
+            .values()
+            .filter(|v| {
+                v[0].attributes
+                    .iter()
+                    .any(|a| a.key == "faas.invocation_id")
+            })
+            .count() as u64;
+        assert_eq!(
+            invocations + report_unplaced,
+            4,
+            "cut {cut}: every invocation is either sent once or counted as unplaced"
+        );
+        unplaced_cuts += u64::from(report_unplaced > 0);
+    }
+    // Unplaced only where the delivery with the REPORT holds nothing of the trace: a cut
+    // between the root span (or the open record) and the REPORT.
+    assert!(
+        unplaced_cuts <= 8,
+        "{unplaced_cuts} cuts left an invocation unplaced"
+    );
+}

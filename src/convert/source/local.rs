@@ -131,20 +131,17 @@ fn read_inputs(
             // What was read before an error is delivered too.
             let delivered = out.flush_now();
             drop(out);
-            match result {
-                Err(FileError::Stopped) => return,
-                Err(e) => {
-                    if !fail(name.display().to_string(), e) {
-                        return;
-                    }
-                }
-                Ok(_) => {}
+            if !delivered {
+                return;
             }
-            if !delivered
-                || tx
+            let next = match result {
+                Err(FileError::Stopped) => return,
+                Err(e) => fail(name.display().to_string(), e),
+                Ok(_) => tx
                     .blocking_send(SourceEvent::Mark(Position::Input(index)))
-                    .is_err()
-            {
+                    .is_ok(),
+            };
+            if !next {
                 return;
             }
             index += 1;
