@@ -845,3 +845,136 @@ fn a_missing_headers_secret_stops_the_cold_start() {
         run.stderr
     );
 }
+
+/// Issue "One streaming pipeline", tree (c), with the real fetch-back: an invocation whose
+/// START and span lines came in one delivery and END/REPORT in the next is sent once, whole,
+/// by the second: the bootstrap reads the invocation's log stream back from (moto's)
+/// CloudWatch Logs to place it in its trace, with the REPORT's figures and START's version.
+#[test]
+fn an_invocation_split_across_deliveries_is_looked_up_again_and_sent_whole() {
+    let moto = service("SPANLINE_TEST_MOTO");
+    let mlflow = service("SPANLINE_TEST_MLFLOW");
+    let group = format!("/aws/lambda/spanline-split-{}", fresh_id::<4>());
+    let trace = fresh_id::<16>();
+    let inv = Invocation::new(&group, &trace);
+    // CloudWatch holds the whole stream.
+    let logs = crate::cloudwatch::logs_client();
+    rt().block_on(async {
+        logs.create_log_group()
+            .log_group_name(&group)
+            .send()
+            .await
+            .expect("CreateLogGroup");
+        logs.create_log_stream()
+            .log_group_name(&group)
+            .log_stream_name(&inv.stream)
+            .send()
+            .await
+            .expect("CreateLogStream");
+    });
+    let puts: Vec<crate::cloudwatch::Put> = inv
+        .messages
+        .iter()
+        .map(|(ts, m)| crate::cloudwatch::Put {
+            stream: inv.stream.clone(),
+            ts: *ts,
+            message: m.clone(),
+        })
+        .collect();
+    crate::cloudwatch::put_events(&logs, &group, &puts);
+    // The subscription delivers it in two: up to the handler span, then END and REPORT.
+    let half = |range: std::ops::Range<usize>| {
+        let events: Vec<Value> = inv.messages[range.clone()]
+            .iter()
+            .zip(range)
+            .map(|((ts, m), i)| json!({"id": format!("{:056}", i), "timestamp": ts, "message": m}))
+            .collect();
+        json!({
+            "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": group,
+            "logStream": inv.stream, "subscriptionFilters": ["spanline"], "logEvents": events,
+        })
+        .to_string()
+    };
+    let ids: Vec<String> = (0..2).map(|_| request_id()).collect();
+    let events = vec![
+        (ids[0].clone(), subscription_event(&half(0..4))),
+        (
+            ids[1].clone(),
+            subscription_event(&half(4..inv.messages.len())),
+        ),
+    ];
+    let server = rt();
+    let (addr, posted) = server.block_on(runtime_api(events));
+    let dir = scratch("lambda-split");
+    let env = [
+        ("AWS_LAMBDA_RUNTIME_API", addr.as_str()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "spanline-forwarder"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", mlflow.as_str()),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-mlflow-experiment-id=0"),
+        ("AWS_ENDPOINT_URL", moto.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let mut child = spawn_spanline(&dir, &["lambda"], &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while posted.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "spanline lambda exited with {status}\nstderr:\n{}",
+                std::fs::read_to_string(dir.join("spanline.stderr")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = std::fs::read_to_string(dir.join("spanline.stdout")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(dir.join("spanline.stderr")).unwrap_or_default();
+    let reports: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["spanline"] == "lambda")
+        .collect();
+    assert_eq!(reports.len(), 2, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(reports[0]["invocations_left"], 1, "{stdout}");
+    assert_eq!(
+        reports[1]["invocations_fetched_back"], 1,
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(reports[1]["invocations_unplaced"], 0, "{stdout}");
+    let want: BTreeSet<String> = inv.spans.iter().cloned().collect();
+    assert_eq!(mlflow_span_ids(&inv.trace, want.len()), want);
+    // The invocation span is whole: REPORT's duration and START's version.
+    let t = mlflow_trace(&inv.trace, want.len(), Duration::from_secs(10));
+    let inv_id = &inv.spans[2];
+    let span = t["trace"]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            crate::support::hex(&STANDARD.decode(s["span_id"].as_str().unwrap()).unwrap())
+                == *inv_id
+        })
+        .expect("the invocation span in MLflow");
+    let attr = |key: &str| {
+        span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key)
+            .map(|a| a["value"].clone())
+    };
+    assert_eq!(
+        attr("aws.lambda.duration_ms"),
+        Some(json!({"double_value": 9.0})),
+        "{span}"
+    );
+    assert_eq!(
+        attr("faas.version"),
+        Some(json!({"string_value": "$LATEST"})),
+        "{span}"
+    );
+}

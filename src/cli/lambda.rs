@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use lambda_runtime::{service_fn, LambdaEvent};
 use serde_json::Value;
 use spanline::convert::assemble::ServiceMap;
-use spanline::convert::lambda::{headers_from_secret, Handler};
+use spanline::convert::lambda::{headers_from_secret, FetchBack, Handler};
 use spanline::convert::sink::otlp::{OtlpConfig, OtlpSink};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -92,6 +92,18 @@ async fn configure() -> anyhow::Result<Handler<OtlpSink>> {
     if let Some(rules) = env_var("SPANLINE_SERVICE") {
         handler.services = ServiceMap::parse(rules.split(',').map(str::trim))
             .map_err(|e| anyhow::anyhow!("SPANLINE_SERVICE {e}"))?;
+    }
+    // Invocations a delivery cannot place are looked up in their log stream (FilterLogEvents,
+    // at most 2 requests a second from this instance), unless SPANLINE_FETCH_BACK=off.
+    if env_var("SPANLINE_FETCH_BACK").is_none_or(|v| v.trim() != "off") {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+            .await;
+        handler.fetch_back = Some(FetchBack::CloudWatch {
+            client: aws_sdk_cloudwatchlogs::Client::new(&sdk),
+            budget: spanline::convert::source::cloudwatch::budget::Budget::per_second(2.0),
+        });
     }
     // One line per cold start: where spans go (no header names or values).
     eprintln!("spanline: lambda: forwarding to OTLP {protocol} {endpoint}");

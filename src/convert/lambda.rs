@@ -177,8 +177,11 @@ pub struct Report {
     /// event that holds it.
     pub invocations_left: u64,
     /// Invocations nothing in this event places in a trace (their function printed no span,
-    /// no X-Ray trace, no caller): not sent, no trace id is invented for them.
+    /// no X-Ray trace, no caller) and that could not be looked up again: not sent, no trace id
+    /// is invented for them.
     pub invocations_unplaced: u64,
+    /// Invocations placed by reading their log stream back ([`FetchBack`]).
+    pub invocations_fetched_back: u64,
     /// Most attempts one record needed.
     pub max_attempts: u32,
     /// Wall time of the invocation, ms.
@@ -253,10 +256,87 @@ fn classify(event: Value) -> Result<Event, LambdaError> {
     Err(LambdaError::UnknownEvent)
 }
 
+/// Where the lines of an invocation a delivery could not place are looked up again.
+///
+/// Its START, its span lines and REPORT can reach the function in different deliveries (one
+/// event each; CloudWatch batches by time). The delivery holding the REPORT sends the
+/// invocation span; when nothing in it says which trace the invocation belongs to (its root
+/// span, or the open record of a function that timed out, sat in the earlier delivery, and
+/// there is no X-Ray trace), the invocation's own log stream is read back over its time span
+/// (FilterLogEvents, one request per invocation, paid from a budget) and the invocation is
+/// converted whole from it: its invocation and init spans, and the spans announced by open
+/// records that never finished, are sent — the spans the function printed were sent by their
+/// own delivery and are not sent again.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum FetchBack {
+    /// FilterLogEvents on the invocation's log stream.
+    CloudWatch {
+        /// The client (the function's role needs `logs:FilterLogEvents` on the groups).
+        client: aws_sdk_cloudwatchlogs::Client,
+        /// Requests per second, shared by every event this instance handles.
+        budget: crate::convert::source::cloudwatch::budget::Budget,
+    },
+    /// Records held in memory (tests): what CloudWatch would return.
+    Memory(Vec<crate::convert::record::LogRecord>),
+}
+
+/// Most invocations looked up again per event: the rest are counted as unplaced.
+pub const MAX_FETCH_BACK: usize = 16;
+
+impl FetchBack {
+    async fn fetch(
+        &self,
+        group: &str,
+        stream: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::convert::record::LogRecord>, String> {
+        match self {
+            FetchBack::Memory(records) => Ok(records
+                .iter()
+                .filter(|r| r.log_group == group && r.log_stream == stream)
+                .filter(|r| r.timestamp_ms >= from_ms && r.timestamp_ms <= to_ms)
+                .cloned()
+                .collect()),
+            FetchBack::CloudWatch { client, budget } => {
+                use crate::convert::source::cloudwatch::filter::{
+                    Pages, Progress, Query, DEFAULT_FILTER_PATTERN,
+                };
+                let query = Query {
+                    log_stream_name_prefix: Some(stream.to_owned()),
+                    start_ms: Some(from_ms),
+                    end_ms: Some(to_ms),
+                    filter_pattern: DEFAULT_FILTER_PATTERN.to_owned(),
+                };
+                let progress = Progress::default();
+                let mut pages = Pages::new(client, group, &query);
+                let mut out = Vec::new();
+                while let Some(page) = pages
+                    .next_page(budget, &progress)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    // A prefix also matches longer names: only the invocation's own stream.
+                    out.extend(
+                        page.into_iter()
+                            .filter(|e| e.log_stream == stream)
+                            .map(|e| e.into_record(group)),
+                    );
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
 /// Converts and delivers subscription events. Cheap to share: one per cold start.
 #[derive(Debug)]
 pub struct Handler<S> {
     sink: S,
+    /// Where invocations a delivery cannot place are looked up again (`None`: they are
+    /// counted as unplaced).
+    pub fetch_back: Option<FetchBack>,
     /// `cloud.region` of invocation spans (the function's region: subscriptions deliver within
     /// one region).
     pub region: Option<String>,
@@ -362,6 +442,7 @@ where
     pub fn new(sink: S) -> Self {
         Handler {
             sink,
+            fetch_back: None,
             region: None,
             services: ServiceMap::default(),
             limits: Limits::default(),
@@ -515,6 +596,41 @@ where
         report.add(&run.summary);
         report.invocations_left = run.counters.incomplete_at_end;
         report.invocations_unplaced = run.counters.unplaced;
+        let mut failure_extra = None;
+        if let Some(fetch) = &self.fetch_back {
+            let (spans, placed) = self.fetch_back(fetch, &run.unplaced, deadline).await;
+            report.invocations_fetched_back = placed;
+            report.invocations_unplaced = report.invocations_unplaced.saturating_sub(placed);
+            if !spans.is_empty() {
+                let mut sink: AnySink = self.sink.clone().into();
+                let sent = match deadline {
+                    Some(d) => tokio::time::timeout_at(d.into(), sink.send(&spans))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(SinkError::Exhausted {
+                                endpoint: sink.name(),
+                                attempts: 0,
+                                last: "the invocation deadline passed before the backend answered"
+                                    .into(),
+                            })
+                        }),
+                    None => sink.send(&spans).await,
+                };
+                match sent {
+                    Ok(d) => {
+                        report.spans += spans.len() as u64;
+                        report.spans_delivered += d.accepted;
+                        report.spans_rejected += d.rejected;
+                    }
+                    Err(e) => {
+                        // Which record completed them is not kept: the whole event is retried
+                        // (spans are deterministic, a resend repeats the same ids).
+                        let inputs: Vec<u32> = (0..u32::try_from(n).unwrap_or(u32::MAX)).collect();
+                        failure_extra = Some((inputs, e));
+                    }
+                }
+            }
+        }
         if let Some(s) = run.sinks.first() {
             report.spans_delivered = s.accepted;
             report.spans_rejected = s.rejected;
@@ -535,9 +651,11 @@ where
             .into_iter()
             .enumerate()
             .map(|(i, read)| {
-                let undelivered = run
-                    .undelivered_inputs
-                    .contains(&u32::try_from(i).unwrap_or(u32::MAX));
+                let index = u32::try_from(i).unwrap_or(u32::MAX);
+                let undelivered = run.undelivered_inputs.contains(&index)
+                    || failure_extra
+                        .as_ref()
+                        .is_some_and(|(inputs, _)| inputs.contains(&index));
                 match read {
                     RecordRead::Control => Outcome1::Control,
                     RecordRead::Invalid(reason) => {
@@ -553,10 +671,14 @@ where
                     }
                     RecordRead::TooLarge(reason) => Outcome1::Failed(ItemError::TooLarge(reason)),
                     RecordRead::Unread => Outcome1::Failed(ItemError::Deadline),
-                    RecordRead::Data if undelivered => Outcome1::Failed(match &failure {
-                        Some(ItemError::Sink(e)) => ItemError::Sink(clone_sink_error(e)),
-                        _ => ItemError::Deadline,
-                    }),
+                    RecordRead::Data if undelivered => {
+                        Outcome1::Failed(match (&failure, &failure_extra) {
+                            (Some(ItemError::Sink(e)), _) | (_, Some((_, e))) => {
+                                ItemError::Sink(clone_sink_error(e))
+                            }
+                            _ => ItemError::Deadline,
+                        })
+                    }
                     RecordRead::Data => Outcome1::Delivered,
                 }
             })
@@ -570,6 +692,107 @@ where
             }
         }
         out
+    }
+}
+
+impl<S> Handler<S>
+where
+    S: Into<AnySink> + Clone + Send + Sync + 'static,
+{
+    /// Looks the unplaced invocations up again and converts each whole: the spans to send
+    /// (invocation and init spans, open spans that never finished) and how many were placed.
+    async fn fetch_back(
+        &self,
+        fetch: &FetchBack,
+        unplaced: &[crate::convert::assemble::Invocation],
+        deadline: Option<Instant>,
+    ) -> (Vec<crate::convert::assemble::Span>, u64) {
+        use crate::convert::assemble::invocation::{derived_trace, span_id};
+        let mut out = Vec::new();
+        let mut placed = 0u64;
+        for inv in unplaced.iter().take(MAX_FETCH_BACK) {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            // The invocation's time span: REPORT's time back over its duration and init, and a
+            // margin for the clocks of the lines.
+            let Some(to) = inv.last_ms else { continue };
+            let report = inv.report.clone().unwrap_or_default();
+            let span_ms = (report.duration_ms + report.init_ms.unwrap_or(0.0)) as i64;
+            let from = to.saturating_sub(span_ms).saturating_sub(2_000);
+            let records = match fetch
+                .fetch(&inv.log_group, &inv.log_stream, from, to.saturating_add(1))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!(
+                        "spanline: looking up invocation {} again: {}",
+                        crate::convert::printable::Visible(&inv.request_id),
+                        crate::convert::printable::Visible(&e)
+                    );
+                    continue;
+                }
+            };
+            // Which spans the function announced and never finished: those are sent; the ones
+            // it finished went out with their own delivery.
+            let (mut announced, mut finished) = (
+                std::collections::HashSet::new(),
+                std::collections::HashSet::new(),
+            );
+            for r in &records {
+                let crate::convert::parse::Message::Text(text, _) =
+                    crate::convert::parse::unwrap_message(&r.message)
+                else {
+                    continue;
+                };
+                if let crate::convert::parse::Parsed::Spans { record, .. } =
+                    crate::convert::parse::parse_text(&text)
+                {
+                    for line in record.spans() {
+                        let id = (line.trace_id, line.span_id);
+                        if line.open {
+                            announced.insert(id);
+                        } else {
+                            finished.insert(id);
+                        }
+                    }
+                }
+            }
+            let mut conv = crate::convert::Converter::new(crate::convert::Config {
+                region: self.region.clone(),
+                services: self.services.clone(),
+                ..crate::convert::Config::default()
+            });
+            let mut records = records;
+            records.sort_by_key(|r| r.timestamp_ms);
+            for r in &records {
+                conv.push(r);
+            }
+            let spans = conv.finish_delivery();
+            let group = &*inv.log_group;
+            let ids = [
+                span_id("invocation", group, &inv.request_id),
+                span_id("init", group, &inv.request_id),
+            ];
+            let derived = derived_trace(group, &inv.request_id);
+            let keep: Vec<_> = spans
+                .into_iter()
+                .filter(|s| {
+                    ids.contains(&s.span_id)
+                        || (announced.contains(&(s.trace_id, s.span_id))
+                            && !finished.contains(&(s.trace_id, s.span_id)))
+                })
+                .collect();
+            let placed_now = keep
+                .iter()
+                .any(|s| s.span_id == ids[0] && s.trace_id != derived);
+            if placed_now {
+                placed += 1;
+                out.extend(keep);
+            }
+        }
+        (out, placed)
     }
 }
 

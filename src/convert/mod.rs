@@ -1016,6 +1016,12 @@ impl Converter {
         self.assembler.finish_stale(before_ms);
     }
 
+    /// The invocations a delivery could not place ([`Converter::finish_delivery`]): what their
+    /// lines said.
+    pub fn take_unplaced(&mut self) -> Vec<assemble::Invocation> {
+        self.assembler.take_unplaced()
+    }
+
     /// Spans held back, waiting for their invocation to end.
     pub fn held(&self) -> usize {
         self.assembler.held()

@@ -283,6 +283,8 @@ pub struct Report {
     pub undelivered_inputs: std::collections::BTreeSet<u32>,
     /// The assembler's counters.
     pub counters: crate::convert::assemble::Counters,
+    /// Invocations the delivery could not place ([`Mode::Delivery`]): what their lines said.
+    pub unplaced: Vec<crate::convert::assemble::Invocation>,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
@@ -324,6 +326,7 @@ enum Step {
 /// What the convert task ends with.
 struct Converted {
     summary: Summary,
+    unplaced: Vec<crate::convert::assemble::Invocation>,
     counters: crate::convert::assemble::Counters,
     held_at_end: u64,
     pending_at_end: u64,
@@ -373,8 +376,14 @@ where
     reader.abort();
     let _ = reader.await;
     let converted = converter.await.ok();
-    let (summary, counters, held_at_end, pending_at_end) = match converted {
-        Some(c) => (c.summary, c.counters, c.held_at_end, c.pending_at_end),
+    let (summary, counters, held_at_end, pending_at_end, unplaced) = match converted {
+        Some(c) => (
+            c.summary,
+            c.counters,
+            c.held_at_end,
+            c.pending_at_end,
+            c.unplaced,
+        ),
         None => Default::default(),
     };
     let committer = delivered.committer;
@@ -395,6 +404,7 @@ where
         committed: delivered.committed,
         undelivered_inputs: delivered.undelivered_inputs,
         counters,
+        unplaced,
         elapsed: started.elapsed(),
     };
     (report, committer)
@@ -611,6 +621,7 @@ async fn convert(
         held_at_end: conv.held() as u64,
         pending_at_end: conv.pending_invocations() as u64,
         counters: conv.counters().clone(),
+        unplaced: conv.take_unplaced(),
         summary: std::mem::take(&mut conv.summary),
     }
 }

@@ -300,6 +300,8 @@ struct Waiting {
     since_ms: i64,
     /// Its trace is the derived one (no X-Ray trace either).
     derived: bool,
+    /// What its lines said (kept for the invocation to be looked up again if left unplaced).
+    inv: Invocation,
 }
 
 /// Where a request for a line of an invocation comes from: its key and the names it is filed
@@ -346,6 +348,7 @@ pub struct Assembler {
     due_waiting: BinaryHeap<Reverse<(i64, RequestId)>>,
     held: usize,
     ready: Vec<Span>,
+    unplaced: Vec<Invocation>,
     /// What it counted.
     pub counters: Counters,
 }
@@ -373,6 +376,7 @@ impl Assembler {
             due_waiting: BinaryHeap::new(),
             held: 0,
             ready: Vec::new(),
+            unplaced: Vec::new(),
             counters: Counters::default(),
         }
     }
@@ -708,6 +712,7 @@ impl Assembler {
                     spans: built.spans,
                     since_ms: req.last_ms,
                     derived: built.source == TraceSource::Derived,
+                    inv: req.inv,
                 },
             );
         } else {
@@ -758,9 +763,18 @@ impl Assembler {
     fn release_unplaced(&mut self, w: Waiting, how: Ending) {
         if how == Ending::LeaveToLaterDelivery && w.derived {
             self.counters.unplaced += 1;
+            if self.unplaced.len() < self.limits.pending_invocations {
+                self.unplaced.push(w.inv);
+            }
             return;
         }
         self.release_built(w.spans);
+    }
+
+    /// Takes the invocations a delivery could not place (see [`Counters::unplaced`]): what their
+    /// lines said, to look the rest of their lines up elsewhere.
+    pub fn take_unplaced(&mut self) -> Vec<Invocation> {
+        std::mem::take(&mut self.unplaced)
     }
 
     /// Finishes what has waited too long to be completed by lines still to come: invocations

@@ -2,6 +2,7 @@
 //! deadline, the headers secret. Real backends and the runtime loop: tests/lambda.rs.
 
 use super::*;
+use crate::convert::assemble::Span;
 use crate::convert::sink::MemorySink;
 use std::io::Write as _;
 use std::time::Duration;
@@ -30,6 +31,21 @@ fn payload(kind: &str, group: &str, messages: &[String]) -> String {
         .collect();
     serde_json::json!({
         "messageType": kind, "owner": "123456789012", "logGroup": group,
+        "logStream": "2024/05/01/[$LATEST]0123456789abcdef0123456789abcdef",
+        "subscriptionFilters": ["spanline"], "logEvents": events,
+    })
+    .to_string()
+}
+
+/// A payload whose events carry the given times (ms since the epoch).
+fn payload_at(group: &str, events: &[(i64, String)]) -> String {
+    let events: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (t, m))| serde_json::json!({"id": i.to_string(), "timestamp": t, "message": m}))
+        .collect();
+    serde_json::json!({
+        "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": group,
         "logStream": "2024/05/01/[$LATEST]0123456789abcdef0123456789abcdef",
         "subscriptionFilters": ["spanline"], "logEvents": events,
     })
@@ -391,10 +407,15 @@ fn stream_traffic() -> Vec<String> {
 /// is counted as unplaced, never sent under a made-up trace.
 #[test]
 fn an_invocation_cut_across_deliveries_at_any_boundary_is_sent_once_never_in_two_versions() {
-    let lines = stream_traffic();
+    // One event every 10 ms, as CloudWatch stamps them.
+    let lines: Vec<(i64, String)> = stream_traffic()
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| (1_700_000_000_000 + 10 * i as i64, l))
+        .collect();
     let whole = {
         let sink = MemorySink::new();
-        let p = payload("DATA_MESSAGE", "/aws/lambda/orders", &lines);
+        let p = payload_at("/aws/lambda/orders", &lines);
         let (_, r) = block(handler(sink.clone()).handle(subscription_event(&p), None));
         r.unwrap();
         sink.spans()
@@ -416,18 +437,86 @@ fn an_invocation_cut_across_deliveries_at_any_boundary_is_sent_once_never_in_two
         7,
         "the function's spans, the announced one included"
     );
+    // What CloudWatch holds of the stream, for looking an invocation up again.
+    let stored: Vec<crate::convert::record::LogRecord> = {
+        let mut got = Vec::new();
+        let p = payload_at("/aws/lambda/orders", &lines);
+        let mut flush = |b: crate::convert::record::RecordBatch| {
+            got.extend(b.iter().map(|r| r.to_record()));
+            Some(crate::convert::record::RecordBatch::default())
+        };
+        let mut out = crate::convert::source::payload::BatchOut::new(
+            crate::convert::record::RecordBatch::default(),
+            1 << 20,
+            &mut flush,
+        );
+        crate::convert::source::payload::decode_payload(
+            p.as_bytes(),
+            Limits::default(),
+            "",
+            &mut out,
+        )
+        .unwrap();
+        out.flush_now();
+        drop(out);
+        got
+    };
     let mut unplaced_cuts = 0u64;
-    for cut in 0..=lines.len() {
+    for (cut, fetch_back) in (0..=lines.len()).flat_map(|c| [(c, false), (c, true)]) {
         let sink = MemorySink::new();
         let mut report_unplaced = 0;
+        let mut fetched = 0;
         for part in [&lines[..cut], &lines[cut..]] {
             if part.is_empty() {
                 continue;
             }
-            let p = payload("DATA_MESSAGE", "/aws/lambda/orders", part);
-            let (report, r) = block(handler(sink.clone()).handle(subscription_event(&p), None));
+            let p = payload_at("/aws/lambda/orders", part);
+            let mut h = handler(sink.clone());
+            if fetch_back {
+                h.fetch_back = Some(FetchBack::Memory(stored.clone()));
+            }
+            let (report, r) = block(h.handle(subscription_event(&p), None));
             r.unwrap();
             report_unplaced += report.invocations_unplaced;
+            fetched += report.invocations_fetched_back;
+        }
+        if fetch_back {
+            // Looked up again, every invocation is sent, once, whole.
+            assert_eq!(
+                report_unplaced, 0,
+                "cut {cut}: unplaced with the fetch-back"
+            );
+            let whole_invocations: Vec<_> = whole
+                .iter()
+                .filter(|s| {
+                    s.data()
+                        .attributes
+                        .iter()
+                        .any(|a| a.key == "faas.invocation_id")
+                })
+                .map(Span::data)
+                .collect();
+            for w in &whole_invocations {
+                let sent: Vec<_> = sink
+                    .spans()
+                    .into_iter()
+                    .filter(|s| s.span_id == w.span_id)
+                    .collect();
+                assert_eq!(
+                    sent.len(),
+                    1,
+                    "cut {cut}: invocation {} sent {} times",
+                    w.span_id,
+                    sent.len()
+                );
+                let d = sent[0].data();
+                assert_eq!(
+                    (d.trace_id, d.parent_span_id, d.status, &d.status_message),
+                    (w.trace_id, w.parent_span_id, w.status, &w.status_message),
+                    "cut {cut}: the invocation is whole"
+                );
+            }
+            let _ = fetched;
         }
         let sent = sink.spans();
         let mut by_id: std::collections::HashMap<_, Vec<_>> = std::collections::HashMap::new();
@@ -481,10 +570,8 @@ fn an_invocation_cut_across_deliveries_at_any_boundary_is_sent_once_never_in_two
         );
         unplaced_cuts += u64::from(report_unplaced > 0);
     }
-    // Unplaced only where the delivery with the REPORT holds nothing of the trace: a cut
-    // between the root span (or the open record) and the REPORT.
-    assert!(
-        unplaced_cuts <= 8,
-        "{unplaced_cuts} cuts left an invocation unplaced"
-    );
+    // Without the fetch-back, unplaced exactly where the delivery with the REPORT holds nothing
+    // of the trace: a cut after the root span (or the open record) and before the REPORT, two
+    // per invocation and one more for the timeout's own line.
+    assert_eq!(unplaced_cuts, 9, "cuts that left an invocation unplaced");
 }
