@@ -123,9 +123,14 @@ pub fn find_marker(message: &str) -> Option<usize> {
 /// An escaped string borrowed from a record. Validated: escapes are well formed and decode to
 /// UTF-8.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct EscStr<'a>(&'a str);
+pub struct EscStr<'a>(&'a str, bool);
 
 impl<'a> EscStr<'a> {
+    /// A string of a validated record, whose escapes are known to be well formed.
+    fn trusted(raw: &'a str) -> Self {
+        EscStr(raw, raw.as_bytes().contains(&b'%'))
+    }
+
     /// The text as it appears in the line.
     pub fn raw(&self) -> &'a str {
         self.0
@@ -165,6 +170,9 @@ impl<'a> EscStr<'a> {
 
     /// The length in bytes of [`EscStr::write_text`]'s output.
     pub fn text_len(&self) -> usize {
+        if !self.1 {
+            return self.0.len();
+        }
         let (raw, cut) = match self.0.strip_suffix("%*") {
             Some(r) => (r, true),
             None => (self.0, false),
@@ -176,6 +184,10 @@ impl<'a> EscStr<'a> {
     /// Appends the unescaped text to `out`, with a visible `…` when the emitter truncated it:
     /// what [`EscStr::text`] gives, without an allocation of its own.
     pub fn write_text(&self, out: &mut Vec<u8>) {
+        if !self.1 {
+            out.extend_from_slice(self.0.as_bytes());
+            return;
+        }
         let (raw, cut) = match self.0.strip_suffix("%*") {
             Some(r) => (r, true),
             None => (self.0, false),
@@ -219,7 +231,7 @@ impl<'a> EscStr<'a> {
             }
             i = at + 3;
         }
-        let s = EscStr(raw);
+        let s = EscStr(raw, memchr::memchr(b'%', b).is_some());
         if high && matches!(s.text(), Cow::Borrowed(_)) {
             return err(DecodeErrorKind::BadUtf8, offset);
         }
@@ -408,10 +420,10 @@ fn parse_field_trusted(t: &str) -> Field<'_> {
         let sep = b
             .iter()
             .position(|&c| matches!(c, b'=' | b'#' | b'~' | b'!'))?;
-        let key = EscStr(&t[..sep]);
+        let key = EscStr::trusted(&t[..sep]);
         let v = &t[sep + 1..];
         let value = match b[sep] {
-            b'=' => AttrValue::Str(EscStr(v)),
+            b'=' => AttrValue::Str(EscStr::trusted(v)),
             b'#' => AttrValue::Int(v.parse().ok()?),
             b'~' => AttrValue::Float(parse_f64(v)?),
             _ => AttrValue::Bool(v == "t"),

@@ -20,7 +20,6 @@ use crate::convert::platform::Report;
 use crate::convert::proto::{self, Scalar};
 use crate::emit::SpanContext;
 use crate::span_line::{SpanId, SpanKind, StatusCode, TraceId};
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// 64-bit FNV-1a.
@@ -230,12 +229,20 @@ pub fn build(
 ) -> Built {
     let group = &*inv.log_group;
     let req = inv.request_id.as_str();
-    let ids: HashSet<SpanId> = own.iter().map(|s| s.span_id).collect();
-    let is_root = |s: &Span| s.parent_span_id.is_none_or(|p| !ids.contains(&p));
+    // An invocation holds a handful of spans: linear scans beat building hash tables.
+    let mut ids: Vec<SpanId> = own.iter().map(|s| s.span_id).collect();
+    ids.sort_unstable();
+    let is_root = |s: &Span| {
+        s.parent_span_id
+            .is_none_or(|p| ids.binary_search(&p).is_err())
+    };
     // The trace the function's roots agree on (the most common one).
-    let mut votes: HashMap<TraceId, usize> = HashMap::new();
+    let mut votes: Vec<(TraceId, usize)> = Vec::new();
     for s in own.iter().filter(|s| is_root(s)) {
-        *votes.entry(s.trace_id).or_default() += 1;
+        match votes.iter_mut().find(|(t, _)| *t == s.trace_id) {
+            Some(v) => v.1 += 1,
+            None => votes.push((s.trace_id, 1)),
+        }
     }
     let root_trace = votes
         .into_iter()
@@ -247,13 +254,14 @@ pub fn build(
         .or_else(|| inv.report.as_ref().and_then(|r| r.xray.clone()));
     let (trace_id, parent, source) = match (root_trace, caller, &xray) {
         (Some(t), _, _) => {
-            let parents: HashSet<Option<SpanId>> = own
+            let mut parents = own
                 .iter()
                 .filter(|s| is_root(s) && s.trace_id == t)
-                .map(|s| s.parent_span_id)
-                .collect();
-            let parent = if parents.len() == 1 {
-                parents.into_iter().next().flatten()
+                .map(|s| s.parent_span_id);
+            let first = parents.next().flatten();
+            // Their common parent, when they agree on one.
+            let parent = if parents.all(|p| p == first) {
+                first
             } else {
                 None
             };
