@@ -242,6 +242,44 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
+/// A reader that fails when more than `limit` bytes pass without a `"`: in a CloudWatch
+/// payload no value runs that long, and the JSON parser would buffer a string of any length
+/// whole (a gzip bomb of one endless string would otherwise grow to the payload limit).
+pub struct QuoteGuard<R> {
+    inner: R,
+    run: u64,
+    limit: u64,
+}
+
+impl<R> QuoteGuard<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R, limit: u64) -> Self {
+        QuoteGuard {
+            inner,
+            run: 0,
+            limit,
+        }
+    }
+}
+
+impl<R: Read> Read for QuoteGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let got = &buf[..n];
+        match memchr::memrchr(b'"', got) {
+            Some(last) => self.run = (n - last - 1) as u64,
+            None => self.run += n as u64,
+        }
+        if self.run > self.limit {
+            return Err(std::io::Error::other(OverLimit {
+                limit: self.limit,
+                limit_name: "a JSON value longer than --max-line allows",
+            }));
+        }
+        Ok(n)
+    }
+}
+
 /// The limit an I/O error of [`Limited`] names, if it is one.
 pub fn over_limit(e: &std::io::Error) -> Option<(u64, &'static str)> {
     e.get_ref()
@@ -682,15 +720,24 @@ fn more<R: BufRead>(r: &mut R) -> std::io::Result<bool> {
 /// Decodes `input` (gzip or not) within the limits of `ctx`.
 fn decode_in(input: &[u8], ctx: &mut Ctx<'_, '_>) -> Result<(), PayloadError> {
     let limit = ctx.limits.max_payload;
+    let value_limit = (ctx.limits.max_line as u64)
+        .saturating_mul(6)
+        .saturating_add(4096);
     if input.starts_with(&[0x1f, 0x8b]) {
         let gz = flate2::read::MultiGzDecoder::new(input);
         decode_docs(
-            BufReader::new(Limited::new(gz, limit, "--max-payload")),
+            BufReader::new(QuoteGuard::new(
+                Limited::new(gz, limit, "--max-payload"),
+                value_limit,
+            )),
             ctx,
         )
     } else {
         decode_docs(
-            BufReader::new(Limited::new(input, limit, "--max-payload")),
+            BufReader::new(QuoteGuard::new(
+                Limited::new(input, limit, "--max-payload"),
+                value_limit,
+            )),
             ctx,
         )
     }
@@ -754,10 +801,17 @@ pub fn decode_stream<R: Read>(
         nested_error: None,
         hold: None,
     };
+    // Escapes make a message up to six times its text; keys and punctuation add a little.
+    let value_limit = (limits.max_line as u64)
+        .saturating_mul(6)
+        .saturating_add(4096);
     let r = decode_docs(
         BufReader::with_capacity(
             256 * 1024,
-            Limited::new(input, limits.max_payload, "--max-payload"),
+            QuoteGuard::new(
+                Limited::new(input, limits.max_payload, "--max-payload"),
+                value_limit,
+            ),
         ),
         &mut ctx,
     );
