@@ -9,5 +9,19 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    return_freed_memory();
     cli::main()
+}
+
+/// glibc keeps freed memory for reuse, and after freeing one large block it serves blocks of
+/// that size from its heaps instead of mapping them: record batches, which come and go across
+/// threads, then pile up in per-thread heaps. A fixed trim threshold returns freed memory above
+/// 128 KiB and keeps large blocks mapped on their own (README, "Limits": peak memory).
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a tuning parameter of the allocator; called before any thread
+    // is started.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
+    }
 }

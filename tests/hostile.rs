@@ -12,7 +12,7 @@
 use crate::cloudwatch::{aws_env, iso, logs_client, now_ms, put_events, rt, Put};
 use crate::support::{
     assert_printable, fresh_id, run_spanline, scratch, service, spanline_command, spawn_spanline,
-    wait_spanline, wait_spanline_with_peak_rss, Run,
+    spawn_spanline_measured, wait_spanline, wait_spanline_with_peak_rss, Run,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -1059,7 +1059,7 @@ fn a_20000_deep_chain_is_drawn_in_bounded_memory_one_row_per_span() {
         })
         .collect();
     let file = input(&dir, "deep.log", &lines);
-    let child = spawn_spanline(&dir, &["convert", &file, "--color", "never"], &[]);
+    let child = spawn_spanline_measured(&dir, &["convert", &file, "--color", "never"], &[], false);
     let (run, peak_kib) = wait_spanline_with_peak_rss(&dir, child, Duration::from_secs(120));
     assert_code(&run, 0);
     assert!(

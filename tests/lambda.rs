@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn rt() -> tokio::runtime::Runtime {
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -31,7 +31,7 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(data).unwrap();
     gz.finish().unwrap()
@@ -47,7 +47,7 @@ fn invocation_span_id(group: &str, request_id: &str) -> String {
     format!("{:016x}", if h == 0 { 1 } else { h })
 }
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     let h = fresh_id::<16>();
     format!(
         "{}-{}-{}-{}-{}",
@@ -62,7 +62,7 @@ fn request_id() -> String {
 /// One invocation of a Node function in the text log format: START, two span lines (a child
 /// and the handler span), application output, END and REPORT, in one log stream. Knows the
 /// span ids MLflow must hold for it.
-struct Invocation {
+pub(crate) struct Invocation {
     group: String,
     stream: String,
     trace: String,
@@ -71,7 +71,7 @@ struct Invocation {
 }
 
 impl Invocation {
-    fn new(group: &str, trace: &str) -> Invocation {
+    pub(crate) fn new(group: &str, trace: &str) -> Invocation {
         let req = request_id();
         let t0 = now_ms() - 5_000;
         let (exec, child, caller) = (fresh_id::<8>(), fresh_id::<8>(), fresh_id::<8>());
@@ -113,7 +113,7 @@ impl Invocation {
     }
 
     /// The subscription payload (JSON) of this invocation's log events.
-    fn payload(&self) -> String {
+    pub(crate) fn payload(&self) -> String {
         let events: Vec<Value> = self
             .messages
             .iter()
@@ -130,11 +130,11 @@ impl Invocation {
 
 const CONTROL: &str = r#"{"messageType":"CONTROL_MESSAGE","owner":"CloudwatchLogs","logGroup":"","logStream":"","subscriptionFilters":[],"logEvents":[{"id":"","timestamp":1700000000000,"message":"CWL CONTROL MESSAGE: Checking health of destination Kinesis stream."}]}"#;
 
-fn subscription_event(payload: &str) -> Value {
+pub(crate) fn subscription_event(payload: &str) -> Value {
     json!({"awslogs": {"data": STANDARD.encode(gzip(payload.as_bytes()))}})
 }
 
-fn kinesis_event(records: &[Vec<u8>]) -> (Value, Vec<String>) {
+pub(crate) fn kinesis_event(records: &[Vec<u8>]) -> (Value, Vec<String>) {
     let seqs: Vec<String> = (0..records.len())
         .map(|i| format!("49590338271490256608559692538361571095921575989136588{i:03}"))
         .collect();
@@ -274,10 +274,10 @@ fn subscription_kinesis_and_firehose_events_reach_mlflow() {
 // ---------------------------------------------------------------------------------------------
 // An OTLP/HTTP endpoint that refuses requests carrying a poisoned trace id
 
-struct Refusing {
-    url: String,
-    /// (trace ids seen in the body, status answered), per request.
-    seen: Arc<Mutex<Vec<(bool, u16)>>>,
+pub(crate) struct Refusing {
+    pub(crate) url: String,
+    /// (whether the body held the poison, status answered), per request.
+    pub(crate) seen: Arc<Mutex<Vec<(bool, u16)>>>,
 }
 
 /// Reads more bytes into `body`; `None` at the end of the connection.
@@ -348,7 +348,7 @@ async fn respond(sock: &mut tokio::net::TcpStream, status: u16, content_type: &s
 
 /// Answers 500 to requests whose (uncompressed protobuf) body holds `poison`'s 16 bytes, 200
 /// with an empty `ExportTraceServiceResponse` to the others.
-async fn refusing_backend(poison: [u8; 16]) -> Refusing {
+pub(crate) async fn refusing_backend(poison: [u8; 16]) -> Refusing {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -434,11 +434,11 @@ fn kinesis_reports_exactly_the_records_the_backend_refused_and_direct_events_fai
 // A scripted Lambda Runtime API
 
 /// What the function posted back: (request id, "response" or "error", body).
-type Posted = Arc<Mutex<Vec<(String, String, Value)>>>;
+pub(crate) type Posted = Arc<Mutex<Vec<(String, String, Value)>>>;
 
 /// Serves `events` to `/next` one by one (further `/next` calls wait forever), records the
 /// `/response` and `/error` posts.
-async fn runtime_api(events: Vec<(String, Value)>) -> (String, Posted) {
+pub(crate) async fn runtime_api(events: Vec<(String, Value)>) -> (String, Posted) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let posted: Posted = Arc::new(Mutex::new(Vec::new()));

@@ -8,6 +8,7 @@ mod e2e;
 mod forward;
 mod hostile;
 mod lambda;
+mod memory;
 mod model;
 mod properties;
 mod reference;

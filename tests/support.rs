@@ -122,6 +122,12 @@ pub struct Run {
 /// chooses where its output goes.
 pub fn spanline_command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_spanline"));
+    prepare(&mut cmd, dir, args, env);
+    cmd
+}
+
+/// Adds `args` and the environment of [`spanline_command`] to `cmd`.
+fn prepare(cmd: &mut Command, dir: &Path, args: &[&str], env: &[(&str, &str)]) {
     cmd.args(args);
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
@@ -137,7 +143,6 @@ pub fn spanline_command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Comm
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .envs(env.iter().copied())
         .stdin(Stdio::null());
-    cmd
 }
 
 /// Starts `spanline <args>` (see [`spanline_command`]), output captured in files under `dir`.
@@ -176,35 +181,49 @@ pub fn wait_spanline(dir: &Path, mut child: std::process::Child, timeout: Durati
     captured(dir, status)
 }
 
-/// [`wait_spanline`], and the child's peak resident set size in KiB (`ru_maxrss` from
-/// `wait4`, which reports the one child waited for, not every child of the test process).
+/// Starts `spanline <args>` as [`spawn_spanline`] does (standard input piped when `piped`),
+/// through `tests/peak_rss.py`, which reports the run's peak resident set size to
+/// [`wait_spanline_with_peak_rss`]. A child spawned straight from the test process would
+/// start with the test process's peak (the kernel keeps it across exec), whatever the
+/// binary itself uses. [`stop_measured`] ends such a run.
+pub fn spawn_spanline_measured(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    piped: bool,
+) -> std::process::Child {
+    let wrapper = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peak_rss.py");
+    let mut cmd = Command::new("python3");
+    cmd.arg(wrapper)
+        .arg(dir.join("spanline.peak-rss"))
+        .arg(env!("CARGO_BIN_EXE_spanline"));
+    prepare(&mut cmd, dir, args, env);
+    if piped {
+        cmd.stdin(Stdio::piped());
+    }
+    cmd.stdout(std::fs::File::create(dir.join("spanline.stdout")).expect("stdout file"))
+        .stderr(std::fs::File::create(dir.join("spanline.stderr")).expect("stderr file"))
+        .spawn()
+        .expect("spawning python3 tests/peak_rss.py (python3 is required by the suite)")
+}
+
+/// Ends a run started by [`spawn_spanline_measured`] (its peak is still reported).
+pub fn stop_measured(child: &std::process::Child) {
+    // SAFETY: signalling our own child, not yet reaped, by its id.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+}
+
+/// [`wait_spanline`] for a run started by [`spawn_spanline_measured`], and its peak resident
+/// set size in KiB.
 pub fn wait_spanline_with_peak_rss(
     dir: &Path,
     child: std::process::Child,
     timeout: Duration,
 ) -> (Run, u64) {
-    use std::os::unix::process::ExitStatusExt as _;
-    let pid = child.id() as libc::pid_t;
-    let reap = |flags: libc::c_int| {
-        let mut status: libc::c_int = 0;
-        // SAFETY: plain out-parameters; `pid` is our own child, reaped only here (the `Child`
-        // is dropped without being waited for).
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
-        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
-        (r == pid).then(|| (ExitStatus::from_raw(status), usage.ru_maxrss))
-    };
-    drop(child);
-    let Some((status, max_rss)) = poll(timeout, || reap(libc::WNOHANG)) else {
-        // SAFETY: signalling our own, not yet reaped child by its id.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let _ = reap(0);
-        panic!(
-            "spanline did not finish in {timeout:?}\nstderr:\n{}",
-            captured(dir, ExitStatus::default()).stderr
-        );
-    };
-    (captured(dir, status), u64::try_from(max_rss).unwrap_or(0))
+    let run = wait_spanline(dir, child, timeout);
+    let peak = std::fs::read_to_string(dir.join("spanline.peak-rss"))
+        .unwrap_or_else(|e| panic!("no peak RSS from tests/peak_rss.py: {e}\n{}", run.stderr));
+    (run, peak.trim().parse().expect("a number of KiB"))
 }
 
 /// Runs `spanline <args>` to the end (at most 60 s).

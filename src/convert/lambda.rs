@@ -398,6 +398,15 @@ impl Records {
                     return;
                 }
                 drop(out);
+                if let Ok(f) = &r {
+                    let cut = SourceEvent::Counted {
+                        limit: "max_line",
+                        n: f.long_lines,
+                    };
+                    if f.long_lines > 0 && tx.blocking_send(cut).is_err() {
+                        return;
+                    }
+                }
                 let read = match r {
                     Ok(f) if f.data_messages == 0 && f.control_messages > 0 => RecordRead::Control,
                     Ok(_) => RecordRead::Data,

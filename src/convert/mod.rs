@@ -466,7 +466,8 @@ impl Parser {
     /// Parses every record of `batch`.
     pub fn parse_batch(&mut self, batch: &RecordBatch) -> ParsedBatch {
         let mut counts = ParseCounts::default();
-        let mut items = Vec::new();
+        // At most one item per record: no regrowth (pages past what is filled stay untouched).
+        let mut items = Vec::with_capacity(batch.len());
         let origins = batch.origins().to_vec();
         let mut i = 0;
         while let Some((origin, rec)) = batch.get_with_origin(i) {
@@ -954,6 +955,11 @@ impl Converter {
                 self.summary.limits.insert(k, v);
             }
         }
+    }
+
+    /// Counts a bound reached before conversion (by a source), `n` times.
+    pub fn limit_hit(&mut self, name: &'static str, n: u64) {
+        self.summary.limit_hit(name, n);
     }
 
     /// The assembler's counters (invocations placed by their caller, left to a later delivery,

@@ -58,12 +58,13 @@ pub struct InputFailure {
 
 impl std::fmt::Display for InputFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {}",
-            self.input,
-            crate::convert::aws::error_chain(&*self.error)
-        )
+        let reason = crate::convert::aws::error_chain(&*self.error);
+        // Errors that name their input already are not prefixed with it a second time.
+        if reason.starts_with(&format!("{}:", self.input)) {
+            write!(f, "{reason}")
+        } else {
+            write!(f, "{}: {reason}", self.input)
+        }
     }
 }
 
@@ -79,6 +80,14 @@ pub enum SourceEvent {
     Mark(Position),
     /// Something the operator should know (Live Tail sampled, a reconnect).
     Notice(String),
+    /// A bound the source reached `n` times (lines cut at `--max-line`, …), added to the
+    /// summary's [`limits`](crate::convert::Summary::limits).
+    Counted {
+        /// The bound's name, as the README's "Limits" names it.
+        limit: &'static str,
+        /// How often it was reached.
+        n: u64,
+    },
 }
 
 /// Where records come from.
@@ -600,6 +609,7 @@ async fn convert(
                     break;
                 }
             }
+            SourceEvent::Counted { limit, n } => conv.limit_hit(limit, n),
             SourceEvent::Notice(n) => {
                 if tx.send(Step::Notice(n)).await.is_err() {
                     open = false;

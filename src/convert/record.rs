@@ -110,6 +110,16 @@ impl RecordBatch {
         }
     }
 
+    /// An empty batch with room for `records` records of `text` bytes (ids and messages).
+    pub fn with_capacity(input: u32, records: usize, text: usize) -> Self {
+        RecordBatch {
+            input,
+            text: String::with_capacity(text),
+            origins: Vec::new(),
+            entries: Vec::with_capacity(records),
+        }
+    }
+
     /// Records in the batch.
     pub fn len(&self) -> usize {
         self.entries.len()

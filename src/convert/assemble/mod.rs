@@ -182,7 +182,7 @@ impl Default for Limits {
         Limits {
             pending_invocations: 50_000,
             held_spans: 200_000,
-            dedup_ids: 1 << 19,
+            dedup_ids: 1 << 18,
             finished_invocations: 1 << 17,
             callers: 1 << 16,
         }
@@ -235,14 +235,16 @@ impl<K: std::hash::Hash + Eq + Copy> RecentSet<K> {
         if !self.set.insert(k) {
             return None;
         }
-        self.order.push_back(k);
-        if self.order.len() > self.capacity {
+        // The oldest key leaves before the new one is queued, so the queue never grows past
+        // its capacity (a push first would double its allocation for one element).
+        let evicted = self.order.len() >= self.capacity;
+        if evicted {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
-                return Some(true);
             }
         }
-        Some(false)
+        self.order.push_back(k);
+        Some(evicted)
     }
 
     fn contains(&self, k: &K) -> bool {

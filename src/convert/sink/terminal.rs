@@ -336,7 +336,19 @@ impl std::fmt::Debug for TerminalSink {
 }
 
 /// Bytes of spans the terminal sink holds before it draws the oldest traces early.
-pub const DEFAULT_MAX_HELD_BYTES: usize = 16 << 20;
+pub const DEFAULT_MAX_HELD_BYTES: usize = 8 << 20;
+
+/// Traces remembered as drawn, so that a later span of one is drawn as its continuation.
+pub const DRAWN_REMEMBERED: usize = 16_384;
+
+const SPAN_SIZE: usize = std::mem::size_of::<crate::convert::assemble::Span>();
+
+/// What holding one trace costs besides its spans: its entry in the drawing order and in the
+/// table, four times over (a hash table whose entries come and go in FIFO order can be a
+/// quarter full: its tombstones make it grow, and while it grows the old table is alive too).
+const TRACE_OVERHEAD: usize = 4
+    * (std::mem::size_of::<crate::span_line::TraceId>() + std::mem::size_of::<Held>() + 1)
+    + std::mem::size_of::<crate::span_line::TraceId>();
 
 impl TerminalSink {
     /// Draws to `out`. `follow`: draw a trace once it has been quiet that long (`tail`);
@@ -373,7 +385,7 @@ impl TerminalSink {
         self.held_bytes = self.held_bytes.saturating_sub(h.bytes);
         if self.drawn.insert(id) {
             self.drawn_order.push_back(id);
-            if self.drawn_order.len() > 65_536 {
+            if self.drawn_order.len() > DRAWN_REMEMBERED {
                 if let Some(old) = self.drawn_order.pop_front() {
                     self.drawn.remove(&old);
                 }
@@ -431,18 +443,21 @@ impl super::Sink for TerminalSink {
     ) -> Result<super::Delivery, SinkError> {
         let now = std::time::Instant::now();
         for s in spans {
-            let size = s.heap_size() + std::mem::size_of::<crate::convert::assemble::Span>();
             let drawn_before = self.drawn.contains(&s.trace_id);
             let h = self.traces.entry(s.trace_id).or_insert_with(|| Held {
-                spans: Vec::new(),
+                spans: Vec::with_capacity(1),
                 bytes: 0,
                 last: now,
                 drawn_before,
             });
+            let mut size = s.heap_size();
             if h.spans.is_empty() {
                 self.order.push_back(s.trace_id);
+                size += TRACE_OVERHEAD + h.spans.capacity() * SPAN_SIZE;
             }
+            let capacity = h.spans.capacity();
             h.spans.push(s.clone());
+            size += (h.spans.capacity() - capacity) * SPAN_SIZE;
             h.bytes += size;
             h.last = now;
             self.held_bytes += size;

@@ -27,7 +27,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// Bytes of export lines sorted together.
-pub const EXPORT_SORT_WINDOW: usize = 16 << 20;
+pub const EXPORT_SORT_WINDOW: usize = 4 << 20;
 
 /// Read buffer size: a syscall (or a gzip block) is amortised over hundreds of lines.
 const BUF_SIZE: usize = 256 * 1024;
@@ -143,6 +143,20 @@ pub struct InputStats {
     pub lossy_lines: u64,
     /// Export files larger than one sort window (sorted window by window).
     pub export_windows: u64,
+}
+
+impl InputStats {
+    /// The bounds reading reached, by the names the summary counts them under: lines cut at
+    /// `--max-line` (`max_line`), export files sorted window by window
+    /// (`export_sort_window`).
+    pub fn limits(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("max_line", self.found.long_lines),
+            ("export_sort_window", self.export_windows),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+    }
 }
 
 /// Whether the content is a JSON payload rather than text: it starts with `{` and one of the
@@ -432,6 +446,13 @@ fn read_text<R: BufRead + ?Sized>(
             _ => &*text,
         };
         if let Some(ts) = export_timestamp(line) {
+            if !export {
+                // Room for a whole window at once: growing by doubling would copy it and,
+                // for a moment, hold it twice. Pages are only touched as they are filled.
+                window
+                    .messages
+                    .reserve(EXPORT_SORT_WINDOW + limits.max_line + 1);
+            }
             export = true;
             if window.messages.len() >= EXPORT_SORT_WINDOW {
                 read.export_windows += 1;

@@ -137,9 +137,11 @@ fn read_inputs(
             let next = match result {
                 Err(FileError::Stopped) => return,
                 Err(e) => fail(name.display().to_string(), e),
-                Ok(_) => tx
-                    .blocking_send(SourceEvent::Mark(Position::Input(index)))
-                    .is_ok(),
+                Ok(stats) => stats
+                    .limits()
+                    .map(|(limit, n)| SourceEvent::Counted { limit, n })
+                    .chain([SourceEvent::Mark(Position::Input(index))])
+                    .all(|ev| tx.blocking_send(ev).is_ok()),
             };
             if !next {
                 return;

@@ -40,7 +40,7 @@ impl Default for Limits {
             max_line: 1 << 20,
             max_payload: 256 << 20,
             max_inflated: 16 << 30,
-            batch_bytes: 1 << 20,
+            batch_bytes: 256 << 10,
         }
     }
 }

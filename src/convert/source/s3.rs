@@ -1,9 +1,10 @@
 //! A CreateExportTask tree in S3 (`spanline convert s3://bucket/prefix/`).
 //!
 //! Export keys are `<prefix>/<taskId>/<logStreamName>/000000.gz`, `000001.gz`, … plus an
-//! `aws-logs-write-test` object (CreateExportTask API reference). [`S3Source`] fetches
-//! [`PARALLEL_OBJECTS`] objects at a time and reads each, in key order (so the parts of one
-//! stream arrive in order), with the same reader as local files
+//! `aws-logs-write-test` object (CreateExportTask API reference). [`S3Source`] fetches small
+//! objects [`PARALLEL_OBJECTS`] at a time, streams larger ones (see [`WHOLE_OBJECT_BYTES`]),
+//! and reads each, in key order (so the parts of one stream arrive in order), with the same
+//! reader as local files
 //! ([`read_input`](super::file::read_input)): streamed, within the same limits. The stream
 //! name is taken from the key ([`stream_of_key`]). An object that cannot be read is reported
 //! and the next one is read.
@@ -144,36 +145,99 @@ where
     }
 }
 
-/// Most bytes one object may have (compressed) to be fetched: an export object is a few MB.
-pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
+/// Objects up to this size (compressed) are fetched whole, [`PARALLEL_OBJECTS`] at a time;
+/// larger ones are streamed when their turn comes, so memory stays bounded whatever an
+/// object's size.
+pub const WHOLE_OBJECT_BYTES: i64 = 1 << 20;
 
-/// Fetches one object's bytes.
-async fn fetch(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Vec<u8>, S3Error> {
-    let out = retry(bucket, key, "GetObject", || {
+/// One object's bytes, or word that it is too large to fetch whole.
+enum Fetched {
+    Whole(Vec<u8>),
+    Large,
+}
+
+/// Starts a GetObject (with retries).
+async fn get(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, S3Error> {
+    retry(bucket, key, "GetObject", || {
         client.get_object().bucket(bucket).key(key).send()
     })
-    .await?;
-    let content = |reason: String| S3Error::Content {
-        bucket: bucket.to_owned(),
-        key: key.to_owned(),
-        reason,
-    };
-    if out
-        .content_length()
-        .is_some_and(|n| u64::try_from(n).unwrap_or(0) > MAX_OBJECT_BYTES)
-    {
-        return Err(content(format!(
-            "larger than {} bytes: not an export object",
-            MAX_OBJECT_BYTES
-        )));
+    .await
+}
+
+/// Fetches one object's bytes if it is small.
+async fn fetch(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Fetched, S3Error> {
+    let out = get(client, bucket, key).await?;
+    if out.content_length().is_none_or(|n| n > WHOLE_OBJECT_BYTES) {
+        // Dropping the response closes its connection; the body is read when its turn comes.
+        return Ok(Fetched::Large);
     }
-    Ok(out
-        .body
-        .collect()
-        .await
-        .map_err(|e| content(format!("reading the body: {e}")))?
-        .into_bytes()
-        .to_vec())
+    Ok(Fetched::Whole(
+        out.body
+            .collect()
+            .await
+            .map_err(|e| S3Error::Content {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                reason: format!("reading the body: {e}"),
+            })?
+            .into_bytes()
+            .to_vec(),
+    ))
+}
+
+/// A blocking reader over an object's body, fed chunk by chunk by an async task (at most a
+/// few chunks ahead).
+struct BodyReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl BodyReader {
+    /// Streams `body` (on the current runtime).
+    fn start(mut body: aws_sdk_s3::primitives::ByteStream) -> BodyReader {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let item = match body.next().await {
+                    None => return,
+                    Some(Ok(b)) => Ok(b.to_vec()),
+                    Some(Err(e)) => Err(std::io::Error::other(e)),
+                };
+                let last = item.is_err();
+                if tx.send(item).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        BodyReader {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl std::io::Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(chunk) => {
+                    self.chunk = chunk?;
+                    self.at = 0;
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// Export trees in S3, read object by object (see the module documentation).
@@ -230,7 +294,7 @@ impl S3Source {
                         let (client, bucket, key) = (client.clone(), bucket.clone(), key.clone());
                         set.spawn(async move { (i, fetch(&client, &bucket, &key).await) });
                     }
-                    let mut fetched: Vec<Option<Result<Vec<u8>, S3Error>>> =
+                    let mut fetched: Vec<Option<Result<Fetched, S3Error>>> =
                         (0..chunk.len()).map(|_| None).collect();
                     while let Some(joined) = set.join_next().await {
                         if let Ok((i, r)) = joined {
@@ -239,8 +303,8 @@ impl S3Source {
                     }
                     for (key, r) in chunk.iter().zip(fetched) {
                         let name = format!("s3://{bucket}/{key}");
-                        let bytes = match r {
-                            Some(Ok(b)) => b,
+                        let fetched = match r {
+                            Some(Ok(f)) => f,
                             Some(Err(e)) => {
                                 if tx.send(failed(name, e)).await.is_err() {
                                     return;
@@ -263,10 +327,34 @@ impl S3Source {
                         };
                         let stream = stream_of_key(&prefix, key);
                         let (tx2, group) = (tx.clone(), log_group.clone());
-                        let read = tokio::task::spawn_blocking(move || {
-                            read_object(&bytes, &name, &stream, &group, limits, index, &tx2)
-                        })
-                        .await;
+                        let read = match fetched {
+                            Fetched::Whole(bytes) => {
+                                tokio::task::spawn_blocking(move || {
+                                    read_object(
+                                        bytes.as_slice(),
+                                        &name,
+                                        &stream,
+                                        &group,
+                                        limits,
+                                        index,
+                                        &tx2,
+                                    )
+                                })
+                                .await
+                            }
+                            Fetched::Large => match get(&client, &bucket, key).await {
+                                Ok(out) => {
+                                    let body = BodyReader::start(out.body);
+                                    tokio::task::spawn_blocking(move || {
+                                        read_object(
+                                            body, &name, &stream, &group, limits, index, &tx2,
+                                        )
+                                    })
+                                    .await
+                                }
+                                Err(e) => Ok(tx.send(failed(name, e)).await.is_ok()),
+                            },
+                        };
                         if !matches!(read, Ok(true)) {
                             return;
                         }
@@ -289,7 +377,7 @@ fn failed(input: String, e: impl std::error::Error + Send + Sync + 'static) -> S
 /// Reads one fetched object into batches (on a blocking thread); `false` when the pipeline
 /// went away.
 fn read_object(
-    bytes: &[u8],
+    bytes: impl std::io::Read,
     name: &str,
     stream: &str,
     group: &str,
@@ -319,9 +407,11 @@ fn read_object(
     match r {
         Err(FileError::Stopped) => false,
         Err(e) => tx.blocking_send(failed(name.to_owned(), e)).is_ok(),
-        Ok(_) => tx
-            .blocking_send(SourceEvent::Mark(Position::Input(index)))
-            .is_ok(),
+        Ok(stats) => stats
+            .limits()
+            .map(|(limit, n)| SourceEvent::Counted { limit, n })
+            .chain([SourceEvent::Mark(Position::Input(index))])
+            .all(|ev| tx.blocking_send(ev).is_ok()),
     }
 }
 

@@ -264,14 +264,37 @@ pub async fn read_group(
     Ok(out)
 }
 
-/// Events of one page as a record batch of group `group`.
-pub fn page_batch(group: &str, events: &[Event], input: u32) -> RecordBatch {
-    let mut b = RecordBatch::new(input);
-    for e in events {
-        let o = b.origin(group, &e.log_stream);
-        b.push(o, &e.event_id, e.timestamp_ms, &e.message);
-    }
-    b
+/// Bytes of events per batch made of a page: a page (up to 10,000 events, 1 MB of messages)
+/// goes downstream in a few batches, so the batches queued between stages stay small.
+pub const PAGE_BATCH_BYTES: usize = 256 << 10;
+
+/// Events of one page as record batches of group `group`, [`PAGE_BATCH_BYTES`] each at most
+/// (and at least one event each).
+pub fn page_batches<'a>(
+    group: &'a str,
+    events: &'a [Event],
+    input: u32,
+) -> impl Iterator<Item = RecordBatch> + 'a {
+    let size = |e: &Event| e.event_id.len() + e.message.len();
+    let mut rest = events;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (mut n, mut text) = (0, 0);
+        while n < rest.len() && (n == 0 || text + size(&rest[n]) <= PAGE_BATCH_BYTES) {
+            text += size(&rest[n]);
+            n += 1;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let mut b = RecordBatch::with_capacity(input, chunk.len(), text);
+        for e in chunk {
+            let o = b.origin(group, &e.log_stream);
+            b.push(o, &e.event_id, e.timestamp_ms, &e.message);
+        }
+        Some(b)
+    })
 }
 
 /// One group's range, as [`FilterSource`] reads it.
@@ -314,7 +337,8 @@ impl FilterSource {
         ranges: Vec<GroupRange>,
         parallel: usize,
     ) -> FilterSource {
-        let (tx, rx) = tokio::sync::mpsc::channel(parallel.max(1) * 2);
+        // Each group's task holds the page it is handing on: `parallel` pages wait at most.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         let mut tasks = Vec::new();
         for (i, range) in ranges.into_iter().enumerate() {
@@ -336,10 +360,10 @@ impl FilterSource {
                 let r = loop {
                     match pages.next_page(&budget, &progress).await {
                         Ok(Some(p)) => {
-                            let b = page_batch(&group, &p, input);
-                            drop(p);
-                            if tx.send(SourceEvent::Records(b)).await.is_err() {
-                                return;
+                            for b in page_batches(&group, &p, input) {
+                                if tx.send(SourceEvent::Records(b)).await.is_err() {
+                                    return;
+                                }
                             }
                         }
                         Ok(None) => break Ok(()),

@@ -8,7 +8,7 @@
 //! is ingested is out of reach of any poll, which is the documented limit of polling.
 
 use super::budget::Budget;
-use super::filter::{page_batch, Event, Pages, Progress, Query};
+use super::filter::{page_batches, Event, Pages, Progress, Query};
 use crate::convert::pipeline::{Source, SourceEvent};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -161,9 +161,10 @@ impl PollSource {
                                 if fresh.is_empty() {
                                     continue;
                                 }
-                                let b = page_batch(group, &fresh, input);
-                                if tx.send(SourceEvent::Records(b)).await.is_err() {
-                                    return;
+                                for b in page_batches(group, &fresh, input) {
+                                    if tx.send(SourceEvent::Records(b)).await.is_err() {
+                                        return;
+                                    }
                                 }
                             }
                             Ok(None) => break true,
