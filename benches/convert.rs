@@ -609,6 +609,35 @@ fn spanline_file(path: &Path) -> Out {
     enc.finish(&mut conv)
 }
 
+/// `n` invocations that started and wrote an open record (the `u` flag) but have not ended,
+/// then `n` other invocations, START and REPORT each: what the quadratic case of the issue
+/// measured (every REPORT scanned every open span).
+fn open_and_reports(n: u64) -> Vec<String> {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let req = |k: u64| format!("{:08x}-0000-4000-8000-{:012x}", k >> 16, k);
+    let ts = "2026-11-23T10:00:00.000Z";
+    let mut lines = Vec::with_capacity(4 * n as usize);
+    for i in 0..n {
+        let r = req(i);
+        let mut trace = [7u8; 16];
+        trace[8..].copy_from_slice(&(i + 1).to_be_bytes());
+        let ids = format!("{}{}", b64(&trace), b64(&(i + 1).to_be_bytes()));
+        lines.push(format!("START RequestId: {r} Version: $LATEST"));
+        lines.push(format!(
+            "{ts}\t{r}\tINFO\tSPLN1 {ids} {} 0u handler;",
+            FIRST_MS * 1000 + i
+        ));
+    }
+    for j in 0..n {
+        let r = req(n + j);
+        lines.push(format!("START RequestId: {r} Version: $LATEST"));
+        lines.push(format!(
+            "REPORT RequestId: {r}\tDuration: 2.00 ms\tBilled Duration: 2 ms\tMemory Size: 128 MB\tMax Memory Used: 64 MB\t"
+        ));
+    }
+    lines
+}
+
 fn spanline_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Out {
     let mut conv = Converter::default();
     let mut enc = Encoder::new();
@@ -928,6 +957,27 @@ fn main() {
     drop(spans_only);
     let stages = || print_stages(&mixed, end_to_end);
 
+    // (d) Open records of invocations still running, and the REPORT lines of other requests:
+    // time per record must not grow with what is pending (linear: x4 from 10k to 40k).
+    let mut open_secs = Vec::new();
+    for n in [10_000u64, 20_000, 40_000] {
+        let lines = open_and_reports(n);
+        let (secs, out, _) = time(|| spanline_lines(lines.iter().map(String::as_str)));
+        // Each open record ends as an error span with its invocation (at the end of the
+        // input); each REPORT makes an invocation span.
+        assert_eq!(out.span_lines, n);
+        assert!(out.spans >= 2 * n, "{out:?}");
+        rows.push(Row {
+            name: format!("spanline: {n} open records + {n} REPORTs of other requests"),
+            input_mb: lines.iter().map(|l| l.len() + 1).sum::<usize>() as f64 / 1e6,
+            span_records: n,
+            secs,
+            allocs: 0,
+            bytes_per_span: f64::NAN,
+        });
+        open_secs.push(secs);
+    }
+
     // The big run: ≥ 1 GB streamed from a file, peak RSS measured in a fresh process.
     let big = if std::env::var("SPANLINE_BENCH_BIG").is_ok_and(|v| v == "1") {
         Some(big_run(&dir, env_u64("SPANLINE_BENCH_BIG_MB", 1100)))
@@ -944,7 +994,7 @@ fn main() {
     // One JSON line of the figures, last, to compare runs.
     let skip_mb_per_s = rows[0].input_mb / rows[0].secs;
     let json = format!(
-        "{{\"bench\":\"convert\",\"spans_per_s_1core\":{:.0},\"spans_per_s_all_cores\":{},\"cores\":{},\"vs_peer_batch\":{:.2},\"vs_peer_per_span\":{:.2},\"allocs_per_span\":{:.2},\"skip_mb_per_s\":{:.0},\"spans_per_s_mixed_file\":{:.0}}}",
+        "{{\"bench\":\"convert\",\"spans_per_s_1core\":{:.0},\"spans_per_s_all_cores\":{},\"cores\":{},\"vs_peer_batch\":{:.2},\"vs_peer_per_span\":{:.2},\"allocs_per_span\":{:.2},\"skip_mb_per_s\":{:.0},\"spans_per_s_mixed_file\":{:.0},\"open_records_secs\":[{:.4},{:.4},{:.4}],\"open_records_growth_10k_to_40k\":{:.2}}}",
         base_rate,
         all_cores.map_or("null".to_owned(), |r| format!("{r:.0}")),
         std::thread::available_parallelism().map_or(1, usize::from),
@@ -953,6 +1003,10 @@ fn main() {
         end_to_end.1 as f64 / n_span_lines as f64,
         skip_mb_per_s,
         rows[1].span_records as f64 / rows[1].secs,
+        open_secs[0],
+        open_secs[1],
+        open_secs[2],
+        open_secs[2] / open_secs[0],
     );
     println!();
     println!("{json}");

@@ -32,7 +32,7 @@ pub const MAX_GROUPS_PER_SESSION: usize = 10;
 pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// At most this many events are remembered, whatever the window holds.
-pub const MAX_REMEMBERED: usize = 1_000_000;
+pub const MAX_REMEMBERED: usize = 1 << 18;
 
 /// One event of a session update.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -167,6 +167,8 @@ pub struct Seen {
     window_ms: u64,
     last: HashMap<u64, u64>,
     order: VecDeque<(u64, u64)>,
+    /// Events forgotten at [`MAX_REMEMBERED`] before their window ended.
+    pub forgotten: u64,
 }
 
 impl Seen {
@@ -176,6 +178,7 @@ impl Seen {
             window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
             last: HashMap::new(),
             order: VecDeque::new(),
+            forgotten: 0,
         }
     }
 
@@ -203,6 +206,7 @@ impl Seen {
                 Some((at, k)) => {
                     if self.last.get(&k) == Some(&at) {
                         self.last.remove(&k);
+                        self.forgotten += 1;
                     }
                 }
                 None => break,
@@ -245,6 +249,8 @@ pub enum Notice {
     },
     /// A failure no new session can fix (access denied, unknown group): this follower stopped.
     Failed(LiveError),
+    /// Events forgotten at [`MAX_REMEMBERED`] before their de-duplication window ended.
+    Forgotten(u64),
 }
 
 /// How [`follow`] reconnects and de-duplicates.
@@ -308,7 +314,12 @@ pub async fn follow<C: Connect>(
                         // another group).
                         let mut events = update.events;
                         events.retain(|e| asked.contains(group_name_of(&e.log_group)));
+                        let forgotten = seen.forgotten;
                         let fresh = seen.admit(events, elapsed_ms(clock));
+                        let n = seen.forgotten - forgotten;
+                        if n > 0 && tx.send(Notice::Forgotten(n)).await.is_err() {
+                            return;
+                        }
                         if !fresh.is_empty() && tx.send(Notice::Events(fresh)).await.is_err() {
                             return;
                         }
@@ -662,6 +673,12 @@ impl crate::convert::pipeline::Source for LiveSource {
                         batch.push(o, "", e.timestamp_ms, &e.message);
                     }
                     return Some(SourceEvent::Records(batch));
+                }
+                Notice::Forgotten(n) => {
+                    return Some(SourceEvent::Counted {
+                        limit: "live_tail_dedup",
+                        n,
+                    })
                 }
                 Notice::Sampled { groups } => {
                     self.sampled += 1;

@@ -14,16 +14,25 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// At most this many ids are remembered per group, whatever the window holds.
-pub const MAX_REMEMBERED: usize = 1_000_000;
+/// At most this many ids are remembered per group, whatever the window holds (about 60 bytes
+/// each: 16 MiB). Beyond it the oldest are forgotten, counted as `poll_ids`: a re-read could
+/// then show one of their events again (its spans are still de-duplicated by id).
+pub const MAX_REMEMBERED: usize = 1 << 18;
+
+/// An event id as remembered: 128 bits of two keyed hashes (the ids are 56 decimal digits;
+/// a collision, which would drop an event, is as likely as guessing a 128-bit key).
+type IdKey = u128;
 
 /// The sliding window of one log group.
 #[derive(Debug, Clone)]
 pub struct Window {
     overlap_ms: i64,
     start_ms: i64,
-    seen: HashSet<String>,
-    by_time: BTreeSet<(i64, String)>,
+    seen: HashSet<IdKey>,
+    by_time: BTreeSet<(i64, IdKey)>,
+    hashers: (foldhash::quality::RandomState, foldhash::quality::RandomState),
+    /// Ids forgotten at [`MAX_REMEMBERED`].
+    pub forgotten: u64,
 }
 
 impl Window {
@@ -34,7 +43,15 @@ impl Window {
             start_ms,
             seen: HashSet::new(),
             by_time: BTreeSet::new(),
+            hashers: Default::default(),
+            forgotten: 0,
         }
+    }
+
+    fn key(&self, id: &str) -> IdKey {
+        use std::hash::BuildHasher as _;
+        let (a, b) = (self.hashers.0.hash_one(id), self.hashers.1.hash_one(id));
+        (u128::from(a) << 64) | u128::from(b)
     }
 
     /// Where the next poll starts (FilterLogEvents `startTime`).
@@ -56,8 +73,9 @@ impl Window {
                 out.push(e);
                 continue;
             }
-            if self.seen.insert(e.event_id.clone()) {
-                self.by_time.insert((e.timestamp_ms, e.event_id.clone()));
+            let k = self.key(&e.event_id);
+            if self.seen.insert(k) {
+                self.by_time.insert((e.timestamp_ms, k));
                 out.push(e);
             }
         }
@@ -76,8 +94,8 @@ impl Window {
             if *ts >= self.start_ms {
                 break;
             }
-            if let Some((_, id)) = self.by_time.pop_first() {
-                self.seen.remove(&id);
+            if let Some((_, k)) = self.by_time.pop_first() {
+                self.seen.remove(&k);
             }
         }
     }
@@ -85,8 +103,9 @@ impl Window {
     fn enforce_cap(&mut self) {
         while self.seen.len() > MAX_REMEMBERED {
             match self.by_time.pop_first() {
-                Some((_, id)) => {
-                    self.seen.remove(&id);
+                Some((_, k)) => {
+                    self.seen.remove(&k);
+                    self.forgotten += 1;
                 }
                 None => break,
             }
@@ -157,7 +176,18 @@ impl PollSource {
                     let ok = loop {
                         match pages.next_page(&budget, &progress).await {
                             Ok(Some(events)) => {
+                                let forgotten = window.forgotten;
                                 let fresh = window.admit(events);
+                                let n = window.forgotten - forgotten;
+                                if n > 0 {
+                                    let ev = SourceEvent::Counted {
+                                        limit: "poll_ids",
+                                        n,
+                                    };
+                                    if tx.send(ev).await.is_err() {
+                                        return;
+                                    }
+                                }
                                 if fresh.is_empty() {
                                     continue;
                                 }
@@ -246,6 +276,20 @@ mod tests {
         w.advance(50_000);
         w.advance(10_000);
         assert_eq!(w.start_ms(), 49_000);
+    }
+
+    #[test]
+    fn the_ids_remembered_are_capped_and_the_forgotten_counted() {
+        let mut w = Window::new(0, i64::MAX / 2);
+        let events: Vec<Event> = (0..MAX_REMEMBERED as i64 + 3)
+            .map(|i| ev(i, &format!("{i:056}")))
+            .collect();
+        assert_eq!(w.admit(events).len(), MAX_REMEMBERED + 3);
+        assert_eq!((w.remembered(), w.forgotten), (MAX_REMEMBERED, 3));
+        // The newest are still recognised, the oldest not.
+        let (zero, nine) = (format!("{:056}", 0), format!("{:056}", 9));
+        let again = w.admit(vec![ev(0, &zero), ev(9, &nine)]);
+        assert_eq!(ids(&again), [zero.as_str()]);
     }
 
     #[test]
