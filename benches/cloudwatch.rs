@@ -132,7 +132,7 @@ async fn proxy(upstream: String, wire: Arc<Wire>) -> std::io::Result<String> {
 }
 
 async fn client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let sdk = spanline::convert::aws::config_loader()
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(

@@ -55,7 +55,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 fn logs_client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
     let config = rt().block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
+        spanline::convert::aws::config_loader()
             .endpoint_url(endpoint)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(

@@ -33,7 +33,7 @@ fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
 
 fn sdk_config_in(endpoint: &str, region: &'static str) -> aws_config::SdkConfig {
     rt().block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
+        spanline::convert::aws::config_loader()
             .endpoint_url(endpoint)
             .region(aws_config::Region::new(region))
             .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(

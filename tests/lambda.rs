@@ -499,7 +499,7 @@ pub(crate) async fn runtime_api(events: Vec<(String, Value)>) -> (String, Posted
 /// Creates a secret in moto's Secrets Manager; returns its ARN.
 fn create_secret(moto: &str, name: &str, value: &str) -> String {
     rt().block_on(async {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let config = spanline::convert::aws::config_loader()
             .endpoint_url(moto)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(

@@ -37,9 +37,7 @@ fn env_var(k: &str) -> Option<String> {
 
 /// Reads the OTLP headers secret (never printed; errors name the variable, not the value).
 async fn secret_headers(arn: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    let config = spanline::convert::aws::config_loader().load().await;
     let client = aws_sdk_secretsmanager::Client::new(&config);
     let out = client
         .get_secret_value()
@@ -96,7 +94,7 @@ async fn configure() -> anyhow::Result<Handler<OtlpSink>> {
     // Invocations a delivery cannot place are looked up in their log stream (FilterLogEvents,
     // at most 2 requests a second from this instance), unless SPANLINE_FETCH_BACK=off.
     if env_var("SPANLINE_FETCH_BACK").is_none_or(|v| v.trim() != "off") {
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let sdk = spanline::convert::aws::config_loader()
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .load()
             .await;

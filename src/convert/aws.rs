@@ -20,11 +20,24 @@ pub struct AwsOptions {
     pub endpoint_url: Option<String>,
 }
 
+/// The HTTP client of every AWS call: hyper and rustls with the ring crypto provider (the one
+/// the sinks use), the platform's root certificates as the SDK's default client has them.
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// `aws_config::defaults` (the latest behaviour version) with [`https_client`].
+pub fn config_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest()).http_client(https_client())
+}
+
 impl AwsOptions {
     /// Loads the shared configuration (reads files and the environment; may call IMDS/SSO).
     pub async fn load(&self) -> aws_config::SdkConfig {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(aws_config::retry::RetryConfig::disabled());
+        let mut loader = config_loader().retry_config(aws_config::retry::RetryConfig::disabled());
         if let Some(p) = &self.profile {
             loader = loader.profile_name(p);
         }

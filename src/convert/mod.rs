@@ -949,6 +949,8 @@ impl Converter {
         let limits = [
             ("pending_invocations", c.evicted_invocations),
             ("dedup_ids", c.dedup_forgotten),
+            ("finished_invocations", c.finished_forgotten),
+            ("callers", c.callers_forgotten),
         ];
         for (k, v) in limits {
             if v > 0 {

@@ -201,6 +201,10 @@ pub struct Counters {
     pub evicted_invocations: u64,
     /// Span ids forgotten by the de-duplication (a later copy of one would not be recognised).
     pub dedup_forgotten: u64,
+    /// Finished invocations forgotten (a late line of one would start it again).
+    pub finished_forgotten: u64,
+    /// Caller spans forgotten (an invocation calling back to one is not placed under it).
+    pub callers_forgotten: u64,
     /// Invocations placed under the caller's span that recorded their request id.
     pub placed_by_caller: u64,
     /// Invocations left without a trace at the end of a delivery (lambda mode): not sent.
@@ -571,6 +575,7 @@ impl Assembler {
             if self.callers_order.len() > self.limits.callers {
                 if let Some(old) = self.callers_order.pop_front() {
                     self.callers.remove(&old);
+                    self.counters.callers_forgotten += 1;
                 }
             }
         }
@@ -643,7 +648,9 @@ impl Assembler {
         let Some(req) = self.requests.remove(&key) else {
             return;
         };
-        self.finished.insert(key);
+        if self.finished.insert(key) == Some(true) {
+            self.counters.finished_forgotten += 1;
+        }
         self.held -= req.spans.len();
         let mut own = req.spans;
         let first_unfinished = own.len();

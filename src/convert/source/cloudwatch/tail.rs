@@ -30,7 +30,10 @@ pub struct Window {
     start_ms: i64,
     seen: HashSet<IdKey>,
     by_time: BTreeSet<(i64, IdKey)>,
-    hashers: (foldhash::quality::RandomState, foldhash::quality::RandomState),
+    hashers: (
+        foldhash::quality::RandomState,
+        foldhash::quality::RandomState,
+    ),
     /// Ids forgotten at [`MAX_REMEMBERED`].
     pub forgotten: u64,
 }
