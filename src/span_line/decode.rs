@@ -688,7 +688,9 @@ impl<'a> Iterator for FieldRefs<'a> {
                 Field::Attr(a) => return Some(FieldRef::Attr(a)),
                 Field::Resource(a) => return Some(FieldRef::Resource(a)),
                 Field::Event(offset_us, name) => return Some(FieldRef::Event { offset_us, name }),
-                Field::Link(trace_id, span_id) => return Some(FieldRef::Link { trace_id, span_id }),
+                Field::Link(trace_id, span_id) => {
+                    return Some(FieldRef::Link { trace_id, span_id })
+                }
                 _ => {}
             }
         }
@@ -974,7 +976,9 @@ pub fn decode(line: &str) -> Result<Record<'_>> {
     };
     // The common case, no control character, in one pass the compiler vectorises; the
     // position only when there is one.
-    if b.iter().fold(false, |any, &c| any | (c < 0x20) | (c == 0x7f)) {
+    if b.iter()
+        .fold(false, |any, &c| any | (c < 0x20) | (c == 0x7f))
+    {
         let p = b.iter().position(|&c| c < 0x20 || c == 0x7f).unwrap_or(0);
         return err(DecodeErrorKind::ControlChar, p);
     }

@@ -656,7 +656,10 @@ mod forwarding_tests {
                 tick(),
                 format!("2024-01-01T00:00:00.000Z\t{r}\tINFO\tSPLN1 {trace}{root} 1700000000000000 20s root;"),
             ));
-            out.push((tick(), format!("REPORT RequestId: {r}\tDuration: 1.00 ms\t")));
+            out.push((
+                tick(),
+                format!("REPORT RequestId: {r}\tDuration: 1.00 ms\t"),
+            ));
             if i < loose {
                 let lt = b.encode([0xee, i as u8 + 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
                 let ls = b.encode([0xee, i as u8 + 1, 0, 0, 0, 0, 0, 1]);
