@@ -6,7 +6,9 @@ use libfuzzer_sys::fuzz_target;
 use spanline::span_line::{decode, find_marker};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let line = match find_marker(text) {
         Some(at) => &text[at..],
         None => text,

@@ -66,11 +66,21 @@ fn httpdate_to_unix(s: &str) -> Option<u64> {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     let m = months.iter().position(|x| x == mon)? as i64 + 1;
-    let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let hms: Vec<i64> = time.split(':').filter_map(|x| x.parse().ok()).collect();
-    let [h, mi, se] = hms.as_slice() else {
-        return None;
+    // The fields are 2- and 4-digit numbers: held to their ranges, the arithmetic below cannot
+    // overflow whatever the server sends (a 17-digit year did).
+    let num = |s: &str, range: std::ops::RangeInclusive<i64>| {
+        s.parse::<i64>().ok().filter(|n| range.contains(n))
     };
+    let (d, y) = (num(day, 1..=31)?, num(year, 0..=9999)?);
+    let mut hms = time.split(':');
+    let (h, mi, se) = (
+        num(hms.next()?, 0..=23)?,
+        num(hms.next()?, 0..=59)?,
+        num(hms.next()?, 0..=60)?,
+    );
+    if hms.next().is_some() {
+        return None;
+    }
     let y2 = if m <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
@@ -188,6 +198,30 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert_eq!(parse_retry_after("soon", 0, cap), None);
+    }
+
+    #[test]
+    fn a_retry_after_date_out_of_range_is_refused_not_overflowed() {
+        // A server's date overflowed the i64 arithmetic (a panic with overflow checks, a wrong
+        // delay without): found writing the otlp_response fuzz target, whose seed
+        // `regression-retry-after-year` replays it.
+        let cap = Duration::from_secs(60);
+        for hostile in [
+            "Sun, 06 Nov 9999999999999999 08:49:37 GMT",
+            "Sun, 9223372036854775807 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 9223372036854775807:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:9223372036854775807 GMT",
+            "Sun, -6 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 08:49:37:00 GMT",
+            "Sun, 06 Nov 1994 08:49 GMT",
+        ] {
+            assert_eq!(parse_retry_after(hostile, 0, cap), None, "{hostile}");
+        }
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:60 GMT", 0, cap),
+            Some(cap)
+        );
     }
 
     #[cfg(feature = "convert")]

@@ -29,8 +29,11 @@ use std::path::{Path, PathBuf};
 /// Bytes of export lines sorted together.
 pub const EXPORT_SORT_WINDOW: usize = 4 << 20;
 
-/// Read buffer size: a syscall (or a gzip block) is amortised over hundreds of lines.
-const BUF_SIZE: usize = 256 * 1024;
+/// Read buffer size: a syscall (or a gzip block) is amortised over hundreds of lines. Kept
+/// under 128 KiB, where allocators (glibc's default mmap threshold, the address sanitizer's
+/// large-chunk allocator) switch to a fresh mapping per buffer: every small input would pay
+/// for an mmap, its page faults and an munmap.
+const BUF_SIZE: usize = 64 * 1024;
 
 /// Why an input could not be read (the records before the error were handed out).
 #[derive(Debug, thiserror::Error)]

@@ -806,8 +806,10 @@ pub fn decode_stream<R: Read>(
         .saturating_mul(6)
         .saturating_add(4096);
     let r = decode_docs(
+        // 64 KiB, as the file reader's buffer: below the size where allocators map a fresh
+        // region per buffer (one payload per Kinesis record or fuzz input).
         BufReader::with_capacity(
-            256 * 1024,
+            64 * 1024,
             QuoteGuard::new(
                 Limited::new(input, limits.max_payload, "--max-payload"),
                 value_limit,
