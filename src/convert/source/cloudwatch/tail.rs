@@ -381,6 +381,26 @@ impl Schedule {
     }
 }
 
+/// How much longer than `--interval` a round of reads over every group may take before the
+/// budget is said not to keep up: twice the interval, and at least a second more.
+pub fn falls_behind(interval_ms: i64, took_ms: i64) -> bool {
+    took_ms > interval_ms.saturating_mul(2) && took_ms.saturating_sub(interval_ms) >= 1_000
+}
+
+/// What to say when a round of reads over `groups` groups took `took_ms` (see
+/// [`falls_behind`]).
+pub fn behind_notice(groups: usize, interval_ms: i64, took_ms: i64) -> String {
+    let s = |ms: i64| ms as f64 / 1000.0;
+    format!(
+        "reading {groups} log groups took {:.1} s, over twice --interval {:.1} s: the request \
+         budget (--max-tps) cannot keep up, so events come later (none within --overlap is \
+         lost, only delayed); use a longer --interval, fewer groups, or a subscription \
+         (`spanline lambda`)",
+        s(took_ms),
+        s(interval_ms),
+    )
+}
+
 /// One group's ids and schedule.
 #[derive(Debug, Clone)]
 pub struct GroupPoll {
@@ -498,6 +518,7 @@ impl PollSource {
                 .iter()
                 .map(|_| GroupPoll::new(poll.start_ms, first, interval_ms, poll.overlap_ms))
                 .collect();
+            let mut behind_said: Option<i64> = None;
             loop {
                 let polled_at = crate::convert::time::now_ms();
                 for (i, (group, g)) in poll.groups.iter().zip(groups.iter_mut()).enumerate() {
@@ -552,6 +573,24 @@ impl PollSource {
                         g.schedule.done(&read);
                     }
                     g.polled();
+                }
+                let done_at = crate::convert::time::now_ms();
+                let took = done_at.saturating_sub(polled_at);
+                if falls_behind(interval_ms, took) {
+                    let ev = SourceEvent::Counted {
+                        limit: "poll_behind",
+                        n: 1,
+                    };
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                    if behind_said.is_none_or(|t| done_at.saturating_sub(t) >= NOTICE_EVERY_MS) {
+                        behind_said = Some(done_at);
+                        let n = behind_notice(poll.groups.len(), interval_ms, took);
+                        if tx.send(SourceEvent::Notice(n)).await.is_err() {
+                            return;
+                        }
+                    }
                 }
                 tokio::time::sleep(poll.interval).await;
             }

@@ -347,3 +347,18 @@ fn events_later_than_the_overlap_are_warned_about_before_the_first_is_lost() {
         run.notices
     );
 }
+
+#[test]
+fn a_round_slower_than_twice_the_interval_falls_behind() {
+    assert!(!falls_behind(5_000, 9_000));
+    assert!(falls_behind(5_000, 10_001));
+    // Short intervals: a second behind at least.
+    assert!(!falls_behind(300, 1_000));
+    assert!(falls_behind(300, 1_300));
+    let text = behind_notice(40, 2_000, 9_500);
+    assert!(text.contains("40 log groups took 9.5 s"), "{text}");
+    assert!(
+        text.contains("--max-tps") && text.contains("--interval 2.0 s"),
+        "{text}"
+    );
+}
