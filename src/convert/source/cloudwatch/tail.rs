@@ -28,6 +28,7 @@
 
 use super::budget::Budget;
 use super::filter::{page_batches, Event, Pages, Progress, Query};
+use super::late::{LateNotice, LateWatch, NOTICE_EVERY_MS};
 use crate::convert::pipeline::{Source, SourceEvent};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -116,38 +117,6 @@ impl Window {
     }
 }
 
-/// Ingestion lags (`ingestionTime − timestamp`) remembered per group for the percentiles.
-const LAG_SAMPLE: usize = 1024;
-
-/// The last [`LAG_SAMPLE`] ingestion lags of the events delivered, ms.
-#[derive(Debug, Clone, Default)]
-struct Lags {
-    ring: Vec<i64>,
-    next: usize,
-}
-
-impl Lags {
-    fn push(&mut self, lag_ms: i64) {
-        if self.ring.len() < LAG_SAMPLE {
-            self.ring.push(lag_ms);
-        } else if let Some(slot) = self.ring.get_mut(self.next) {
-            *slot = lag_ms;
-        }
-        self.next = (self.next + 1) % LAG_SAMPLE;
-    }
-
-    /// The `per_mille`/1000 quantile, `None` before the first event.
-    fn quantile(&self, per_mille: usize) -> Option<i64> {
-        if self.ring.is_empty() {
-            return None;
-        }
-        let mut v = self.ring.clone();
-        let i = ((v.len() - 1) * per_mille.min(1000)) / 1000;
-        let (_, q, _) = v.select_nth_unstable(i);
-        Some(*q)
-    }
-}
-
 /// Which pass of a [`Schedule`] a read belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pass {
@@ -172,50 +141,6 @@ pub struct Read {
     resume_ms: i64,
 }
 
-/// Events that arrived close to the overlap, or past it (see [`Schedule::observe`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LateNotice {
-    /// The largest lag among them, ms.
-    pub lag_ms: i64,
-    /// `--overlap`, ms.
-    pub overlap_ms: i64,
-    /// The 99th percentile of the lags measured, ms.
-    pub p99_ms: i64,
-    /// Events later than the overlap among them (found by luck: others like them are lost).
-    pub beyond: u64,
-}
-
-impl std::fmt::Display for LateNotice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = |ms: i64| ms as f64 / 1000.0;
-        write!(
-            f,
-            "an event was ingested {:.1} s after its timestamp ({}% of --overlap {:.0} s; \
-             99th percentile of the lag {:.1} s)",
-            s(self.lag_ms),
-            self.lag_ms.saturating_mul(100) / self.overlap_ms.max(1),
-            s(self.overlap_ms),
-            s(self.p99_ms),
-        )?;
-        if self.beyond > 0 {
-            write!(
-                f,
-                "; {} events came later than the overlap, so others may have been lost",
-                self.beyond
-            )?;
-        } else {
-            write!(f, "; events later than the overlap are lost")?;
-        }
-        write!(f, ": raise --overlap")
-    }
-}
-
-/// A lag above this fraction of the overlap (in per mille) is counted as `late_near_window`.
-const NEAR_PER_MILLE: i64 = 750;
-
-/// At most one [`LateNotice`] per group this often (event-free polls do not count).
-const NOTICE_EVERY_MS: i64 = 60_000;
-
 /// Longest time between two sweeps (late and final passes).
 const MAX_SWEEP_MS: i64 = 15_000;
 
@@ -232,12 +157,8 @@ pub struct Schedule {
     late_ms: i64,
     final_ms: i64,
     next_sweep_ms: i64,
-    lags: Lags,
-    noticed_at_ms: Option<i64>,
-    /// Events delivered whose lag was over 75 % of the overlap.
-    pub late_near_window: u64,
-    /// Events delivered whose lag was over the overlap (others like them are lost).
-    pub late_beyond_window: u64,
+    /// The lags measured, and the events near the overlap or past it.
+    pub late: LateWatch,
 }
 
 impl Schedule {
@@ -257,17 +178,14 @@ impl Schedule {
             late_ms: swept,
             final_ms: swept,
             next_sweep_ms: now_ms.saturating_add(sweep_ms),
-            lags: Lags::default(),
-            noticed_at_ms: None,
-            late_near_window: 0,
-            late_beyond_window: 0,
+            late: LateWatch::new(overlap_ms, "--overlap"),
         }
     }
 
     /// How far before the previous poll the head reads again: the 90th percentile of the lag,
     /// at most half the interval.
     pub fn head_lag_ms(&self) -> i64 {
-        self.lags
+        self.late
             .quantile(900)
             .unwrap_or(0)
             .clamp(0, self.interval_ms / 2)
@@ -276,14 +194,14 @@ impl Schedule {
     /// The age at which the late pass reads event time: the 99th percentile of the lag plus
     /// half of it, at most the overlap.
     pub fn late_window_ms(&self) -> i64 {
-        let p99 = self.lags.quantile(990).unwrap_or(self.overlap_ms);
+        let p99 = self.late.quantile(990).unwrap_or(self.overlap_ms);
         p99.saturating_add(p99 / 2).clamp(0, self.overlap_ms)
     }
 
     /// Whether the late pass is worth its read: the head misses events (the 99th percentile is
     /// past its reach) and the final pass would come much later.
     pub fn late_pass_on(&self) -> bool {
-        let p99 = self.lags.quantile(990).unwrap_or(0);
+        let p99 = self.late.quantile(990).unwrap_or(0);
         p99 > self.head_lag_ms() && self.late_window_ms() <= self.overlap_ms / 2
     }
 
@@ -343,41 +261,9 @@ impl Schedule {
         *cursor = (*cursor).max(read.resume_ms);
     }
 
-    /// Measures the ingestion lag of events delivered at `now_ms` (each once), counts those
-    /// close to the overlap or past it, and says so at most once a minute.
+    /// Measures the ingestion lag of events delivered at `now_ms` (see [`LateWatch::observe`]).
     pub fn observe(&mut self, delivered: &[Event], now_ms: i64) -> Option<LateNotice> {
-        let mut worst: Option<i64> = None;
-        let mut beyond = 0;
-        for e in delivered {
-            if e.ingestion_ms <= 0 {
-                continue;
-            }
-            let lag = e.ingestion_ms.saturating_sub(e.timestamp_ms).max(0);
-            self.lags.push(lag);
-            if lag > self.overlap_ms {
-                self.late_beyond_window += 1;
-                beyond += 1;
-            } else if lag.saturating_mul(1000) > self.overlap_ms.saturating_mul(NEAR_PER_MILLE) {
-                self.late_near_window += 1;
-            } else {
-                continue;
-            }
-            worst = Some(worst.map_or(lag, |w| w.max(lag)));
-        }
-        let lag_ms = worst?;
-        if self
-            .noticed_at_ms
-            .is_some_and(|t| now_ms.saturating_sub(t) < NOTICE_EVERY_MS)
-        {
-            return None;
-        }
-        self.noticed_at_ms = Some(now_ms);
-        Some(LateNotice {
-            lag_ms,
-            overlap_ms: self.overlap_ms,
-            p99_ms: self.lags.quantile(990).unwrap_or(lag_ms),
-            beyond,
-        })
+        self.late.observe(delivered, now_ms)
     }
 }
 
@@ -434,21 +320,15 @@ impl GroupPoll {
     pub fn take(&mut self, events: Vec<Event>, now_ms: i64) -> Taken {
         let before = (
             self.window.forgotten,
-            self.schedule.late_near_window,
-            self.schedule.late_beyond_window,
+            self.schedule.late.near,
+            self.schedule.late.beyond,
         );
         let fresh = self.window.admit(events);
         let notice = self.schedule.observe(&fresh, now_ms);
         let counted = [
             ("poll_ids", self.window.forgotten - before.0),
-            (
-                "late_near_window",
-                self.schedule.late_near_window - before.1,
-            ),
-            (
-                "late_beyond_window",
-                self.schedule.late_beyond_window - before.2,
-            ),
+            ("late_near_window", self.schedule.late.near - before.1),
+            ("late_beyond_window", self.schedule.late.beyond - before.2),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

@@ -1,4 +1,5 @@
 use super::super::filter::sort_events;
+use super::super::late::NOTICE_EVERY_MS;
 use super::*;
 use std::collections::HashMap;
 
