@@ -210,6 +210,11 @@ impl Schedule {
         self.sweep_ms
     }
 
+    /// Where the next head read starts.
+    pub fn head_start_ms(&self) -> i64 {
+        self.head_ms
+    }
+
     /// Ids of events before this can be forgotten: the final pass has read their time.
     pub fn window_start_ms(&self) -> i64 {
         self.final_ms
@@ -274,16 +279,17 @@ pub fn falls_behind(interval_ms: i64, took_ms: i64) -> bool {
 }
 
 /// What to say when a round of reads over `groups` groups took `took_ms` (see
-/// [`falls_behind`]).
-pub fn behind_notice(groups: usize, interval_ms: i64, took_ms: i64) -> String {
+/// [`falls_behind`]) and the head furthest behind starts `head_behind_ms` before now.
+pub fn behind_notice(groups: usize, interval_ms: i64, took_ms: i64, head_behind_ms: i64) -> String {
     let s = |ms: i64| ms as f64 / 1000.0;
     format!(
-        "reading {groups} log groups took {:.1} s, over twice --interval {:.1} s: the request \
-         budget (--max-tps) cannot keep up, so events come later (none within --overlap is \
-         lost, only delayed); use a longer --interval, fewer groups, or a subscription \
-         (`spanline lambda`)",
+        "reading {groups} log groups took {:.1} s, over twice --interval {:.1} s, and the \
+         furthest head read starts {:.1} s before now: the request budget (--max-tps) cannot \
+         keep up, so events come later (none within --overlap is lost, only delayed); use a \
+         longer --interval, fewer groups, or a subscription (`spanline lambda`)",
         s(took_ms),
         s(interval_ms),
+        s(head_behind_ms),
     )
 }
 
@@ -466,7 +472,12 @@ impl PollSource {
                     }
                     if behind_said.is_none_or(|t| done_at.saturating_sub(t) >= NOTICE_EVERY_MS) {
                         behind_said = Some(done_at);
-                        let n = behind_notice(poll.groups.len(), interval_ms, took);
+                        let head_behind = groups
+                            .iter()
+                            .map(|g| done_at.saturating_sub(g.schedule.head_start_ms()))
+                            .max()
+                            .unwrap_or(0);
+                        let n = behind_notice(poll.groups.len(), interval_ms, took, head_behind);
                         if tx.send(SourceEvent::Notice(n)).await.is_err() {
                             return;
                         }

@@ -356,8 +356,9 @@ fn a_round_slower_than_twice_the_interval_falls_behind() {
     // Short intervals: a second behind at least.
     assert!(!falls_behind(300, 1_000));
     assert!(falls_behind(300, 1_300));
-    let text = behind_notice(40, 2_000, 9_500);
+    let text = behind_notice(40, 2_000, 9_500, 12_250);
     assert!(text.contains("40 log groups took 9.5 s"), "{text}");
+    assert!(text.contains("starts 12.2 s before now"), "{text}");
     assert!(
         text.contains("--max-tps") && text.contains("--interval 2.0 s"),
         "{text}"
