@@ -588,14 +588,31 @@ fn tail_poll_picks_up_late_and_same_millisecond_events_once_and_flushes_on_ctrl_
     logs.put(&client, &logs.puts[half..logs.puts.len() - 1]);
     std::thread::sleep(Duration::from_millis(1000));
     logs.put(&client, &logs.puts[logs.puts.len() - 1..]);
-    // Several more polls, each re-reading the whole window.
-    std::thread::sleep(Duration::from_millis(2000));
+    // Events put now are ~30 s behind their timestamps: past the head, they come with the
+    // late pass (at 1.5 times the measured lag, every sweep). The late child span may wait
+    // for the flush. Generous timeout: the machine is shared.
+    let want = logs.expected_spans();
+    crate::support::poll(Duration::from_secs(90), || {
+        (file_span_ids_so_far(&out) + 1 >= want).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{} of {want} spans after 90 s\n{}",
+            file_span_ids_so_far(&out),
+            std::fs::read_to_string(dir.join("spanline.stderr")).unwrap_or_default()
+        )
+    });
+    // A few more polls, whose reads overlap the earlier ones.
+    std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: signalling our own child by its id.
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert_eq!(rc, 0);
     let run = wait_spanline(&dir, child, Duration::from_secs(30));
     assert!(run.status.success(), "{}\n{}", run.status, run.stderr);
     assert!(run.stderr.contains(" 0 duplicates"), "{}", run.stderr);
+    let records = format!(" {} records,", logs.puts.len());
+    assert!(run.stderr.contains(&records), "{records}\n{}", run.stderr);
+    assert!(run.stderr.contains(" events returned ("), "{}", run.stderr);
     let ids = file_span_ids(&out);
     assert_eq!(ids.len(), logs.expected_spans(), "{ids:?}\n{}", run.stderr);
     assert!(ids.values().all(|n| *n == 1), "{ids:?}");

@@ -718,3 +718,35 @@ fn a_backend_answering_503_and_429_is_retried_and_the_run_completes() {
     assert_eq!(s["spans_forwarded"], f.expected(), "{s}");
     f.assert_in_mlflow();
 }
+
+#[test]
+fn forward_warns_about_events_ingested_close_to_the_lateness() {
+    let mut f = Function::new();
+    let mut r = Runner::new("fwd-late-warning");
+    let lateness: &[&str] = &["--lateness", "1m"];
+    // Run 1: an invocation written on time.
+    let wave = f.wave(now_ms() - 5_000, 1);
+    f.put(&wave);
+    let run = r.run(&f, lateness);
+    let s = ok(&run);
+    assert!(s["limits"].get("late_near_window").is_none(), "{s}");
+    assert!(!run.stderr.contains("--lateness"), "{}", run.stderr);
+    // Run 2: an invocation back-dated by 50 s, over 75 % of the lateness but within it: it is
+    // forwarded, and its events are counted and warned about (the first run's are not measured
+    // again).
+    let wave = f.wave(now_ms() - 50_000, 1);
+    f.put(&wave);
+    let run = r.run(&f, lateness);
+    let s = ok(&run);
+    let near = s["limits"]["late_near_window"].as_u64().unwrap_or(0);
+    assert!((1..=wave.len() as u64).contains(&near), "{s}");
+    assert!(s["limits"].get("late_beyond_window").is_none(), "{s}");
+    assert!(
+        run.stderr.contains("% of --lateness 60 s"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("raise --lateness"), "{}", run.stderr);
+    r.assert_sent_once_but_the_killed_batch(&f);
+    f.assert_in_mlflow();
+}

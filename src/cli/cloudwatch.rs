@@ -147,8 +147,8 @@ pub struct TailArgs {
     /// `--poll`: time between polls (`5s`, `1m`, `500ms`).
     #[arg(long, default_value = "5s", value_name = "DURATION")]
     interval: String,
-    /// `--poll`: how much event time every poll reads again, for events ingested late or
-    /// sharing a millisecond; seen events are dropped by id.
+    /// `--poll`: how long after its timestamp an event may be ingested and still be
+    /// delivered (once: seen events are dropped by id); events near it are warned about.
     #[arg(long, default_value = "2m", value_name = "DURATION")]
     overlap: String,
     /// An invocation whose REPORT line has not come after this long (a crash, or a
@@ -321,8 +321,8 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
             overlap_ms,
             interval,
         };
-        let source = PollSource::start(client, budget, progress, poll);
-        pipeline::run(
+        let source = PollSource::start(client, budget, progress.clone(), poll);
+        let report = pipeline::run(
             source,
             sinks,
             NoCommit,
@@ -330,7 +330,15 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
             Some(ctrl_c()),
             Some(output::observer()),
         )
-        .await
+        .await;
+        // What the schedule costs: each event is returned by a few reads, once delivered.
+        let returned = progress.events.load(Ordering::Relaxed);
+        let per_record = returned as f64 / report.summary.records.max(1) as f64;
+        let what = format!(
+            "{what}, {} requests, {returned} events returned ({per_record:.2} per record)",
+            progress.requests.load(Ordering::Relaxed)
+        );
+        return Ok(output::finish(&report, &what, args.opts.strict));
     } else {
         use spanline::convert::source::cloudwatch::live::{
             live_tail_client, resolve_arns, LiveQuery, LiveSource, Policy, SdkConnector,

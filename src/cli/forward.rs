@@ -26,7 +26,7 @@ use spanline::convert::checkpoint::{
 use spanline::convert::pipeline::{self, Mode, Outcome, Report};
 use spanline::convert::source::cloudwatch::budget::Budget;
 use spanline::convert::source::cloudwatch::filter::{
-    resolve_groups, FilterSource, GroupRange, Progress, Query,
+    resolve_groups, FilterSource, GroupRange, LateCheck, Progress, Query,
 };
 use spanline::convert::time::now_ms;
 use std::collections::BTreeMap;
@@ -227,7 +227,21 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
         })
         .collect();
     // Groups one after another, inside one request budget.
-    let source = FilterSource::start(client, budget, progress.clone(), ranges.clone(), 1);
+    // Events that come close to the lateness, or past it, are said before they are lost.
+    // Those ingested before the cursor were measured by the previous run (but for the ones
+    // under an invocation held back, measured twice).
+    let watched = ranges
+        .iter()
+        .map(|r| {
+            let check = LateCheck {
+                window_ms: lateness,
+                flag: "--lateness",
+                ingested_after_ms: cp.groups.get(&r.group).map_or(i64::MIN, |s| s.cursor_ms),
+            };
+            (r.clone(), Some(check))
+        })
+        .collect();
+    let source = FilterSource::start_watching(client, budget, progress.clone(), watched, 1);
     let failed_groups = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let observer = {
         let failed_groups = Arc::clone(&failed_groups);

@@ -7,6 +7,7 @@
 //! *each stream in order*: so a group's events are sorted by [`order_key`] before they leave.
 
 use super::budget::Budget;
+use super::late::LateWatch;
 use crate::convert::aws::{classify_sdk, error_text};
 use crate::convert::pipeline::{InputFailure, Position, Source, SourceEvent};
 use crate::convert::record::{LogRecord, RecordBatch};
@@ -328,6 +329,18 @@ impl Drop for FilterSource {
     }
 }
 
+/// Late events to watch for in one group's range (see [`LateWatch`]).
+#[derive(Debug, Clone)]
+pub struct LateCheck {
+    /// How long after its timestamp an event may be ingested and still be read, ms.
+    pub window_ms: i64,
+    /// The flag that sets it (`--lateness`).
+    pub flag: &'static str,
+    /// Events ingested at or before this were there for an earlier read, which measured them:
+    /// they are not measured again.
+    pub ingested_after_ms: i64,
+}
+
 impl FilterSource {
     /// Starts reading `ranges`; group `i` is input `i`.
     pub fn start(
@@ -337,11 +350,25 @@ impl FilterSource {
         ranges: Vec<GroupRange>,
         parallel: usize,
     ) -> FilterSource {
+        let ranges = ranges.into_iter().map(|r| (r, None)).collect();
+        FilterSource::start_watching(client, budget, progress, ranges, parallel)
+    }
+
+    /// As [`FilterSource::start`], and for each range with a [`LateCheck`], events ingested
+    /// close to its window or past it are counted (`late_near_window`, `late_beyond_window`)
+    /// and said (a notice, at most once a minute per group).
+    pub fn start_watching(
+        client: aws_sdk_cloudwatchlogs::Client,
+        budget: Budget,
+        progress: Arc<Progress>,
+        ranges: Vec<(GroupRange, Option<LateCheck>)>,
+        parallel: usize,
+    ) -> FilterSource {
         // Each group's task holds the page it is handing on: `parallel` pages wait at most.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         let mut tasks = Vec::new();
-        for (i, range) in ranges.into_iter().enumerate() {
+        for (i, (range, check)) in ranges.into_iter().enumerate() {
             let (client, budget, progress, tx, permits) = (
                 client.clone(),
                 budget.clone(),
@@ -355,11 +382,19 @@ impl FilterSource {
                     return;
                 };
                 let GroupRange { group, query } = range;
+                let mut watch = check.as_ref().map(|c| LateWatch::new(c.window_ms, c.flag));
                 // One page in memory at a time: it goes downstream before the next is asked for.
                 let mut pages = Pages::new(&client, &group, &query);
                 let r = loop {
                     match pages.next_page(&budget, &progress).await {
                         Ok(Some(p)) => {
+                            if let (Some(w), Some(c)) = (watch.as_mut(), check.as_ref()) {
+                                for ev in late_events(w, c, &group, &p) {
+                                    if tx.send(ev).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
                             for b in page_batches(&group, &p, input) {
                                 if tx.send(SourceEvent::Records(b)).await.is_err() {
                                     return;
@@ -385,6 +420,32 @@ impl FilterSource {
         }
         FilterSource { rx, tasks }
     }
+}
+
+/// What `watch` has to say about a page of `group`: counts, and a notice.
+fn late_events(
+    watch: &mut LateWatch,
+    check: &LateCheck,
+    group: &str,
+    page: &[Event],
+) -> Vec<SourceEvent> {
+    let new: Vec<Event> = page
+        .iter()
+        .filter(|e| e.ingestion_ms > check.ingested_after_ms)
+        .cloned()
+        .collect();
+    let before = (watch.near, watch.beyond);
+    let notice = watch.observe(&new, crate::convert::time::now_ms());
+    let mut out: Vec<SourceEvent> = [
+        ("late_near_window", watch.near - before.0),
+        ("late_beyond_window", watch.beyond - before.1),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(limit, n)| SourceEvent::Counted { limit, n })
+    .collect();
+    out.extend(notice.map(|n| SourceEvent::Notice(format!("log group {group}: {n}"))));
+    out
 }
 
 impl Source for FilterSource {
@@ -511,6 +572,52 @@ mod tests {
         assert_eq!(got[0].event_id, a);
         assert_eq!(got[1].event_id, b);
         assert_eq!(got[2].event_id, "x");
+    }
+
+    #[test]
+    fn late_events_are_counted_once_per_run_and_said() {
+        let check = LateCheck {
+            window_ms: 60_000,
+            flag: "--lateness",
+            ingested_after_ms: 1_000_000,
+        };
+        let mut watch = LateWatch::new(check.window_ms, check.flag);
+        let page = [
+            // Ingested before the cursor: the previous run measured it.
+            ev("s", 900_000, 980_000, "1"),
+            // 50 s and 70 s late, after the cursor.
+            ev("s", 960_000, 1_010_000, "2"),
+            ev("s", 940_000, 1_010_000, "3"),
+            ev("s", 1_009_000, 1_010_000, "4"),
+        ];
+        let got = late_events(&mut watch, &check, "/aws/lambda/f", &page);
+        let counted: Vec<(&str, u64)> = got
+            .iter()
+            .filter_map(|e| match e {
+                SourceEvent::Counted { limit, n } => Some((*limit, *n)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            counted,
+            [("late_near_window", 1), ("late_beyond_window", 1)]
+        );
+        let notice = got.iter().find_map(|e| match e {
+            SourceEvent::Notice(n) => Some(n.as_str()),
+            _ => None,
+        });
+        let notice = notice.expect("a notice");
+        assert!(notice.starts_with("log group /aws/lambda/f: "), "{notice}");
+        assert!(notice.ends_with("raise --lateness"), "{notice}");
+        // The next page: counted, not said again within the minute.
+        let got = late_events(&mut watch, &check, "/aws/lambda/f", &page[1..2]);
+        assert!(matches!(
+            got.as_slice(),
+            [SourceEvent::Counted {
+                limit: "late_near_window",
+                n: 1
+            }]
+        ));
     }
 
     #[test]
