@@ -22,7 +22,7 @@ pub mod source;
 pub mod time;
 
 use crate::span_line::decode::{Attr as LineAttr, AttrValue};
-use crate::span_line::DecodeErrorKind;
+use crate::span_line::{DecodeErrorKind, SpanKind};
 use assemble::invocation::{resource_attributes, ReportFigures};
 use assemble::span::write_line_body;
 use assemble::{
@@ -595,12 +595,19 @@ impl Parser {
         let resource = self.resources.intern(&self.key_scratch, make);
         let span = Span::from_line_body(line, &facts, &mut body, resource);
         self.body_scratch = body;
-        let called = facts.called_request.map(|r| RequestId::new(&r.text()));
         // The request the line names: its own `*r=`, else the runtime prefix's.
         let named = match line.request_id {
             Some(r) => Some(RequestName::new(&r.text())),
             None => prefix_req.map(RequestName::new),
         };
+        // A request the span called: never its own invocation (a handler span that records its
+        // own `faas.invocation_id`, as OpenTelemetry's FaaS conventions do), and never on the
+        // receiving side of a call.
+        let called = facts
+            .called_request
+            .filter(|_| !matches!(facts.kind, SpanKind::Server | SpanKind::Consumer))
+            .map(|r| RequestId::new(&r.text()))
+            .filter(|c| named.as_ref().is_none_or(|n| n.id != *c));
         Item::Span {
             span,
             named,
@@ -1211,6 +1218,40 @@ mod tests {
             assert_eq!(inv.parent_span_id, caller_span, "under the caller's span");
             assert_eq!(inv.status, crate::span_line::StatusCode::Error);
             assert_eq!(conv.counters().placed_by_caller, 1);
+        }
+    }
+
+    /// A span that records its own invocation's id (`faas.invocation_id` on an OpenTelemetry
+    /// handler span, or any request-id key naming the request the span runs in) did not call
+    /// that invocation: the invocation is not placed under its own span (a cycle).
+    #[test]
+    fn a_span_recording_its_own_invocation_id_is_not_its_caller() {
+        for flags in ["s", "c", ""] {
+            let line = format!(
+                "2023-11-14T22:13:20.100Z\t{REQ}\tINFO\tSPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1700000000100000 5000{flags} handler faas.invocation_id={REQ};"
+            );
+            let mut conv = Converter::default();
+            for (t, m) in [
+                (1_700_000_000_010, format!("START RequestId: {REQ} Version: $LATEST")),
+                (1_700_000_000_100, line),
+                (
+                    1_700_000_000_200,
+                    format!("REPORT RequestId: {REQ}\tDuration: 190.00 ms\tBilled Duration: 190 ms\tMemory Size: 128 MB\tMax Memory Used: 60 MB\t"),
+                ),
+            ] {
+                conv.push(&rec("/aws/lambda/orders", "2023/11/14/[$LATEST]ab", t, &m));
+            }
+            let spans = conv.finish();
+            let handler = spans
+                .iter()
+                .find(|s| s.name() == "handler")
+                .expect("the span");
+            let inv = spans
+                .iter()
+                .find(|s| s.name() == "orders")
+                .expect("the invocation");
+            assert_ne!(inv.parent_span_id, Some(handler.span_id), "kind {flags:?}");
+            assert_eq!(conv.counters().placed_by_caller, 0, "kind {flags:?}");
         }
     }
 }
