@@ -12,7 +12,8 @@
 // The contract is src/span_line/FORMAT.md; an emitter is correct when it reproduces every canonical
 // vector byte for byte (see conformance.test.js).
 
-const crypto = require('crypto');
+// crypto is required on the first random id, not at import: cold start counts in Lambda.
+let crypto = null;
 
 const VERSION = 1;
 const PREFIX = 'SPLN1 ';
@@ -153,10 +154,22 @@ function hexDigit(h, i) {
   return v;
 }
 
-// `bytes` bytes given as hex → unpadded base64url (what Buffer's 'base64url' writes), without
-// allocating a Buffer: ids are encoded on every span.
+// Encoded ids, by hex text: a process encodes the same trace and parent ids again and again.
+const ID_CACHE_MAX = 2048;
+let idCache = new Map();
+
+// `bytes` bytes given as hex → unpadded base64url (what Buffer's 'base64url' writes).
 function idB64(hex, bytes) {
   const h = typeof hex === 'string' ? hex : String(hex);
+  const hit = idCache.get(h);
+  if (hit !== undefined && hit.length === (bytes === 16 ? 22 : 11)) return hit;
+  const b = idB64Compute(h, bytes);
+  if (idCache.size >= ID_CACHE_MAX) idCache = new Map();
+  idCache.set(h, b);
+  return b;
+}
+
+function idB64Compute(h, bytes) {
   if (h.length !== bytes * 2) {
     throw new TypeError(`spanline: expected ${bytes * 2} hex digits, got ${JSON.stringify(h)}`);
   }
@@ -182,12 +195,13 @@ function idB64(hex, bytes) {
 // Random ids come from a pool filled 4 KiB at a time: one randomBytes call per span costs
 // microseconds, a slice of the pool a few hundred nanoseconds.
 const POOL_SIZE = 4096;
-const pool = Buffer.alloc(POOL_SIZE);
+const pool = Buffer.allocUnsafe(POOL_SIZE);
 let poolOffset = POOL_SIZE;
 
 function randomId(bytes) {
   for (;;) {
     if (poolOffset + bytes > POOL_SIZE) {
+      if (crypto === null) crypto = require('crypto');
       crypto.randomFillSync(pool);
       poolOffset = 0;
     }
@@ -426,22 +440,24 @@ function encodeBatch(spans) {
 // ------------------------------------------------------------------------------------ clock
 
 // Wall clock in microseconds: Date.now() has millisecond resolution, so the microseconds come
-// from monotonic performance.now() deltas against an anchor that is re-synchronised when it drifts
+// from monotonic process.hrtime() deltas against an anchor that is re-synchronised when it drifts
 // from the wall clock by more than a millisecond (a frozen Lambda sandbox stops the monotonic
 // clock, not the wall clock). Plain numbers: microseconds since the epoch stay far below 2^53.
-const perf = globalThis.performance || require('perf_hooks').performance;
-let anchorWallUs = Date.now() * 1000;
-let anchorMono = perf.now();
-
+// (process.hrtime() rather than performance.now(): the `performance` global loads a module on
+// first use, most of a millisecond of cold start.)
 /** Monotonic microseconds (fractional), for durations. */
 function monoUs() {
-  return perf.now() * 1000;
+  const t = process.hrtime();
+  return t[0] * 1e6 + t[1] / 1e3;
 }
 
+let anchorWallUs = Date.now() * 1000;
+let anchorMono = monoUs();
+
 function nowUs() {
-  const mono = perf.now();
+  const mono = monoUs();
   const wallUs = Date.now() * 1000;
-  let est = anchorWallUs + Math.floor((mono - anchorMono) * 1000);
+  let est = anchorWallUs + Math.floor(mono - anchorMono);
   const drift = est - wallUs;
   if (drift > 1000 || drift < -1000) {
     anchorWallUs = wallUs;
