@@ -9,7 +9,7 @@
 
 const express = require('express');
 const opentracing = require('opentracing');
-const { SpanlineTracer } = require('./opentracing-spanline');
+const { SpanlineTracer } = require('../../emitters/node/opentracing.js');
 
 opentracing.initGlobalTracer(new SpanlineTracer({ component_name: process.env.SERVICE_NAME || 'express-app' }));
 const tracer = opentracing.globalTracer();

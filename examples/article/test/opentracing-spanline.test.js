@@ -3,7 +3,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const opentracing = require('opentracing');
-const { SpanlineTracer, SpanlineSpanContext } = require('../opentracing-spanline');
+const { SpanlineTracer, SpanlineSpanContext } = require('../../../emitters/node/opentracing.js');
 const { parseSpanLine, captureStdout } = require('./helpers');
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';

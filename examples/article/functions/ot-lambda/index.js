@@ -9,7 +9,7 @@
 // of the request body) that fail, or hang until the function times out.
 
 const opentracing = require('opentracing');
-const { SpanlineTracer } = require('../../opentracing-spanline');
+const { SpanlineTracer } = require('../../../../emitters/node/opentracing.js');
 
 const spanlineTracer = new SpanlineTracer(); // service: OTEL_SERVICE_NAME, else the log group's
 opentracing.initGlobalTracer(spanlineTracer);

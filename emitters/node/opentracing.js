@@ -2,13 +2,13 @@
 // A drop-in OpenTracing tracer for Node that prints span lines (src/span_line/FORMAT.md).
 //
 //   const opentracing = require('opentracing');
-//   const { SpanlineTracer } = require('./opentracing-spanline');
+//   const { SpanlineTracer } = require('spanline/opentracing');
 //   opentracing.initGlobalTracer(new SpanlineTracer({ component_name: 'node-service' }));
 //
 // It subclasses the `opentracing` package's Tracer / Span / SpanContext (overriding the `_startSpan`,
 // `_inject`, `_extract`, `_context`, `_tracer`, `_setOperationName`, `_setBaggageItem`,
 // `_getBaggageItem`, `_addTags`, `_log`, `_finish` hooks) and writes through the dependency-free
-// encoder examples/node/spanline.js. Each span prints one line to stdout when it finishes: zero
+// encoder spanline.js of this package. Each span prints one line to stdout when it finishes: zero
 // reporting delay, nothing over the network, no background timer, nothing to flush (`flush(cb)`
 // exists for code written against tracers that need it and calls back at once).
 //
@@ -28,8 +28,39 @@
 //   open record (flag `u`) at once, so a Lambda invocation that times out still joins its
 //   caller's trace. Use it for the handler's entry span.
 
-const opentracing = require('opentracing');
-const spanline = require('../node/spanline.js');
+const spanline = require('./spanline.js');
+
+// `opentracing` is an optional peer dependency: the application's copy, so that the tracer is an
+// instance of the application's `opentracing.Tracer`. Installed (inside node_modules), plain
+// resolution finds it. Required by path from a checkout of the repository (examples/article does
+// `require('../../emitters/node/opentracing.js')`), the copy next to the application's main
+// module or working directory is taken first, then this directory's own (its devDependency).
+function loadOpentracing() {
+  const path = require('path');
+  const from = [];
+  if (!__dirname.split(path.sep).includes('node_modules')) {
+    if (require.main && require.main.filename) from.push(path.dirname(require.main.filename));
+    from.push(process.cwd());
+  }
+  for (const dir of from) {
+    let resolved = null;
+    try {
+      resolved = require.resolve('opentracing', { paths: [dir] });
+    } catch (_) {
+      continue;
+    }
+    return require(resolved);
+  }
+  try {
+    return require('opentracing');
+  } catch (e) {
+    if (e && e.code === 'MODULE_NOT_FOUND') {
+      throw new Error("spanline/opentracing needs the 'opentracing' package: npm install opentracing");
+    }
+    throw e;
+  }
+}
+const opentracing = loadOpentracing();
 
 const FORMATS = new Set([opentracing.FORMAT_HTTP_HEADERS, opentracing.FORMAT_TEXT_MAP]);
 const TRACEPARENT_RE = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$/;
@@ -90,7 +121,7 @@ class SpanlineSpan extends opentracing.Span {
   constructor(tracer, inner, ctx) {
     super();
     this._otTracer = tracer;
-    this._inner = inner; // examples/node/spanline.js Span
+    this._inner = inner; // spanline.js Span
     this._ctx = ctx;
     this._errorMessage = null;
   }

@@ -12,7 +12,8 @@
 // The contract is src/span_line/FORMAT.md; an emitter is correct when it reproduces every canonical
 // vector byte for byte (see conformance.test.js).
 
-const crypto = require('crypto');
+// crypto is required on the first random id, not at import: cold start counts in Lambda.
+let crypto = null;
 
 const VERSION = 1;
 const PREFIX = 'SPLN1 ';
@@ -58,8 +59,25 @@ function strParts(s) {
   return [s === undefined || s === null ? '' : String(s), false];
 }
 
+// True when `s` is printable ASCII that `cls` writes as is (the common case: no Buffer needed).
+function plainAscii(s, cls) {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f || c === 0x25 || c === 0x3b) return false;
+    if (cls === CLASS_KEY) {
+      if (c === 0x3d || c === 0x23 || c === 0x7e || c === 0x21) return false;
+      if (i === 0 && isAsciiPunct(c) && c !== 0x5f && c !== 0x2e) return false;
+    } else if (cls === CLASS_NAME && i === 0 && (c === 0x22 || c === 0x7c)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Escapes `s` for `cls`, cut to `limit` UTF-8 bytes at a character boundary, with `%*` when cut.
 function escapeString(s, cls, limit) {
+  if (typeof s === 'string' && s.length <= limit && plainAscii(s, cls)) return s;
   const [text, wasCut] = strParts(s);
   let buf = Buffer.from(text, 'utf8');
   let cut = wasCut;
@@ -107,6 +125,7 @@ function toBigInt(v) {
 }
 
 function intText(v) {
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return v === 0 ? '0' : String(v);
   let n = toBigInt(v);
   if (n < I64_MIN) n = I64_MIN;
   if (n > I64_MAX) n = I64_MAX;
@@ -114,26 +133,83 @@ function intText(v) {
 }
 
 function uintText(v) {
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return v > 0 ? String(v) : '0';
   const n = toBigInt(v);
   return (n < 0n ? 0n : n).toString();
 }
 
 // ------------------------------------------------------------------------------------ ids
 
-const HEX_RE = /^[0-9a-fA-F]+$/;
+const B64URL = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+const HEX_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < 16; i++) {
+  HEX_VALUE['0123456789abcdef'.charCodeAt(i)] = i;
+  HEX_VALUE['0123456789ABCDEF'.charCodeAt(i)] = i;
+}
 
+function hexDigit(h, i) {
+  const c = h.charCodeAt(i);
+  const v = c < 128 ? HEX_VALUE[c] : -1;
+  if (v < 0) throw new TypeError(`spanline: expected ${h.length} hex digits, got ${JSON.stringify(h)}`);
+  return v;
+}
+
+// Encoded ids, by hex text: a process encodes the same trace and parent ids again and again.
+const ID_CACHE_MAX = 2048;
+let idCache = new Map();
+
+// `bytes` bytes given as hex → unpadded base64url (what Buffer's 'base64url' writes).
 function idB64(hex, bytes) {
-  const h = String(hex);
-  if (h.length !== bytes * 2 || !HEX_RE.test(h)) {
+  const h = typeof hex === 'string' ? hex : String(hex);
+  const hit = idCache.get(h);
+  if (hit !== undefined && hit.length === (bytes === 16 ? 22 : 11)) return hit;
+  const b = idB64Compute(h, bytes);
+  if (idCache.size >= ID_CACHE_MAX) idCache = new Map();
+  idCache.set(h, b);
+  return b;
+}
+
+function idB64Compute(h, bytes) {
+  if (h.length !== bytes * 2) {
     throw new TypeError(`spanline: expected ${bytes * 2} hex digits, got ${JSON.stringify(h)}`);
   }
-  return Buffer.from(h, 'hex').toString('base64url');
+  let out = '';
+  let i = 0;
+  const n = bytes * 2;
+  for (; i + 6 <= n; i += 6) { // 3 bytes → 4 characters
+    const v = (hexDigit(h, i) << 20) | (hexDigit(h, i + 1) << 16) | (hexDigit(h, i + 2) << 12) |
+      (hexDigit(h, i + 3) << 8) | (hexDigit(h, i + 4) << 4) | hexDigit(h, i + 5);
+    out += B64URL[v >> 18] + B64URL[(v >> 12) & 63] + B64URL[(v >> 6) & 63] + B64URL[v & 63];
+  }
+  const rest = (n - i) / 2;
+  if (rest === 1) {
+    const v = (hexDigit(h, i) << 4) | hexDigit(h, i + 1);
+    out += B64URL[v >> 2] + B64URL[(v & 3) << 4];
+  } else if (rest === 2) {
+    const v = (hexDigit(h, i) << 12) | (hexDigit(h, i + 1) << 8) | (hexDigit(h, i + 2) << 4) | hexDigit(h, i + 3);
+    out += B64URL[v >> 10] + B64URL[(v >> 4) & 63] + B64URL[(v & 15) << 2];
+  }
+  return out;
 }
+
+// Random ids come from a pool filled 4 KiB at a time: one randomBytes call per span costs
+// microseconds, a slice of the pool a few hundred nanoseconds.
+const POOL_SIZE = 4096;
+const pool = Buffer.allocUnsafe(POOL_SIZE);
+let poolOffset = POOL_SIZE;
 
 function randomId(bytes) {
   for (;;) {
-    const b = crypto.randomBytes(bytes);
-    if (b.some((x) => x !== 0)) return b.toString('hex');
+    if (poolOffset + bytes > POOL_SIZE) {
+      if (crypto === null) crypto = require('crypto');
+      crypto.randomFillSync(pool);
+      poolOffset = 0;
+    }
+    const start = poolOffset;
+    poolOffset += bytes;
+    for (let i = start; i < start + bytes; i++) {
+      if (pool[i] !== 0) return pool.toString('hex', start, start + bytes);
+    }
   }
 }
 
@@ -364,23 +440,31 @@ function encodeBatch(spans) {
 // ------------------------------------------------------------------------------------ clock
 
 // Wall clock in microseconds: Date.now() has millisecond resolution, so the microseconds come
-// from process.hrtime.bigint() deltas against an anchor that is re-synchronised when it drifts
+// from monotonic process.hrtime() deltas against an anchor that is re-synchronised when it drifts
 // from the wall clock by more than a millisecond (a frozen Lambda sandbox stops the monotonic
-// clock, not the wall clock).
-let anchorWallUs = BigInt(Date.now()) * 1000n;
-let anchorHr = process.hrtime.bigint();
+// clock, not the wall clock). Plain numbers: microseconds since the epoch stay far below 2^53.
+// (process.hrtime() rather than performance.now(): the `performance` global loads a module on
+// first use, most of a millisecond of cold start.)
+/** Monotonic microseconds (fractional), for durations. */
+function monoUs() {
+  const t = process.hrtime();
+  return t[0] * 1e6 + t[1] / 1e3;
+}
+
+let anchorWallUs = Date.now() * 1000;
+let anchorMono = monoUs();
 
 function nowUs() {
-  const hr = process.hrtime.bigint();
-  const wallUs = BigInt(Date.now()) * 1000n;
-  let est = anchorWallUs + (hr - anchorHr) / 1000n;
+  const mono = monoUs();
+  const wallUs = Date.now() * 1000;
+  let est = anchorWallUs + Math.floor(mono - anchorMono);
   const drift = est - wallUs;
-  if (drift > 1000n || drift < -1000n) {
+  if (drift > 1000 || drift < -1000) {
     anchorWallUs = wallUs;
-    anchorHr = hr;
+    anchorMono = mono;
     est = wallUs;
   }
-  return Number(est);
+  return est;
 }
 
 // ------------------------------------------------------------------------------------ emitter
@@ -476,7 +560,7 @@ class Span {
       this._startHr = null;
     } else {
       this._startUs = nowUs();
-      this._startHr = process.hrtime.bigint();
+      this._startHr = monoUs();
     }
     const follows = opts.followsFrom === undefined ? [] : [].concat(opts.followsFrom);
     for (const f of follows) this.addLink(f);
@@ -544,7 +628,7 @@ class Span {
 
   _offsetUs(timestampMs) {
     if (timestampMs !== undefined && timestampMs !== null) return Math.round(Number(timestampMs) * 1000) - this._startUs;
-    if (this._startHr !== null) return Number((process.hrtime.bigint() - this._startHr) / 1000n);
+    if (this._startHr !== null) return Math.floor(monoUs() - this._startHr);
     return nowUs() - this._startUs;
   }
 
@@ -646,7 +730,7 @@ class Span {
     try {
       let dur;
       if (finishTime !== undefined && finishTime !== null) dur = Math.round(Number(finishTime) * 1000) - this._startUs;
-      else if (this._startHr !== null) dur = Number((process.hrtime.bigint() - this._startHr) / 1000n);
+      else if (this._startHr !== null) dur = Math.floor(monoUs() - this._startHr);
       else dur = nowUs() - this._startUs;
       this._tracer._emit(this.toModel(Math.max(0, dur)));
     } catch (e) {

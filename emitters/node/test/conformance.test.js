@@ -1,12 +1,12 @@
 'use strict';
-// Run with: node --test examples/node/
+// Run with: node --test test/ (in emitters/node)
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const fs = require('node:fs');
-const spanline = require('./spanline.js');
+const spanline = require('../spanline.js');
 
-const FIXTURES = path.join(__dirname, '..', '..', 'fixtures', 'conformance');
+const FIXTURES = path.join(__dirname, '..', '..', '..', 'fixtures', 'conformance');
 const valid = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'valid.json'), 'utf8')).vectors;
 
 test('there are canonical vectors', () => {

@@ -1,12 +1,12 @@
 'use strict';
-// Open records (FORMAT.md §3, flag `u`): run with node --test examples/node/
+// Open records (FORMAT.md §3, flag `u`): run with node --test test/ (in emitters/node)
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const fs = require('node:fs');
-const spanline = require('./spanline.js');
+const spanline = require('../spanline.js');
 
-const valid = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'fixtures', 'conformance', 'valid.json'), 'utf8')).vectors;
+const valid = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'fixtures', 'conformance', 'valid.json'), 'utf8')).vectors;
 
 function capture(fn) {
   const chunks = [];
