@@ -42,7 +42,9 @@ cargo test --all-features
 
 step "Node and Python emitters against the conformance vectors"
 node --test examples/node/
-python3 -m unittest discover -s examples/python -p 'test_*.py' -v
+python3 -m venv target/emitter-venv
+target/emitter-venv/bin/pip install -q -r emitters/python/requirements-dev.txt ./emitters/python
+SPANLINE_BIN="$PWD/target/debug/spanline" target/emitter-venv/bin/python -m unittest discover -s emitters/python/tests -v
 
 step "the article's story: OpenTracing tracer, Express app, Lambda harness (examples/article)"
 (cd examples/article && node --test test/ && python3 -m unittest discover -s . -p 'test_*.py' -v)

@@ -9,7 +9,7 @@ Standard library only, Python >= 3.9. Two layers:
   OpenTracing wrapper can build on.
 
 The contract is ``src/span_line/FORMAT.md``; an emitter is correct when it reproduces every
-canonical vector byte for byte (see ``test_conformance.py``).
+canonical vector byte for byte (see ``tests/test_conformance.py``).
 """
 
 import base64
