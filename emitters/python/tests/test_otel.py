@@ -166,6 +166,40 @@ class Bridge(unittest.TestCase):
             provider.get_tracer("t").start_span("work").end()
         self.assertTrue(out.getvalue().endswith(" *r=req-7;\n"), out.getvalue())
 
+    def test_direct_line_is_the_encoders_line(self):
+        import random
+
+        from spanline import encode_span
+        from spanline.otel import span_to_model
+
+        rnd = random.Random(5)
+        texts = ["", "a", "x;y", "100%", "é", "=k", "_k", "|p", "x" * 130, "y" * 600, "tab\t"]
+        values = texts + [0, -3, 2 ** 70, 1.5, 1e21, True, False, ("a", "b"), [1, 2]]
+        memory = InMemorySpanExporter()
+        provider = TracerProvider(resource=RESOURCE)
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        tracer = provider.get_tracer("t")
+        for i in range(300):
+            kind = rnd.choice(list(SpanKind))
+            span = tracer.start_span(rnd.choice(texts), context=extract(REMOTE) if rnd.random() < 0.5 else None,
+                                     kind=kind)
+            for _ in range(rnd.randint(0, 6)):
+                span.set_attribute(rnd.choice(texts + ["k%d" % rnd.randint(0, 9)]) or "e", rnd.choice(values))
+            if rnd.random() < 0.3:
+                span.set_attribute("faas.invocation_id", "req-%d" % i)
+            if rnd.random() < 0.3:
+                span.set_status(Status(StatusCode.ERROR, rnd.choice(texts) or None) if rnd.random() < 0.7 else Status(StatusCode.OK))
+            span.end()
+        processor = SpanlineSpanProcessor()
+        n = 0
+        for span in memory.get_finished_spans():
+            for rid in (None, "req-0"):
+                direct = processor._direct(span, rid)
+                model = span_to_model(span, rid)
+                self.assertEqual(direct, encode_span(model) + "\n")
+                n += 1
+        self.assertEqual(n, 600)
+
     def test_on_end_never_raises(self):
         class Broken:
             def write(self, _):

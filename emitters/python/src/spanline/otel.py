@@ -37,13 +37,13 @@ conventions it names the request a client span *called*, which is how the conver
 
 import json
 import sys
-import threading
 
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 
-from . import I64_MAX, I64_MIN, encode_span
+from . import (CLASS_KEY, CLASS_NAME, I64_MAX, I64_MIN, MAX_ATTRIBUTES, MAX_KEY, MAX_LINE, MAX_NAME, PREFIX,
+               RESERVE, _attr_field, _b64, _special, encode_span, escape_string, format_float)
 
 __all__ = ["SpanlineSpanProcessor", "SpanlineSpanExporter", "span_to_model", "encode_otel_span"]
 
@@ -53,6 +53,9 @@ _KIND = {
 }
 _STATUS = {StatusCode.UNSET: "unset", StatusCode.OK: "ok", StatusCode.ERROR: "error"}
 _ENTRY_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
+_KIND_LETTER = {SpanKind.INTERNAL: "", SpanKind.SERVER: "s", SpanKind.CLIENT: "c", SpanKind.PRODUCER: "p",
+                SpanKind.CONSUMER: "o"}
+_STATUS_LETTER = {StatusCode.UNSET: "", StatusCode.OK: "k", StatusCode.ERROR: "e"}
 REQUEST_ID_KEY = "faas.invocation_id"
 DEFAULT_SKIP_RESOURCE_PREFIXES = ("telemetry.sdk.",)
 
@@ -166,18 +169,106 @@ def encode_otel_span(span, request_id=None):
     return encode_span(span_to_model(span, request_id))
 
 
+_KEYS = {}  # attribute key -> its escaped text (keys repeat; bounded)
+
+
+def _key_text(k):
+    t = _KEYS.get(k)
+    if t is None:
+        t = escape_string(k, CLASS_KEY, MAX_KEY) if k else "_"
+        if len(_KEYS) < 4096:
+            _KEYS[k] = t
+    return t
+
+
+def _field(k, v):
+    """One attribute field (with its leading space) as _attr_field(_attr(k, v)) writes it."""
+    t = type(v)
+    if t is str:
+        return " " + _key_text(k) + "=" + escape_string(v)
+    if t is bool:
+        return " " + _key_text(k) + ("!t" if v else "!f")
+    if t is int and I64_MIN <= v <= I64_MAX:
+        return " " + _key_text(k) + "#" + str(v)
+    if t is float:
+        return " " + _key_text(k) + "~" + format_float(v)
+    return _attr_field("", _attr(k, v))
+
+
 class _Writer:
     def __init__(self, skip_resource_prefixes, request_id):
         self.request_id = request_id
         self.failures = 0
         self._warned = False
         self._resources = _ResourceCache(skip_resource_prefixes)
+        self._tail_key = None
+        self._tail = ""
+        self._trace = (None, "")
+
+    def _direct(self, span, request_id):
+        """The line (with newline) that encoding span_to_model(span) makes, built directly; None
+        when the span has events, links, drops or many attributes, or is near the line limit."""
+        if span.events or span.links:
+            return None
+        attributes = span.attributes
+        if attributes and len(attributes) > MAX_ATTRIBUTES:
+            return None
+        if getattr(span, "dropped_attributes", 0) or getattr(span, "dropped_events", 0) or \
+                getattr(span, "dropped_links", 0):
+            return None
+        kind = span.kind
+        skip = None
+        if kind in _ENTRY_KINDS and attributes:
+            own = attributes.get(REQUEST_ID_KEY)
+            if isinstance(own, str) and own:
+                request_id, skip = own, REQUEST_ID_KEY
+        ctx = span.context
+        tid = ctx.trace_id
+        tr = self._trace
+        if tr[0] != tid:
+            tr = self._trace = (tid, _b64(tid.to_bytes(16, "big")))
+        parent = span.parent
+        start_ns = span.start_time or 0
+        end_ns = span.end_time or start_ns
+        start_us = start_ns // 1000
+        dur = end_ns // 1000 - start_us
+        status = span.status
+        code = status.status_code
+        parts = [PREFIX, tr[1], _b64(ctx.span_id.to_bytes(8, "big")),
+                 "" if parent is None else _b64(parent.span_id.to_bytes(8, "big")),
+                 " ", str(start_us), " ", str(dur) if dur > 0 else "0",
+                 _KIND_LETTER.get(kind, ""), _STATUS_LETTER.get(code, ""), " ",
+                 escape_string(span.name, CLASS_NAME, MAX_NAME)]
+        if attributes:
+            for k, v in attributes.items():
+                if k != skip:
+                    parts.append(_field(k, v))
+        if code == StatusCode.ERROR and status.description:
+            parts.append(_special("m", status.description))
+        resource = span.resource
+        key = (resource, request_id)
+        if self._tail_key != key:
+            service, res = self._resources.get(resource)
+            t = "" if request_id is None else _special("r", request_id)
+            if service is not None:
+                t += _special("s", service)
+            for a in res:
+                t += _attr_field("+", a)
+            self._tail_key, self._tail = key, t
+        parts.append(self._tail)
+        line = "".join(parts)
+        if len(line) * 4 > MAX_LINE - RESERVE and len(line.encode("utf-8")) > MAX_LINE - RESERVE:
+            return None
+        return line + ";\n"
 
     def set_request_id(self, request_id):
         """The Lambda request id (``context.aws_request_id``) for spans that do not carry one."""
         self.request_id = None if request_id is None else str(request_id)
 
     def _line(self, span, request_id):
+        line = self._direct(span, request_id)
+        if line is not None:
+            return line
         service, resource = self._resources.get(span.resource)
         return encode_span(span_to_model(span, request_id, service, resource)) + "\n"
 
@@ -207,16 +298,16 @@ class SpanlineSpanProcessor(_Writer, SpanProcessor):
 
     def __init__(self, skip_resource_prefixes=DEFAULT_SKIP_RESOURCE_PREFIXES, request_id=None):
         _Writer.__init__(self, skip_resource_prefixes, request_id)
-        self._lock = threading.Lock()
         self._live = {}  # span id -> (parent span id, span): local spans not ended yet
 
     def on_start(self, span, parent_context=None):
         try:
             parent = span.parent
-            with self._lock:
-                if len(self._live) > 10000:  # spans that never end must not grow this forever
-                    self._live.clear()
-                self._live[span.context.span_id] = (None if parent is None else parent.span_id, span)
+            live = self._live
+            if len(live) > 10000:  # spans that never end must not grow this forever
+                live.clear()
+            # one dict store, atomic under the GIL (and in free-threaded builds' dicts)
+            live[span.context.span_id] = (None if parent is None else parent.span_id, span)
         except Exception as e:  # noqa: BLE001
             self._fail(e)
 
@@ -224,31 +315,30 @@ class SpanlineSpanProcessor(_Writer, SpanProcessor):
         """``faas.invocation_id`` of the nearest local entry ancestor that has one."""
         parent = span.parent
         pid = None if parent is None else parent.span_id
-        with self._lock:
-            for _ in range(64):
-                item = self._live.get(pid) if pid is not None else None
-                if item is None:
-                    return None
-                pid, anc = item
-                if anc.kind in _ENTRY_KINDS:
-                    attrs = anc.attributes
-                    own = attrs.get(REQUEST_ID_KEY) if attrs else None
-                    if isinstance(own, str) and own:
-                        return own
+        live = self._live
+        for _ in range(64):
+            item = live.get(pid) if pid is not None else None
+            if item is None:
+                return None
+            pid, anc = item
+            if anc.kind in _ENTRY_KINDS:
+                attrs = anc.attributes
+                own = attrs.get(REQUEST_ID_KEY) if attrs else None
+                if isinstance(own, str) and own:
+                    return own
         return None
 
     def on_end(self, span):
         try:
-            with self._lock:
-                self._live.pop(span.context.span_id, None)
-            rid = self._entry_request_id(span) if self._live else None
+            live = self._live
+            live.pop(span.context.span_id, None)
+            rid = self._entry_request_id(span) if live else None
             self._write(self._line(span, rid or self.request_id))
         except Exception as e:  # noqa: BLE001
             self._fail(e)
 
     def shutdown(self):
-        with self._lock:
-            self._live.clear()
+        self._live.clear()
 
     def force_flush(self, timeout_millis=30000):
         return True
