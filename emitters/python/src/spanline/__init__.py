@@ -447,7 +447,59 @@ _KIND_NAMES = {
 
 
 def _kind_name(k):
-    return _KIND_NAMES.get(str(k).lower()) if k is not None else None
+    n = _KIND_NAMES.get(k) if type(k) is str else None
+    return n if n is not None else (_KIND_NAMES.get(str(k).lower()) if k is not None else None)
+
+
+def _plain(value):
+    """An attribute value as str, int (64-bit), float or bool: what _typed_attr makes of it."""
+    t = type(value)
+    if t is str or t is bool or t is float:
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        n = int(value)
+        return n if I64_MIN <= n <= I64_MAX else str(n)
+    if isinstance(value, float):
+        return float(value)
+    return _typed_attr("", value)["value"]
+
+
+_KEYS = {}  # key -> escaped text; keys repeat (bounded)
+_NAMES = {}  # span name -> escaped text (bounded)
+
+
+def _key_text(k):
+    t = _KEYS.get(k)
+    if t is None:
+        t = escape_string(k, CLASS_KEY, MAX_KEY) if k else "_"
+        if len(_KEYS) < 4096 and type(k) is str:
+            _KEYS[k] = t
+    return t
+
+
+def _name_text(n):
+    t = _NAMES.get(n)
+    if t is None:
+        t = escape_string(n, CLASS_NAME, MAX_NAME)
+        if len(_NAMES) < 4096 and type(n) is str:
+            _NAMES[n] = t
+    return t
+
+
+def _field(k, v):
+    """One attribute field (with its leading space), as _attr_field(_typed_attr(k, v)) writes it."""
+    t = type(v)
+    if t is str:
+        return " " + _key_text(k) + "=" + escape_string(v)
+    if t is bool:
+        return " " + _key_text(k) + ("!t" if v else "!f")
+    if t is int and I64_MIN <= v <= I64_MAX:
+        return " " + _key_text(k) + "#" + str(v)
+    if t is float:
+        return " " + _key_text(k) + "~" + format_float(v)
+    return _attr_field("", _typed_attr(k, v))
 
 
 def _typed_attr(key, value):
@@ -619,7 +671,7 @@ class Span:
             if k not in self._attrs and len(self._attrs) >= MAX_ATTRIBUTES:
                 self._dropped_attrs += 1
             else:
-                self._attrs[k] = _typed_attr(k, value)
+                self._attrs[k] = _plain(value)
         except Exception as e:  # noqa: BLE001
             self._tracer._fail(e)
         return self
@@ -702,7 +754,7 @@ class Span:
             "kind": self._kind, "status": self._status, "status_message": self._status_message,
             "service": self._tracer.service,
             "request_id": None if self._request_id is None else str(self._request_id),
-            "attributes": list(self._attrs.values()), "events": self._events, "links": self._links,
+            "attributes": [_typed_attr(k, v) for k, v in self._attrs.items()], "events": self._events, "links": self._links,
             "resource": self._tracer.resource,
             "dropped": {"attributes": self._dropped_attrs, "events": self._dropped_events,
                         "links": self._dropped_links},
@@ -716,9 +768,9 @@ class Span:
         start = self._start_us
         parts = [PREFIX, self._ids, " ", str(start) if start >= 0 else "0", " ", str(dur),
                  _KIND_LETTER.get(self._kind, "") + _STATUS_LETTER.get(self._status, ""), " ",
-                 escape_string(self._name, CLASS_NAME, MAX_NAME)]
-        for a in self._attrs.values():
-            parts.append(_attr_field("", a))
+                 _name_text(self._name)]
+        for k, v in self._attrs.items():
+            parts.append(_field(k, v))
         if self._status_message is not None:
             parts.append(_special("m", self._status_message))
         parts.append(self._tracer._tail(self._request_id))

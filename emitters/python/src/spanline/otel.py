@@ -42,8 +42,8 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 
-from . import (CLASS_KEY, CLASS_NAME, I64_MAX, I64_MIN, MAX_ATTRIBUTES, MAX_KEY, MAX_LINE, MAX_NAME, PREFIX,
-               RESERVE, _attr_field, _b64, _special, encode_span, escape_string, format_float)
+from . import (I64_MAX, I64_MIN, MAX_ATTRIBUTES, MAX_LINE, PREFIX, RESERVE, _attr_field, _b64, _field, _name_text,
+               _special, encode_span)
 
 __all__ = ["SpanlineSpanProcessor", "SpanlineSpanExporter", "span_to_model", "encode_otel_span"]
 
@@ -169,32 +169,6 @@ def encode_otel_span(span, request_id=None):
     return encode_span(span_to_model(span, request_id))
 
 
-_KEYS = {}  # attribute key -> its escaped text (keys repeat; bounded)
-
-
-def _key_text(k):
-    t = _KEYS.get(k)
-    if t is None:
-        t = escape_string(k, CLASS_KEY, MAX_KEY) if k else "_"
-        if len(_KEYS) < 4096:
-            _KEYS[k] = t
-    return t
-
-
-def _field(k, v):
-    """One attribute field (with its leading space) as _attr_field(_attr(k, v)) writes it."""
-    t = type(v)
-    if t is str:
-        return " " + _key_text(k) + "=" + escape_string(v)
-    if t is bool:
-        return " " + _key_text(k) + ("!t" if v else "!f")
-    if t is int and I64_MIN <= v <= I64_MAX:
-        return " " + _key_text(k) + "#" + str(v)
-    if t is float:
-        return " " + _key_text(k) + "~" + format_float(v)
-    return _attr_field("", _attr(k, v))
-
-
 class _Writer:
     def __init__(self, skip_resource_prefixes, request_id):
         self.request_id = request_id
@@ -238,11 +212,12 @@ class _Writer:
                  "" if parent is None else _b64(parent.span_id.to_bytes(8, "big")),
                  " ", str(start_us), " ", str(dur) if dur > 0 else "0",
                  _KIND_LETTER.get(kind, ""), _STATUS_LETTER.get(code, ""), " ",
-                 escape_string(span.name, CLASS_NAME, MAX_NAME)]
+                 _name_text(span.name)]
         if attributes:
             for k, v in attributes.items():
                 if k != skip:
-                    parts.append(_field(k, v))
+                    parts.append(_attr_field("", _attr(k, v)) if type(v) is tuple or type(v) is list
+                                 else _field(k, v))
         if code == StatusCode.ERROR and status.description:
             parts.append(_special("m", status.description))
         resource = span.resource
