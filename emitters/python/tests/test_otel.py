@@ -200,6 +200,36 @@ class Bridge(unittest.TestCase):
                 n += 1
         self.assertEqual(n, 600)
 
+    def test_threads(self):
+        import threading
+
+        processor = SpanlineSpanProcessor()
+        providers = [TracerProvider(resource=Resource({"service.name": "svc%d" % i})) for i in range(4)]
+        for p in providers:
+            p.add_span_processor(processor)  # one processor, four resources, four threads
+        out = io.StringIO()
+
+        def work(i):
+            tracer = providers[i].get_tracer("t")
+            for n in range(200):
+                with tracer.start_as_current_span("entry", kind=SpanKind.SERVER) as entry:
+                    entry.set_attribute("faas.invocation_id", "req-%d-%d" % (i, n))
+                    tracer.start_span("child-%d" % i).end()
+
+        with redirect_stdout(out):
+            threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        lines = [decode_span_line(l) for l in out.getvalue().splitlines()]
+        self.assertEqual(len(lines), 1600)
+        for d in lines:
+            i = d["name"][-1] if d["name"] != "entry" else None
+            if i is not None:
+                self.assertEqual(d["specials"]["s"], "svc" + i)
+                self.assertTrue(d["specials"]["r"].startswith("req-%s-" % i), d)
+
     def test_on_end_never_raises(self):
         class Broken:
             def write(self, _):

@@ -92,25 +92,23 @@ class _ResourceCache:
     """The service and resource fields of the last Resource seen (Resources are immutable and a
     provider has one)."""
 
-    __slots__ = ("resource", "service", "attributes", "skip")
+    __slots__ = ("last", "skip")
 
     def __init__(self, skip_prefixes):
-        self.resource = None
-        self.service = None
-        self.attributes = []
+        self.last = (None, None, [])  # (resource, service, attributes): one tuple, swapped whole
         self.skip = tuple(skip_prefixes or ())
 
     def get(self, resource):
-        if resource is not self.resource:
+        last = self.last
+        if resource is not last[0]:
             attrs = dict(getattr(resource, "attributes", None) or {})
             service = attrs.pop("service.name", None)
             if service is not None and str(service).startswith("unknown_service"):
                 service = None
-            self.service = None if service is None else str(service)
-            self.attributes = [_attr(k, v) for k, v in attrs.items()
-                               if not (self.skip and str(k).startswith(self.skip))]
-            self.resource = resource
-        return self.service, self.attributes
+            last = self.last = (resource, None if service is None else str(service),
+                                [_attr(k, v) for k, v in attrs.items()
+                                 if not (self.skip and str(k).startswith(self.skip))])
+        return last[1], last[2]
 
 
 def span_to_model(span, request_id=None, service=None, resource=None):
@@ -175,8 +173,7 @@ class _Writer:
         self.failures = 0
         self._warned = False
         self._resources = _ResourceCache(skip_resource_prefixes)
-        self._tail_key = None
-        self._tail = ""
+        self._tail = (None, "")  # ((resource, request id), text): one tuple, swapped whole
         self._trace = (None, "")
 
     def _direct(self, span, request_id):
@@ -222,15 +219,16 @@ class _Writer:
             parts.append(_special("m", status.description))
         resource = span.resource
         key = (resource, request_id)
-        if self._tail_key != key:
+        tail = self._tail
+        if tail[0] != key:
             service, res = self._resources.get(resource)
             t = "" if request_id is None else _special("r", request_id)
             if service is not None:
                 t += _special("s", service)
             for a in res:
                 t += _attr_field("+", a)
-            self._tail_key, self._tail = key, t
-        parts.append(self._tail)
+            tail = self._tail = (key, t)
+        parts.append(tail[1])
         line = "".join(parts)
         if len(line) * 4 > MAX_LINE - RESERVE and len(line.encode("utf-8")) > MAX_LINE - RESERVE:
             return None
