@@ -6,7 +6,6 @@ Run (with the package installed): python -m unittest discover -s emitters/python
 import io
 import json
 import os
-import sys
 import unittest
 from contextlib import redirect_stdout
 
