@@ -42,9 +42,11 @@ cargo test --all-features
 # cargo test built the converter binary: the Node package's round-trip test runs it.
 export SPANLINE_BIN="$PWD/target/debug/spanline"
 
-step "Node and Python emitters against the conformance vectors"
+step "Node and Python emitter packages (emitters/): installed, conformance vectors, OpenTracing, OpenTelemetry bridge, round trip through the converter"
 (cd emitters/node && npm ci --no-audit --no-fund && node --test test/)
-python3 -m unittest discover -s examples/python -p 'test_*.py' -v
+python3 -m venv target/emitter-venv
+target/emitter-venv/bin/pip install -q -r emitters/python/requirements-dev.txt ./emitters/python
+target/emitter-venv/bin/python -m unittest discover -s emitters/python/tests -v
 
 step "the article's story: OpenTracing tracer, Express app, Lambda harness (examples/article)"
 (cd examples/article && node --test test/ && python3 -m unittest discover -s . -p 'test_*.py' -v)

@@ -1,4 +1,4 @@
-"""A Python Lambda handler that continues the article's trace with examples/python/spanline.py.
+"""A Python Lambda handler that continues the article's trace with the spanline package (emitters/python).
 
 It extracts the caller's context from the request headers (W3C ``traceparent``, else the
 ``ot-tracer-*`` headers of the OpenTracing tracers; any header-name case), records
@@ -14,8 +14,10 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Deployed, spanline.py sits next to this file; in the repository it is in examples/python/.
-sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "python"))
+# Deployed, the spanline package sits next to this file (`pip install --target <function dir>
+# ./emitters/python`, or a copy of emitters/python/src/spanline/); in the repository it is in
+# emitters/python/src/.
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "..", "emitters", "python", "src"))
 sys.path.insert(0, HERE)
 import spanline  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Conformance of the Python emitter.
 
-Run: python3 -m unittest discover -s examples/python -p 'test_*.py'
+Run (with the package installed): python -m unittest discover -s emitters/python/tests -v
 """
 
 import io
@@ -11,10 +11,8 @@ import sys
 import unittest
 from contextlib import redirect_stderr, redirect_stdout
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import spanline  # noqa: E402
-
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "conformance")
+import spanline
+from support import FIXTURES
 LINE_RE = re.compile(r"SPLN1 [A-Za-z0-9_-]{33}([A-Za-z0-9_-]{11})? \d+ \d+[a-z]* [^ ]*( [^ ]+)*;\n")
 
 

@@ -9,17 +9,17 @@ Standard library only, Python >= 3.9. Two layers:
   OpenTracing wrapper can build on.
 
 The contract is ``src/span_line/FORMAT.md``; an emitter is correct when it reproduces every
-canonical vector byte for byte (see ``test_conformance.py``).
+canonical vector byte for byte (see ``tests/test_conformance.py``).
 """
 
-import base64
+# Only modules that cost nothing to import (builtins or already loaded by the interpreter): the
+# import is part of a Lambda's cold start. `re`, `base64`, `decimal`, `threading` are not.
+import binascii
 import math
 import os
-import re
 import sys
-import threading
 import time
-from decimal import Decimal
+from _thread import allocate_lock
 
 __all__ = [
     "encode_span", "encode_open", "encode_batch", "encode_batches", "format_float", "escape_string",
@@ -47,14 +47,25 @@ CLASS_NAME = 0   # span name position: also a leading `"` or `|`
 CLASS_KEY = 1    # keys: also `= # ~ !` and a leading ASCII punctuation byte except `_` `.`
 CLASS_VALUE = 2  # values, event names, specials
 
-_BASE = re.compile(rb"[\x00-\x20\x7f%;]")
-_KEY = re.compile(rb"[\x00-\x20\x7f%;=#~!]")
-_KEY_FIRST = re.compile(rb"[\x00-\x20\x7f!-\x2d/:-@\[-\^`{-~]")  # punctuation except _ and .
-_NAME_FIRST = re.compile(rb"[\x00-\x20\x7f%;\"|]")
+_BASE_BYTES = bytes(range(0x21)) + b"\x7f%;"
+_BASE = frozenset(_BASE_BYTES)
+_KEY_BYTES = _BASE_BYTES + b"=#~!"
+_KEY = frozenset(_KEY_BYTES)
+# the first byte of a key: also ASCII punctuation except _ and .
+_KEY_FIRST = _KEY | frozenset(b"!\"#$%&'()*+,-/:;<=>?@[\\]^`{|}~")
+_NAME_FIRST = _BASE | frozenset(b'"|')
 
 
-def _esc(m):
-    return b"%%%02X" % m.group()[0]
+def _esc_bytes(data, first, rest):
+    out = bytearray()
+    bad = first
+    for b in data:
+        if b in bad:
+            out += b"%%%02X" % b
+        else:
+            out.append(b)
+        bad = rest
+    return bytes(out)
 
 
 def _parts(s):
@@ -66,6 +77,22 @@ def _parts(s):
 
 def escape_string(s, cls=CLASS_VALUE, limit=MAX_VALUE):
     """Escapes ``s`` for ``cls``, cut to ``limit`` UTF-8 bytes at a character boundary (``%*``)."""
+    if type(s) is str:  # fast path: nothing to escape or cut
+        try:
+            data = s.encode("utf-8")
+        except UnicodeEncodeError:
+            data = None
+        if data is not None and len(data) <= limit:
+            if not data:
+                return s
+            if cls == CLASS_VALUE:
+                if len(data.translate(None, _BASE_BYTES)) == len(data):
+                    return s
+            elif cls == CLASS_KEY:
+                if data[0] not in _KEY_FIRST and len(data.translate(None, _KEY_BYTES)) == len(data):
+                    return s
+            elif data[0] not in _NAME_FIRST and len(data.translate(None, _BASE_BYTES)) == len(data):
+                return s
     text, cut = _parts(s)
     data = text.encode("utf-8", "replace")  # lone surrogates become "?"
     if len(data) > limit:
@@ -76,19 +103,32 @@ def escape_string(s, cls=CLASS_VALUE, limit=MAX_VALUE):
         cut = True
     if data:
         if cls == CLASS_KEY:
-            data = _KEY_FIRST.sub(_esc, data[:1]) + _KEY.sub(_esc, data[1:])
+            data = _esc_bytes(data, _KEY_FIRST, _KEY)
         elif cls == CLASS_NAME:
-            data = _NAME_FIRST.sub(_esc, data[:1]) + _BASE.sub(_esc, data[1:])
+            data = _esc_bytes(data, _NAME_FIRST, _BASE)
         else:
-            data = _BASE.sub(_esc, data)
+            data = _esc_bytes(data, _BASE, _BASE)
     out = data.decode("utf-8")
     return out + "%*" if cut else out
 
 
 # ----------------------------------------------------------------------------------- numbers
 
+_INF = float("inf")
+
 def format_float(x):
     """ECMAScript Number.prototype.toString text of ``x``; nan, inf, -inf for the others."""
+    if type(x) is float and x == x and x not in (_INF, -_INF):
+        if x == 0:
+            return "0"
+        r = repr(x)  # shortest round trip; plain decimal between 1e-4 and 1e16, as ECMAScript's
+        if "e" not in r:
+            return r[:-2] if r.endswith(".0") else r
+    return _format_float_exact(x)
+
+
+def _format_float_exact(x):
+    """format_float without the fast path (the tests compare both)."""
     if isinstance(x, str) and x in ("nan", "inf", "-inf"):
         return x
     x = float(x)
@@ -99,6 +139,8 @@ def format_float(x):
     if x == 0:
         return "0"
     # repr gives the shortest round-trip digits, as ECMAScript requires
+    from decimal import Decimal  # only here: importing it costs a cold start milliseconds
+
     sign, digits, exp = Decimal(repr(abs(x))).as_tuple()
     ds = "".join(map(str, digits)).lstrip("0")
     stripped = ds.rstrip("0")
@@ -129,21 +171,38 @@ def _uint_text(v):
 
 # ----------------------------------------------------------------------------------- ids
 
-_HEX = re.compile(r"[0-9a-fA-F]+")
+_B64URL = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64(raw):
+    """Unpadded base64url of bytes."""
+    return binascii.b2a_base64(raw, newline=False).translate(_B64URL).rstrip(b"=").decode("ascii")
+
+
+def _hex_bytes(h, nbytes):
+    """bytes of ``nbytes * 2`` hex digits (either case), else None."""
+    if len(h) != nbytes * 2:
+        return None
+    try:
+        raw = bytes.fromhex(h)
+    except ValueError:
+        return None
+    return raw if len(raw) == nbytes else None  # fromhex skips spaces
 
 
 def _id_b64(hexid, nbytes):
     h = str(hexid)
-    if len(h) != nbytes * 2 or not _HEX.fullmatch(h):
+    raw = _hex_bytes(h, nbytes)
+    if raw is None:
         raise ValueError("spanline: expected %d hex digits, got %r" % (nbytes * 2, h))
-    return base64.urlsafe_b64encode(bytes.fromhex(h)).rstrip(b"=").decode("ascii")
+    return _b64(raw)
 
 
-def _random_id(nbytes):
+def _random_bytes(nbytes):
     while True:
         b = os.urandom(nbytes)
         if any(b):
-            return b.hex()
+            return b
 
 
 # ----------------------------------------------------------------------------------- fields
@@ -388,7 +447,59 @@ _KIND_NAMES = {
 
 
 def _kind_name(k):
-    return _KIND_NAMES.get(str(k).lower()) if k is not None else None
+    n = _KIND_NAMES.get(k) if type(k) is str else None
+    return n if n is not None else (_KIND_NAMES.get(str(k).lower()) if k is not None else None)
+
+
+def _plain(value):
+    """An attribute value as str, int (64-bit), float or bool: what _typed_attr makes of it."""
+    t = type(value)
+    if t is str or t is bool or t is float:
+        return value
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        n = int(value)
+        return n if I64_MIN <= n <= I64_MAX else str(n)
+    if isinstance(value, float):
+        return float(value)
+    return _typed_attr("", value)["value"]
+
+
+_KEYS = {}  # key -> escaped text; keys repeat (bounded)
+_NAMES = {}  # span name -> escaped text (bounded)
+
+
+def _key_text(k):
+    t = _KEYS.get(k)
+    if t is None:
+        t = escape_string(k, CLASS_KEY, MAX_KEY) if k else "_"
+        if len(_KEYS) < 4096 and type(k) is str:
+            _KEYS[k] = t
+    return t
+
+
+def _name_text(n):
+    t = _NAMES.get(n)
+    if t is None:
+        t = escape_string(n, CLASS_NAME, MAX_NAME)
+        if len(_NAMES) < 4096 and type(n) is str:
+            _NAMES[n] = t
+    return t
+
+
+def _field(k, v):
+    """One attribute field (with its leading space), as _attr_field(_typed_attr(k, v)) writes it."""
+    t = type(v)
+    if t is str:
+        return " " + _key_text(k) + "=" + escape_string(v)
+    if t is bool:
+        return " " + _key_text(k) + ("!t" if v else "!f")
+    if t is int and I64_MIN <= v <= I64_MAX:
+        return " " + _key_text(k) + "#" + str(v)
+    if t is float:
+        return " " + _key_text(k) + "~" + format_float(v)
+    return _attr_field("", _typed_attr(k, v))
 
 
 def _typed_attr(key, value):
@@ -414,11 +525,12 @@ def _typed_attr(key, value):
 class SpanContext:
     """Trace id and span id as lowercase hex."""
 
-    __slots__ = ("trace_id", "span_id")
+    __slots__ = ("trace_id", "span_id", "_b64")
 
     def __init__(self, trace_id, span_id):
         self.trace_id = trace_id
         self.span_id = span_id
+        self._b64 = None  # (trace, span) base64url once checked canonical; False when not
 
     @property
     def baggage(self):  # OpenTracing SpanContext surface
@@ -428,14 +540,27 @@ class SpanContext:
         return "SpanContext(%s, %s)" % (self.trace_id, self.span_id)
 
 
-_TRACE_RE = re.compile(r"[0-9a-f]{32}")
-_SPAN_RE = re.compile(r"[0-9a-f]{16}")
+def _canonical_b64(c):
+    """(trace, span) base64url of a SpanContext whose ids are lowercase hex of the right length
+    and not zero (cached on it), else False."""
+    b = c._b64
+    if b is None:
+        t, s = c.trace_id, c.span_id
+        b = False
+        if type(t) is str and type(s) is str and t == t.lower() and s == s.lower():
+            tb, sb = _hex_bytes(t, 16), _hex_bytes(s, 8)
+            if tb and sb and any(tb) and any(sb):
+                b = (_b64(tb), _b64(sb))
+        c._b64 = b
+    return b
 
 
 def _to_context(x):
     """A Span, a SpanContext, or anything with trace_id/span_id (hex str or int)."""
     if x is None:
         return None
+    if type(x) is SpanContext and _canonical_b64(x):
+        return x
     if isinstance(x, Span):
         return x.context
     ctx = getattr(x, "context", None)
@@ -451,9 +576,8 @@ def _to_context(x):
     t, s = str(t or "").lower(), str(s or "").lower()
     if len(t) == 16:
         t = t.rjust(32, "0")  # 64-bit trace ids (B3, Jaeger)
-    if not _TRACE_RE.fullmatch(t) or not _SPAN_RE.fullmatch(s) or not t.strip("0") or not s.strip("0"):
-        return None
-    return SpanContext(t, s)
+    c = SpanContext(t, s)
+    return c if _canonical_b64(c) else None
 
 
 class Span:
@@ -462,9 +586,21 @@ class Span:
         self._tracer = tracer
         self._name = "" if name is None else str(name)
         parent = _to_context(child_of)
-        self._trace_id = parent.trace_id if parent else _random_id(16)
-        self._span_id = _random_id(8)
-        self._parent_id = parent.span_id if parent else None
+        sid = _random_bytes(8)
+        self._span_id = sid.hex()
+        if parent:
+            self._trace_id = parent.trace_id
+            self._parent_id = parent.span_id
+            tb64, pb64 = parent._b64
+        else:
+            tid = _random_bytes(16)
+            self._trace_id = tid.hex()
+            self._parent_id = None
+            tb64, pb64 = _b64(tid), ""
+        sb64 = _b64(sid)
+        self._ids = tb64 + sb64 + pb64  # the ids token of the line
+        self._context = SpanContext(self._trace_id, self._span_id)
+        self._context._b64 = (tb64, sb64)
         self._kind = _kind_name(kind) or "internal"
         self._status = "unset"
         self._status_message = None
@@ -506,7 +642,7 @@ class Span:
 
     @property
     def context(self):
-        return SpanContext(self._trace_id, self._span_id)
+        return self._context
 
     @property
     def tracer(self):
@@ -535,7 +671,7 @@ class Span:
             if k not in self._attrs and len(self._attrs) >= MAX_ATTRIBUTES:
                 self._dropped_attrs += 1
             else:
-                self._attrs[k] = _typed_attr(k, value)
+                self._attrs[k] = _plain(value)
         except Exception as e:  # noqa: BLE001
             self._tracer._fail(e)
         return self
@@ -618,11 +754,30 @@ class Span:
             "kind": self._kind, "status": self._status, "status_message": self._status_message,
             "service": self._tracer.service,
             "request_id": None if self._request_id is None else str(self._request_id),
-            "attributes": list(self._attrs.values()), "events": self._events, "links": self._links,
+            "attributes": [_typed_attr(k, v) for k, v in self._attrs.items()], "events": self._events, "links": self._links,
             "resource": self._tracer.resource,
             "dropped": {"attributes": self._dropped_attrs, "events": self._dropped_events,
                         "links": self._dropped_links},
         }
+
+    def _fast_line(self, dur):
+        """The line (with newline) that ``encode_span(self.to_model(dur))`` makes, built directly;
+        None when the span has events, links, drops or is long enough for the limits to matter."""
+        if self._events or self._links or self._dropped_attrs:
+            return None
+        start = self._start_us
+        parts = [PREFIX, self._ids, " ", str(start) if start >= 0 else "0", " ", str(dur),
+                 _KIND_LETTER.get(self._kind, "") + _STATUS_LETTER.get(self._status, ""), " ",
+                 _name_text(self._name)]
+        for k, v in self._attrs.items():
+            parts.append(_field(k, v))
+        if self._status_message is not None:
+            parts.append(_special("m", self._status_message))
+        parts.append(self._tracer._tail(self._request_id))
+        line = "".join(parts)
+        if len(line) * 4 > MAX_LINE - RESERVE and len(line.encode("utf-8")) > MAX_LINE - RESERVE:
+            return None
+        return line + ";\n"
 
     def finish(self, finish_time=None):
         """Writes the span line once. finish_time: seconds since the epoch. Never raises."""
@@ -636,7 +791,12 @@ class Span:
                 dur = (time.perf_counter_ns() - self._start_perf) // 1000
             else:
                 dur = time.time_ns() // 1000 - self._start_us
-            self._tracer._emit(self.to_model(max(0, dur)))
+            dur = max(0, dur)
+            line = None if self._tracer.buffered else self._fast_line(dur)
+            if line is not None:
+                self._tracer._write(line)
+            else:
+                self._tracer._emit(self.to_model(dur))
         except Exception as e:  # noqa: BLE001
             self._tracer._fail(e)
 
@@ -650,11 +810,33 @@ class Span:
         return False
 
 
+_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+def unquote(text):
+    """Percent-decoding as urllib.parse.unquote (UTF-8, invalid sequences replaced), without
+    importing urllib (milliseconds of a cold start)."""
+    if "%" not in text:
+        return text
+    data = text.encode("utf-8")
+    out = bytearray()
+    i, n = 0, len(data)
+    while i < n:
+        b = data[i]
+        if b == 0x25 and i + 2 < n and data[i + 1] in _HEXDIGITS and data[i + 2] in _HEXDIGITS:
+            out.append(int(data[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(b)
+            i += 1
+    return out.decode("utf-8", "replace")
+
+
 def parse_resource_attributes(text):
     """OTEL_RESOURCE_ATTRIBUTES (``k1=v1,k2=v2``, percent-encoded) as string attributes."""
-    from urllib.parse import unquote
-
     out = []
+    if not text:
+        return out
     for item in (text or "").split(","):
         key, eq, value = item.partition("=")
         key = unquote(key.strip())
@@ -684,7 +866,8 @@ class Tracer:
         self.buffered = buffered
         self.failures = 0
         self._warned = False
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
+        self._tail_cache = None
         self._buffer = {}
 
     def start_span(self, operation_name, child_of=None, kind="internal", follows_from=None, tags=None,
@@ -695,6 +878,24 @@ class Tracer:
     def set_request_id(self, request_id):
         """The Lambda request id (``context.aws_request_id``) for spans started from now on."""
         self.request_id = None if request_id is None else str(request_id)
+
+    def _tail(self, request_id):
+        """`` *r=… *s=… +…`` of a span record, cached while the request id, service and resource
+        stay the same."""
+        rid = None if request_id is None else str(request_id)
+        key = (rid, self.service, id(self.resource), len(self.resource))
+        c = self._tail_cache
+        if c is not None and c[0] == key:
+            return c[1]
+        t = ""
+        if rid is not None:
+            t += _special("r", rid)
+        if self.service is not None:
+            t += _special("s", self.service)
+        for a in self.resource:
+            t += _attr_field("+", a)
+        self._tail_cache = (key, t)
+        return t
 
     def _emit(self, model):
         if not self.buffered:

@@ -1,19 +1,16 @@
 """Open records (FORMAT.md §3, flag ``u``) of the Python emitter.
 
-Run: python3 -m unittest discover -s examples/python -p 'test_*.py'
+Run (with the package installed): python -m unittest discover -s emitters/python/tests -v
 """
 
 import io
 import json
 import os
-import sys
 import unittest
 from contextlib import redirect_stdout
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import spanline  # noqa: E402
-
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "conformance")
+import spanline
+from support import FIXTURES
 
 
 class OpenRecords(unittest.TestCase):
