@@ -1,0 +1,142 @@
+'use strict';
+// The native tracer writes the common span line by concatenation (fastLine in spanline.js) and
+// everything else through encodeSpan(toModel()). Random spans through the tracer must come out
+// byte for byte as the general encoder writes them, on both paths.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const spanline = require('../spanline.js');
+
+// Deterministic PRNG (mulberry32), so a failure reproduces.
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const PLAIN = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:';
+const ODD = [' ', '%', ';', '=', '#', '~', '!', '"', '|', '*', '+', '@', '^', '\n', '\t', '\x7f', 'é', '€', '😀', '\u0000'];
+
+function randString(r, maxLen) {
+  const mode = r();
+  let n = Math.floor(r() * (maxLen + 1));
+  if (mode < 0.05) n = 0;
+  else if (mode < 0.08) n = 100 + Math.floor(r() * 700); // near and past the limits
+  let s = '';
+  for (let i = 0; i < n; i++) {
+    s += mode > 0.93 && r() < 0.2 ? ODD[Math.floor(r() * ODD.length)] : PLAIN[Math.floor(r() * PLAIN.length)];
+  }
+  return s;
+}
+
+function randValue(r) {
+  const k = r();
+  if (k < 0.5) return randString(r, 20);
+  if (k < 0.6) return Math.floor((r() - 0.5) * 1e6);
+  if (k < 0.65) return (r() - 0.5) * 1e3;
+  if (k < 0.67) return [NaN, Infinity, -Infinity, -0, 2 ** 60, 1e25][Math.floor(r() * 6)];
+  if (k < 0.75) return r() < 0.5;
+  if (k < 0.8) return BigInt(Math.floor(r() * 1e9)) * 1000000000000n;
+  if (k < 0.85) return { a: randString(r, 5) };
+  return randString(r, 10);
+}
+
+function captureStdout(fn) {
+  const chunks = [];
+  const orig = process.stdout.write;
+  process.stdout.write = (chunk, enc, cb) => {
+    chunks.push(String(chunk));
+    const done = typeof enc === 'function' ? enc : cb;
+    if (typeof done === 'function') done();
+    return true;
+  };
+  try {
+    fn();
+  } finally {
+    process.stdout.write = orig;
+  }
+  return chunks;
+}
+
+test('random spans: the tracer writes what encodeSpan writes for the same span', () => {
+  const r = rng(14);
+  let general = 0;
+  const origEmit = spanline.Tracer.prototype._emit;
+  spanline.Tracer.prototype._emit = function (model) {
+    general++;
+    return origEmit.call(this, model);
+  };
+  try {
+    const N = 3000;
+    for (let i = 0; i < N; i++) {
+      const opts = {};
+      if (r() < 0.5) opts.service = r() < 0.8 ? randString(r, 12) : null;
+      if (r() < 0.5) {
+        const res = {};
+        const n = Math.floor(r() * 4);
+        for (let j = 0; j < n; j++) res[randString(r, 10) || 'k'] = randValue(r);
+        opts.resource = res;
+      }
+      if (r() < 0.3) opts.requestId = r() < 0.8 ? randString(r, 36) : 12345;
+      const tracer = new spanline.Tracer(opts);
+      const spanOpts = { kind: ['internal', 'server', 'client', 'producer', 'consumer', undefined][Math.floor(r() * 6)] };
+      if (r() < 0.6) spanOpts.childOf = { traceId: Buffer.from([...Array(16)].map(() => Math.floor(r() * 256))).toString('hex'), spanId: Buffer.from([...Array(8)].map(() => Math.floor(r() * 256))).toString('hex') };
+      if (r() < 0.3) spanOpts.startTime = 1.7e12 + Math.floor(r() * 1e9) / 1000; // ms, µs precision
+      if (r() < 0.05) spanOpts.startTime = r() * 1000; // start below one second
+      if (r() < 0.05) spanOpts.followsFrom = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7' };
+      if (r() < 0.2) spanOpts.requestId = randString(r, 20);
+      const span = tracer.startSpan(randString(r, 30), spanOpts);
+      const nTags = r() < 0.05 ? 65 + Math.floor(r() * 10) : Math.floor(r() * 6);
+      const many = nTags > 64; // past the attribute limit: plain tags, so the fast path counts the drops
+      for (let j = 0; j < nTags; j++) {
+        if (many) span.setTag('k' + j, r() < 0.5 ? 'v' + j : j);
+        else span.setTag(r() < 0.9 ? randString(r, 16) : 'k' + j, randValue(r));
+      }
+      if (r() < 0.1) { // near the line's byte budget, on either side of it
+        const n = 19 + Math.floor(r() * 2);
+        const len = 380 + Math.floor(r() * 40);
+        for (let j = 0; j < n; j++) span.setTag('long' + j, 'x'.repeat(len));
+      }
+      if (r() < 0.1) span.log({ event: randString(r, 8), n: 1 });
+      const st = r();
+      if (st < 0.2) span.setError(r() < 0.7 ? randString(r, 40) : undefined);
+      else if (st < 0.3) span.setOk();
+      let lines;
+      let finishTime;
+      if (spanOpts.startTime !== undefined && r() < 0.8) {
+        finishTime = spanOpts.startTime + (r() < 0.1 ? -1 : r() * 5000);
+        lines = captureStdout(() => span.finish(finishTime));
+      } else {
+        lines = captureStdout(() => span.finish());
+      }
+      assert.equal(lines.length, 1);
+      // the duration the tracer measured, read back from the line
+      const dur = Number(/^SPLN1 \S+ \d+ (\d+)/.exec(lines[0])[1]);
+      if (finishTime !== undefined) {
+        assert.equal(dur, Math.max(0, Math.round(finishTime * 1000) - span._startUs));
+      }
+      assert.equal(lines[0], spanline.encodeSpan(span.toModel(dur)) + '\n', `span ${i}`);
+    }
+    // both paths ran, the fast one most of the time
+    assert.ok(general > N / 10, `general path ${general}`);
+    assert.ok(N - general > N / 4, `fast path ${N - general}`);
+    console.error(`fast path ${N - general}, general ${general}`);
+  } finally {
+    spanline.Tracer.prototype._emit = origEmit;
+  }
+});
+
+test('random ids: base64url from the pool matches the hex ids', () => {
+  const tracer = new spanline.Tracer({});
+  for (let i = 0; i < 2000; i++) { // past a pool refill
+    const s = tracer.startSpan('x');
+    assert.equal(s._traceB64, Buffer.from(s._traceId, 'hex').toString('base64url'));
+    assert.equal(s._spanB64, Buffer.from(s._spanId, 'hex').toString('base64url'));
+    assert.match(s._traceId, /^[0-9a-f]{32}$/);
+    assert.match(s._spanId, /^[0-9a-f]{16}$/);
+  }
+});
