@@ -59,18 +59,26 @@ function strParts(s) {
   return [s === undefined || s === null ? '' : String(s), false];
 }
 
+// ASCII bytes that a class writes as is, as bits by class: PLAIN_AT[cls] for the first byte,
+// PLAIN_IN[cls] for the others (from needsEscape, so the two cannot disagree).
+const PLAIN = new Uint8Array(128);
+for (let b = 0; b < 128; b++) {
+  for (const cls of [CLASS_NAME, CLASS_KEY, CLASS_VALUE]) {
+    if (!needsEscape(b, cls, true)) PLAIN[b] |= 1 << cls;
+    if (!needsEscape(b, cls, false)) PLAIN[b] |= 8 << cls;
+  }
+}
+
 // True when `s` is printable ASCII that `cls` writes as is (the common case: no Buffer needed).
 function plainAscii(s, cls) {
   const n = s.length;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c <= 0x20 || c >= 0x7f || c === 0x25 || c === 0x3b) return false;
-    if (cls === CLASS_KEY) {
-      if (c === 0x3d || c === 0x23 || c === 0x7e || c === 0x21) return false;
-      if (i === 0 && isAsciiPunct(c) && c !== 0x5f && c !== 0x2e) return false;
-    } else if (cls === CLASS_NAME && i === 0 && (c === 0x22 || c === 0x7c)) {
-      return false;
-    }
+  if (n === 0) return true;
+  let c = s.charCodeAt(0);
+  if (c >= 128 || (PLAIN[c] & (1 << cls)) === 0) return false;
+  const mask = 8 << cls;
+  for (let i = 1; i < n; i++) {
+    c = s.charCodeAt(i);
+    if (c >= 128 || (PLAIN[c] & mask) === 0) return false;
   }
   return true;
 }
@@ -627,12 +635,30 @@ function fastLine(span, dur) {
   }
   const tracer = span._tracer;
   const constTail = tracer._constTail();
-  const head = PREFIX + span._traceB64 + span._spanB64 + span._parentB64 + ' ' + (startUs > 0 ? startUs : 0) +
+  const head = PREFIX + span._traceB64 + span._spanB64 + span._parentB64 + ' ' + usText(startUs) +
     ' ' + dur + (KIND_LETTER[span._kind] || '') + (STATUS_LETTER[span._status] || '') + ' ' + name;
   // all ASCII so far: characters are bytes
   if (fields.length > MAX_LINE - RESERVE - head.length - tail.length - tracer._constTailBytes) return null;
   const da = span._droppedAttrs;
   return head + fields + tail + constTail + (da > 0 ? ' *a#' + da + ';\n' : ';\n');
+}
+
+// Decimal text of a safe integer of microseconds since the epoch (0 when not positive). V8 turns a
+// 16-digit number into text slowly (it is no small integer); the seconds' text changes once a
+// second and is kept, the microseconds are a small integer.
+let lastSec = -1;
+let lastSecText = '';
+const PAD6 = ['00000', '0000', '000', '00', '0', ''];
+
+function usText(us) {
+  if (us < 1e6) return us > 0 ? String(us) : '0';
+  const sec = Math.floor(us / 1e6);
+  if (sec !== lastSec) {
+    lastSec = sec;
+    lastSecText = String(sec);
+  }
+  const frac = us - sec * 1e6;
+  return lastSecText + PAD6[frac >= 100000 ? 5 : frac >= 10000 ? 4 : frac >= 1000 ? 3 : frac >= 100 ? 2 : frac >= 10 ? 1 : 0] + frac;
 }
 
 // One attribute field of the fast path, or null when it needs the general encoder.

@@ -140,3 +140,17 @@ test('random ids: base64url from the pool matches the hex ids', () => {
     assert.match(s._spanId, /^[0-9a-f]{16}$/);
   }
 });
+
+test('start times: every width of the microseconds within the second, and below one second', () => {
+  const tracer = new spanline.Tracer({ service: 's' });
+  const fracs = [0, 1, 9, 10, 99, 100, 999, 1000, 9999, 10000, 99999, 100000, 999999, 123456, 54321];
+  const starts = [];
+  for (const f of fracs) starts.push(1700000000000000 + f, 1000000 + f, f);
+  for (const us of starts) {
+    const span = tracer.startSpan('t', { startTime: us / 1000 });
+    assert.equal(span._startUs, us);
+    const [line] = captureStdout(() => span.finish(us / 1000 + 0.002));
+    assert.equal(line, spanline.encodeSpan(span.toModel(2)) + '\n');
+    assert.ok(line.includes(` ${us} 2 t`), line);
+  }
+});
