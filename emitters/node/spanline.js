@@ -697,10 +697,10 @@ class Span {
       this._traceB64 = idB64(parent.traceId, 16);
       this._parentB64 = idB64(parent.spanId, 8);
     } else {
-      const tid = takeId(16);
+      const tid = takeId(16); // fields in the same order on both branches: one object shape
       this._traceId = poolHexAt(tid, 16);
-      this._traceB64 = poolB64Trace(tid);
       this._parentId = null;
+      this._traceB64 = poolB64Trace(tid);
       this._parentB64 = '';
     }
     const kind = opts.kind;
