@@ -1018,6 +1018,9 @@ class Tracer {
     for (const t of Array.from(this._buffer.keys())) this._flushTrace(t);
   }
 
+  // One process.stdout.write per line. Not fs.writeSync(1, …): to a pipe (how Lambda collects
+  // stdout) the stream is several times cheaper per line, and writing past the stream could
+  // reorder lines against console.log or throw EAGAIN on a full non-blocking pipe (README, "Cost").
   _write(text) {
     try {
       process.stdout.write(text, this._onWritten);
