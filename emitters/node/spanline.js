@@ -368,6 +368,12 @@ class FieldWriter {
 
 /** Encodes one span record (FORMAT.md §3) from the conformance span model; no newline. */
 function encodeSpan(span) {
+  const line = fastEncode(span);
+  return line !== null ? line : encodeSpanGeneral(span);
+}
+
+// encodeSpan for any model (the reference the fast paths are tested against).
+function encodeSpanGeneral(span) {
   const head = PREFIX + idB64(span.trace_id, 16) + idB64(span.span_id, 8) +
     (span.parent_span_id ? idB64(span.parent_span_id, 8) : '') +
     ' ' + uintText(span.start_us) + ' ' + uintText(span.duration_us) + flags(span.kind, span.status) +
@@ -616,7 +622,7 @@ function fastLine(span, dur) {
   const attrs = span._attrs;
   if (attrs !== null) {
     for (const a of attrs.values()) {
-      const f = fastAttr(a);
+      const f = fastAttr(a, ' ');
       if (f === null) return null;
       fields += f;
     }
@@ -661,25 +667,109 @@ function usText(us) {
   return lastSecText + PAD6[frac >= 100000 ? 5 : frac >= 10000 ? 4 : frac >= 1000 ? 3 : frac >= 100 ? 2 : frac >= 10 ? 1 : 0] + frac;
 }
 
-// One attribute field of the fast path, or null when it needs the general encoder.
-function fastAttr(a) {
+// True for the text of an integer as BigInt writes it, short enough to be within int64.
+function canonicalInt(s) {
+  const n = s.length;
+  let i = s.charCodeAt(0) === 0x2d ? 1 : 0; // -
+  if (n === i || n - i > 18) return false;
+  const c0 = s.charCodeAt(i);
+  if (c0 === 0x30) return n === 1; // 0, not -0 or 01
+  for (; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
+
+// One attribute field of the fast path (`prefix`: ' ' or ' +'), what attrField writes, or null
+// when it needs the general encoder.
+function fastAttr(a, prefix) {
   let key = a.key;
+  if (typeof key !== 'string') return null;
   if (key === '') key = '_';
   else if (key.length > MAX_KEY || !plainAscii(key, CLASS_KEY)) return null;
   const v = a.value;
   switch (a.type) {
     case 'string':
       if (typeof v !== 'string' || v.length > MAX_VALUE || !plainAscii(v, CLASS_VALUE)) return null;
-      return ' ' + key + '=' + v;
+      return prefix + key + '=' + v;
     case 'int':
-      return typeof v === 'string' ? ' ' + key + '#' + v : null;
+      if (typeof v === 'string') return canonicalInt(v) ? prefix + key + '#' + v : null;
+      if (typeof v === 'number' && Number.isSafeInteger(v)) return prefix + key + '#' + (v === 0 ? '0' : v);
+      return null;
     case 'float':
-      return ' ' + key + '~' + formatFloat(v);
+      return prefix + key + '~' + formatFloat(v);
     case 'bool':
-      return ' ' + key + (v === true ? '!t' : '!f');
+      return prefix + key + (v === true || v === 't' || v === 'true' ? '!t' : '!f');
     default:
       return null;
   }
+}
+
+// A model's special field value (*m= *r= *s=) written as is, or null.
+function fastValue(v) {
+  return typeof v === 'string' && v.length <= MAX_VALUE && plainAscii(v, CLASS_VALUE) ? v : null;
+}
+
+// encodeSpan for the common model (what the OpenTelemetry bridge writes): the same conditions as
+// fastLine, from the model's fields. Returns null for anything else.
+function fastEncode(span) {
+  const ev = span.events;
+  const ln = span.links;
+  if ((ev && ev.length !== 0) || (ln && ln.length !== 0)) return null;
+  const st = span.start_us;
+  const du = span.duration_us;
+  if (!Number.isSafeInteger(st) || !Number.isSafeInteger(du)) return null;
+  const name = span.name;
+  if (typeof name !== 'string' || name.length > MAX_NAME || !plainAscii(name, CLASS_NAME)) return null;
+  let fields = '';
+  const attrs = span.attributes;
+  if (attrs) {
+    if (!Array.isArray(attrs) || attrs.length > MAX_ATTRIBUTES) return null;
+    for (let i = 0; i < attrs.length; i++) {
+      const f = fastAttr(attrs[i], ' ');
+      if (f === null) return null;
+      fields += f;
+    }
+  }
+  let tail = '';
+  if (span.status_message !== null && span.status_message !== undefined) {
+    const m = fastValue(span.status_message);
+    if (m === null) return null;
+    tail = ' *m=' + m;
+  }
+  if (span.request_id !== null && span.request_id !== undefined) {
+    const r = fastValue(span.request_id);
+    if (r === null) return null;
+    tail += ' *r=' + r;
+  }
+  if (span.service !== null && span.service !== undefined) {
+    const sv = fastValue(span.service);
+    if (sv === null) return null;
+    tail += ' *s=' + sv;
+  }
+  const res = span.resource;
+  if (res) {
+    if (!Array.isArray(res)) return null;
+    for (let i = 0; i < res.length; i++) {
+      const f = fastAttr(res[i], ' +');
+      if (f === null) return null;
+      tail += f;
+    }
+  }
+  const head = PREFIX + idB64(span.trace_id, 16) + idB64(span.span_id, 8) +
+    (span.parent_span_id ? idB64(span.parent_span_id, 8) : '') +
+    ' ' + usText(st) + ' ' + (du > 0 ? du : 0) + flags(span.kind, span.status) + ' ' + name;
+  if (fields.length > MAX_LINE - RESERVE - head.length - tail.length) return null;
+  const d = span.dropped || {};
+  const da = Number(d.attributes) || 0;
+  const de = Number(d.events) || 0;
+  const dl = Number(d.links) || 0;
+  let counters = '';
+  if (da > 0) counters += ' *a#' + da;
+  if (de > 0) counters += ' *e#' + de;
+  if (dl > 0) counters += ' *l#' + dl;
+  return head + fields + tail + counters + ';';
 }
 
 class Span {
@@ -1053,6 +1143,7 @@ module.exports = {
   MAX_LINKS,
   MAX_BATCH_SPANS,
   encodeSpan,
+  encodeSpanGeneral,
   encodeOpen,
   encodeBatch,
   encodeBatches,

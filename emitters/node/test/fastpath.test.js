@@ -1,7 +1,8 @@
 'use strict';
 // The native tracer writes the common span line by concatenation (fastLine in spanline.js) and
-// everything else through encodeSpan(toModel()). Random spans through the tracer must come out
-// byte for byte as the general encoder writes them, on both paths.
+// everything else through encodeSpan(toModel()); encodeSpan has a fast path of its own for common
+// models (fastEncode, what the OpenTelemetry bridge uses). Random spans and models must come out
+// byte for byte as the general encoder (encodeSpanGeneral) writes them, on every path.
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const spanline = require('../spanline.js');
@@ -119,7 +120,7 @@ test('random spans: the tracer writes what encodeSpan writes for the same span',
       if (finishTime !== undefined) {
         assert.equal(dur, Math.max(0, Math.round(finishTime * 1000) - span._startUs));
       }
-      assert.equal(lines[0], spanline.encodeSpan(span.toModel(dur)) + '\n', `span ${i}`);
+      assert.equal(lines[0], spanline.encodeSpanGeneral(span.toModel(dur)) + '\n', `span ${i}`);
     }
     // both paths ran, the fast one most of the time
     assert.ok(general > N / 10, `general path ${general}`);
@@ -150,7 +151,68 @@ test('start times: every width of the microseconds within the second, and below 
     const span = tracer.startSpan('t', { startTime: us / 1000 });
     assert.equal(span._startUs, us);
     const [line] = captureStdout(() => span.finish(us / 1000 + 0.002));
-    assert.equal(line, spanline.encodeSpan(span.toModel(2)) + '\n');
+    assert.equal(line, spanline.encodeSpanGeneral(span.toModel(2)) + '\n');
     assert.ok(line.includes(` ${us} 2 t`), line);
   }
+});
+
+function randModelAttr(r, prefixed) {
+  const k = r();
+  const key = k < 0.05 ? { text: randString(r, 8), truncated: r() < 0.5 } : k < 0.08 ? undefined : randString(r, 16);
+  const t = r();
+  if (t < 0.4) return { key, type: 'string', value: r() < 0.95 ? randString(r, 20) : { text: 'x', truncated: true } };
+  if (t < 0.6) {
+    const iv = [0, -0, 7, -7, 2 ** 53, 2 ** 53 - 1, '0', '-0', '007', ' 12', '123', '-45', '99999999999999999999',
+      '-9223372036854775808', '9223372036854775807', '123456789012345678', 5n, 1.5][Math.floor(r() * 18)];
+    return { key, type: 'int', value: iv };
+  }
+  if (t < 0.75) return { key, type: 'float', value: [1.5, -0, NaN, Infinity, 'nan', '-inf', 3, '2.5'][Math.floor(r() * 8)] };
+  if (t < 0.9) return { key, type: 'bool', value: [true, false, 't', 'f', 'true', 'false', 1][Math.floor(r() * 7)] };
+  return { key, type: prefixed ? 'string' : ['bytes', undefined, 'string'][Math.floor(r() * 3)], value: randString(r, 10) };
+}
+
+test('random models: encodeSpan writes what encodeSpanGeneral writes', () => {
+  const r = rng(15);
+  const hex = (n) => Buffer.from([...Array(n)].map(() => Math.floor(r() * 256))).toString('hex');
+  let fast = 0;
+  for (let i = 0; i < 4000; i++) {
+    const pick = (xs) => xs[Math.floor(r() * xs.length)];
+    const m = {
+      trace_id: hex(16),
+      span_id: hex(8),
+      parent_span_id: r() < 0.5 ? hex(8) : pick([null, undefined, '']),
+      start_us: pick([1700000000123456, 1700000000000007, 0, 5, -3, 1e6, 2 ** 53 + 2, 17e14 + 0.5, '1700000000000001', 5n]),
+      duration_us: pick([0, 1, 250, -1, 123456789, 2.5, '42', 7n]),
+      name: r() < 0.95 ? randString(r, 30) : pick([undefined, null, { text: 'n', truncated: true }, 42]),
+      kind: pick(['internal', 'server', 'client', 'producer', 'consumer', undefined, 'weird']),
+      status: pick(['unset', 'ok', 'error', undefined]),
+      status_message: r() < 0.3 ? (r() < 0.9 ? randString(r, 40) : pick([42, { text: 'm', truncated: true }])) : pick([null, undefined]),
+      service: r() < 0.5 ? (r() < 0.9 ? randString(r, 12) : 7) : pick([null, undefined]),
+      request_id: r() < 0.4 ? randString(r, 36) : pick([null, undefined]),
+      attributes: [...Array(r() < 0.05 ? 66 : Math.floor(r() * 5))].map(() => randModelAttr(r, false)),
+      events: r() < 0.1 ? [{ offset_us: 5, name: 'e', attributes: [] }] : pick([[], undefined]),
+      links: r() < 0.05 ? [{ trace_id: hex(16), span_id: hex(8), attributes: [] }] : pick([[], undefined]),
+      resource: r() < 0.5 ? [...Array(Math.floor(r() * 3))].map(() => randModelAttr(r, true)) : pick([[], undefined]),
+      dropped: r() < 0.3 ? { attributes: pick([0, 2, '3']), events: pick([0, 1, 2]), links: pick([0, 1, 4, undefined]) } : undefined,
+    };
+    if (r() < 0.1) { // near the line's byte budget
+      const n = 19 + Math.floor(r() * 2);
+      const len = 380 + Math.floor(r() * 40);
+      m.attributes = [...Array(n)].map((_, j) => ({ key: 'long' + j, type: 'string', value: 'x'.repeat(len) }));
+    }
+    let want;
+    let wantErr = null;
+    try {
+      want = spanline.encodeSpanGeneral(m);
+    } catch (e) {
+      wantErr = e;
+    }
+    if (wantErr) {
+      assert.throws(() => spanline.encodeSpan(m), wantErr.constructor, `model ${i}`);
+      continue;
+    }
+    assert.equal(spanline.encodeSpan(m), want, `model ${i}: ${JSON.stringify(m, (k, v) => (typeof v === 'bigint' ? v + 'n' : v))}`);
+    if (want.length < 8192 && !/%/.test(want)) fast++;
+  }
+  assert.ok(fast > 1000, `plain models ${fast}`);
 });
