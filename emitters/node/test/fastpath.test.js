@@ -216,3 +216,17 @@ test('random models: encodeSpan writes what encodeSpanGeneral writes', () => {
   }
   assert.ok(fast > 1000, `plain models ${fast}`);
 });
+
+test('plainAscii agrees with the escaping rules on every one-byte string and ASCII pair', () => {
+  const classes = [spanline.CLASS_NAME, spanline.CLASS_KEY, spanline.CLASS_VALUE];
+  for (const cls of classes) {
+    for (let a = 0; a < 256; a++) {
+      for (const s of [String.fromCharCode(a), 'a' + String.fromCharCode(a), String.fromCharCode(a) + 'a']) {
+        const plain = spanline._plainAscii(s, cls);
+        // a {text} model string skips escapeString's own plainAscii shortcut: byte by byte rules
+        const escaped = spanline.escapeString({ text: s, truncated: false }, cls, 1000);
+        assert.equal(plain, escaped === s && a < 0x80, `class ${cls}, ${JSON.stringify(s)}`);
+      }
+    }
+  }
+});
