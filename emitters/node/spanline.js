@@ -59,18 +59,27 @@ function strParts(s) {
   return [s === undefined || s === null ? '' : String(s), false];
 }
 
+// ASCII bytes that a class writes as is, as bits: 1 << cls when allowed as a string's first byte,
+// 8 << cls elsewhere; the rules of needsEscape (test/fastpath.test.js checks the two agree). Built
+// without calling needsEscape 768 times: that took a quarter of a millisecond of cold start.
+const PLAIN = new Uint8Array(128);
+PLAIN.fill(0x3f, 0x21, 0x7f); // printable: every class, every position
+for (const b of [0x25, 0x3b]) PLAIN[b] = 0; // % ;
+for (const b of [0x3d, 0x23, 0x7e, 0x21]) PLAIN[b] &= ~((1 | 8) << CLASS_KEY); // = # ~ !
+for (let b = 0x21; b < 0x7f; b++) if (isAsciiPunct(b) && b !== 0x5f && b !== 0x2e) PLAIN[b] &= ~(1 << CLASS_KEY);
+PLAIN[0x22] &= ~(1 << CLASS_NAME); // " and | cannot start a name
+PLAIN[0x7c] &= ~(1 << CLASS_NAME);
+
 // True when `s` is printable ASCII that `cls` writes as is (the common case: no Buffer needed).
 function plainAscii(s, cls) {
   const n = s.length;
-  for (let i = 0; i < n; i++) {
-    const c = s.charCodeAt(i);
-    if (c <= 0x20 || c >= 0x7f || c === 0x25 || c === 0x3b) return false;
-    if (cls === CLASS_KEY) {
-      if (c === 0x3d || c === 0x23 || c === 0x7e || c === 0x21) return false;
-      if (i === 0 && isAsciiPunct(c) && c !== 0x5f && c !== 0x2e) return false;
-    } else if (cls === CLASS_NAME && i === 0 && (c === 0x22 || c === 0x7c)) {
-      return false;
-    }
+  if (n === 0) return true;
+  let c = s.charCodeAt(0);
+  if (c >= 128 || (PLAIN[c] & (1 << cls)) === 0) return false;
+  const mask = 8 << cls;
+  for (let i = 1; i < n; i++) {
+    c = s.charCodeAt(i);
+    if (c >= 128 || (PLAIN[c] & mask) === 0) return false;
   }
   return true;
 }
@@ -192,25 +201,62 @@ function idB64Compute(h, bytes) {
   return out;
 }
 
-// Random ids come from a pool filled 4 KiB at a time: one randomBytes call per span costs
-// microseconds, a slice of the pool a few hundred nanoseconds.
+// Random ids come from a pool filled 4 KiB at a time (one randomFillSync per 512 span ids), kept
+// also as hex text: an id's hex is a slice of that text and its base64url is built from the pool's
+// bytes by table, with no Buffer call per span.
 const POOL_SIZE = 4096;
 const pool = Buffer.allocUnsafe(POOL_SIZE);
+let poolHex = '';
 let poolOffset = POOL_SIZE;
+const B64CODE = new Uint8Array(64);
+for (let i = 0; i < 64; i++) B64CODE[i] = B64URL.charCodeAt(i);
 
-function randomId(bytes) {
+// Offset in the pool of `bytes` fresh random bytes, not all zero.
+function takeId(bytes) {
   for (;;) {
     if (poolOffset + bytes > POOL_SIZE) {
       if (crypto === null) crypto = require('crypto');
       crypto.randomFillSync(pool);
+      poolHex = pool.toString('hex');
       poolOffset = 0;
     }
     const start = poolOffset;
     poolOffset += bytes;
     for (let i = start; i < start + bytes; i++) {
-      if (pool[i] !== 0) return pool.toString('hex', start, start + bytes);
+      if (pool[i] !== 0) return start;
     }
   }
+}
+
+function poolHexAt(start, bytes) {
+  return poolHex.slice(start * 2, (start + bytes) * 2);
+}
+
+// base64url of 3 pool bytes at i, as 4 char codes appended by the callers below.
+function b64Group(i) {
+  const v = (pool[i] << 16) | (pool[i + 1] << 8) | pool[i + 2];
+  return String.fromCharCode(B64CODE[v >> 18], B64CODE[(v >> 12) & 63], B64CODE[(v >> 6) & 63], B64CODE[v & 63]);
+}
+
+// 8 pool bytes → 11 base64url characters.
+function poolB64Span(i) {
+  const v = (pool[i] << 16) | (pool[i + 1] << 8) | pool[i + 2];
+  const w = (pool[i + 3] << 16) | (pool[i + 4] << 8) | pool[i + 5];
+  const x = (pool[i + 6] << 8) | pool[i + 7];
+  return String.fromCharCode(B64CODE[v >> 18], B64CODE[(v >> 12) & 63], B64CODE[(v >> 6) & 63], B64CODE[v & 63],
+    B64CODE[w >> 18], B64CODE[(w >> 12) & 63], B64CODE[(w >> 6) & 63], B64CODE[w & 63],
+    B64CODE[x >> 10], B64CODE[(x >> 4) & 63], B64CODE[(x & 15) << 2]);
+}
+
+// 16 pool bytes → 22 base64url characters.
+function poolB64Trace(i) {
+  const last = pool[i + 15];
+  return b64Group(i) + b64Group(i + 3) + b64Group(i + 6) + b64Group(i + 9) + b64Group(i + 12) +
+    String.fromCharCode(B64CODE[last >> 2], B64CODE[(last & 3) << 4]);
+}
+
+function randomId(bytes) {
+  return poolHexAt(takeId(bytes), bytes);
 }
 
 // ------------------------------------------------------------------------------------ fields
@@ -323,6 +369,12 @@ class FieldWriter {
 
 /** Encodes one span record (FORMAT.md §3) from the conformance span model; no newline. */
 function encodeSpan(span) {
+  const line = fastEncode(span);
+  return line !== null ? line : encodeSpanGeneral(span);
+}
+
+// encodeSpan for any model (the reference the fast paths are tested against).
+function encodeSpanGeneral(span) {
   const head = PREFIX + idB64(span.trace_id, 16) + idB64(span.span_id, 8) +
     (span.parent_span_id ? idB64(span.parent_span_id, 8) : '') +
     ' ' + uintText(span.start_us) + ' ' + uintText(span.duration_us) + flags(span.kind, span.status) +
@@ -455,7 +507,11 @@ let anchorWallUs = Date.now() * 1000;
 let anchorMono = monoUs();
 
 function nowUs() {
-  const mono = monoUs();
+  return nowUsAt(monoUs());
+}
+
+// Wall-clock microseconds at the monotonic reading `mono` (taken just now).
+function nowUsAt(mono) {
   const wallUs = Date.now() * 1000;
   let est = anchorWallUs + Math.floor(mono - anchorMono);
   const drift = est - wallUs;
@@ -485,6 +541,7 @@ function typedAttr(key, value) {
     case 'boolean':
       return { key, type: 'bool', value };
     case 'number':
+      if (Number.isSafeInteger(value)) return { key, type: 'int', value: value === 0 ? '0' : String(value) };
       if (Number.isInteger(value) && Math.abs(value) < 2 ** 63) return { key, type: 'int', value: BigInt(value).toString() };
       return { key, type: 'float', value };
     case 'bigint':
@@ -522,17 +579,198 @@ const TRACE_RE = /^[0-9a-f]{32}$/;
 const SPAN_RE = /^[0-9a-f]{16}$/;
 
 // Accepts a Span, a SpanContext, or anything with traceId/spanId (or toTraceId()/toSpanId()).
+// The last context accepted, by the strings it came from: a process makes many spans under the
+// same parent, and the check is then two string comparisons.
+let lastCtxT = null;
+let lastCtxS = null;
+let lastCtx = null;
+
 function toContext(x) {
   if (!x) return null;
   if (x instanceof Span) return x.context();
   let t = typeof x.toTraceId === 'function' ? x.toTraceId() : x.traceId;
   let s = typeof x.toSpanId === 'function' ? x.toSpanId() : x.spanId;
   if (typeof x.context === 'function' && (t === undefined || s === undefined)) return toContext(x.context());
+  if (t === lastCtxT && s === lastCtxS && typeof t === 'string' && typeof s === 'string') return lastCtx;
+  const rawT = t;
+  const rawS = s;
   t = String(t === undefined ? '' : t).toLowerCase();
   s = String(s === undefined ? '' : s).toLowerCase();
   if (t.length === 16) t = t.padStart(32, '0'); // 64-bit trace ids (B3, Jaeger)
   if (!TRACE_RE.test(t) || !SPAN_RE.test(s) || /^0+$/.test(t) || /^0+$/.test(s)) return null;
-  return new SpanContext(t, s);
+  const ctx = new SpanContext(t, s);
+  if (typeof rawT === 'string' && typeof rawS === 'string') {
+    lastCtxT = rawT;
+    lastCtxS = rawS;
+    lastCtx = ctx;
+  }
+  return ctx;
+}
+
+// ------------------------------------------------------------------------------------ fast path
+
+// The common span line, built by concatenation: ASCII name, keys and values that need no escaping
+// and fit their limits, no events or links, fields within the line's budget. Returns null for
+// anything else, which then goes through encodeSpan(toModel()); the output is the same either way
+// (test/fastpath.test.js compares the two on random spans).
+function fastLine(span, dur) {
+  if (span._events !== null || span._links !== null) return null;
+  const startUs = span._startUs;
+  if (!Number.isSafeInteger(startUs) || !Number.isSafeInteger(dur)) return null;
+  const name = span._name;
+  if (name.length > MAX_NAME || !plainAscii(name, CLASS_NAME)) return null;
+  let fields = '';
+  const attrs = span._attrs;
+  if (attrs !== null) {
+    for (const a of attrs.values()) {
+      const f = fastAttr(a, ' ');
+      if (f === null) return null;
+      fields += f;
+    }
+  }
+  let tail = '';
+  const msg = span._statusMessage;
+  if (msg !== null) {
+    if (typeof msg !== 'string' || msg.length > MAX_VALUE || !plainAscii(msg, CLASS_VALUE)) return null;
+    tail = ' *m=' + msg;
+  }
+  const rid = span._requestId;
+  if (rid !== undefined && rid !== null) {
+    const r = typeof rid === 'string' ? rid : String(rid);
+    if (r.length > MAX_VALUE || !plainAscii(r, CLASS_VALUE)) return null;
+    tail += ' *r=' + r;
+  }
+  const tracer = span._tracer;
+  const constTail = tracer._constTail();
+  const head = PREFIX + span._traceB64 + span._spanB64 + span._parentB64 + ' ' + usText(startUs) +
+    ' ' + dur + (KIND_LETTER[span._kind] || '') + (STATUS_LETTER[span._status] || '') + ' ' + name;
+  // all ASCII so far: characters are bytes
+  if (fields.length > MAX_LINE - RESERVE - head.length - tail.length - tracer._constTailBytes) return null;
+  const da = span._droppedAttrs;
+  return head + fields + tail + constTail + (da > 0 ? ' *a#' + da + ';\n' : ';\n');
+}
+
+// Decimal text of a safe integer of microseconds since the epoch (0 when not positive). V8 turns a
+// 16-digit number into text slowly (it is no small integer); the seconds' text changes once a
+// second and is kept, the microseconds are a small integer.
+let lastSec = -1;
+let lastSecText = '';
+const PAD6 = ['00000', '0000', '000', '00', '0', ''];
+
+function usText(us) {
+  if (us < 1e6) return us > 0 ? String(us) : '0';
+  const sec = Math.floor(us / 1e6);
+  if (sec !== lastSec) {
+    lastSec = sec;
+    lastSecText = String(sec);
+  }
+  const frac = us - sec * 1e6;
+  return lastSecText + PAD6[frac >= 100000 ? 5 : frac >= 10000 ? 4 : frac >= 1000 ? 3 : frac >= 100 ? 2 : frac >= 10 ? 1 : 0] + frac;
+}
+
+// True for the text of an integer as BigInt writes it, short enough to be within int64.
+function canonicalInt(s) {
+  const n = s.length;
+  let i = s.charCodeAt(0) === 0x2d ? 1 : 0; // -
+  if (n === i || n - i > 18) return false;
+  const c0 = s.charCodeAt(i);
+  if (c0 === 0x30) return n === 1; // 0, not -0 or 01
+  for (; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
+
+// One attribute field of the fast path (`prefix`: ' ' or ' +'), what attrField writes, or null
+// when it needs the general encoder.
+function fastAttr(a, prefix) {
+  let key = a.key;
+  if (typeof key !== 'string') return null;
+  if (key === '') key = '_';
+  else if (key.length > MAX_KEY || !plainAscii(key, CLASS_KEY)) return null;
+  const v = a.value;
+  switch (a.type) {
+    case 'string':
+      if (typeof v !== 'string' || v.length > MAX_VALUE || !plainAscii(v, CLASS_VALUE)) return null;
+      return prefix + key + '=' + v;
+    case 'int':
+      if (typeof v === 'string') return canonicalInt(v) ? prefix + key + '#' + v : null;
+      if (typeof v === 'number' && Number.isSafeInteger(v)) return prefix + key + '#' + (v === 0 ? '0' : v);
+      return null;
+    case 'float':
+      return prefix + key + '~' + formatFloat(v);
+    case 'bool':
+      return prefix + key + (v === true || v === 't' || v === 'true' ? '!t' : '!f');
+    default:
+      return null;
+  }
+}
+
+// A model's special field value (*m= *r= *s=) written as is, or null.
+function fastValue(v) {
+  return typeof v === 'string' && v.length <= MAX_VALUE && plainAscii(v, CLASS_VALUE) ? v : null;
+}
+
+// encodeSpan for the common model (what the OpenTelemetry bridge writes): the same conditions as
+// fastLine, from the model's fields. Returns null for anything else.
+function fastEncode(span) {
+  const ev = span.events;
+  const ln = span.links;
+  if ((ev && ev.length !== 0) || (ln && ln.length !== 0)) return null;
+  const st = span.start_us;
+  const du = span.duration_us;
+  if (!Number.isSafeInteger(st) || !Number.isSafeInteger(du)) return null;
+  const name = span.name;
+  if (typeof name !== 'string' || name.length > MAX_NAME || !plainAscii(name, CLASS_NAME)) return null;
+  let fields = '';
+  const attrs = span.attributes;
+  if (attrs) {
+    if (!Array.isArray(attrs) || attrs.length > MAX_ATTRIBUTES) return null;
+    for (let i = 0; i < attrs.length; i++) {
+      const f = fastAttr(attrs[i], ' ');
+      if (f === null) return null;
+      fields += f;
+    }
+  }
+  let tail = '';
+  if (span.status_message !== null && span.status_message !== undefined) {
+    const m = fastValue(span.status_message);
+    if (m === null) return null;
+    tail = ' *m=' + m;
+  }
+  if (span.request_id !== null && span.request_id !== undefined) {
+    const r = fastValue(span.request_id);
+    if (r === null) return null;
+    tail += ' *r=' + r;
+  }
+  if (span.service !== null && span.service !== undefined) {
+    const sv = fastValue(span.service);
+    if (sv === null) return null;
+    tail += ' *s=' + sv;
+  }
+  const res = span.resource;
+  if (res) {
+    if (!Array.isArray(res)) return null;
+    for (let i = 0; i < res.length; i++) {
+      const f = fastAttr(res[i], ' +');
+      if (f === null) return null;
+      tail += f;
+    }
+  }
+  const head = PREFIX + idB64(span.trace_id, 16) + idB64(span.span_id, 8) +
+    (span.parent_span_id ? idB64(span.parent_span_id, 8) : '') +
+    ' ' + usText(st) + ' ' + (du > 0 ? du : 0) + flags(span.kind, span.status) + ' ' + name;
+  if (fields.length > MAX_LINE - RESERVE - head.length - tail.length) return null;
+  const d = span.dropped || {};
+  const da = Number(d.attributes) || 0;
+  const de = Number(d.events) || 0;
+  const dl = Number(d.links) || 0;
+  let counters = '';
+  if (da > 0) counters += ' *a#' + da;
+  if (de > 0) counters += ' *e#' + de;
+  if (dl > 0) counters += ' *l#' + dl;
+  return head + fields + tail + counters + ';';
 }
 
 class Span {
@@ -541,17 +779,30 @@ class Span {
     this._tracer = tracer;
     this._name = name === undefined || name === null ? '' : String(name);
     const parent = toContext(opts.childOf);
-    this._traceId = parent ? parent.traceId : randomId(16);
-    this._spanId = randomId(8);
-    this._parentId = parent ? parent.spanId : null;
-    this._kind = kindName(opts.kind || 'internal') || 'internal';
+    const sid = takeId(8);
+    this._spanId = poolHexAt(sid, 8);
+    this._spanB64 = poolB64Span(sid); // ids in the record's encoding, made once
+    if (parent) {
+      this._traceId = parent.traceId;
+      this._parentId = parent.spanId;
+      this._traceB64 = idB64(parent.traceId, 16);
+      this._parentB64 = idB64(parent.spanId, 8);
+    } else {
+      const tid = takeId(16); // fields in the same order on both branches: one object shape
+      this._traceId = poolHexAt(tid, 16);
+      this._parentId = null;
+      this._traceB64 = poolB64Trace(tid);
+      this._parentB64 = '';
+    }
+    const kind = opts.kind;
+    this._kind = kind === undefined || kind === null ? 'internal' : KIND_NAMES[kind] || kindName(kind) || 'internal';
     this._status = 'unset';
     this._statusMessage = null;
-    this._attrs = new Map();
+    this._attrs = null; // Map, made by the first setTag
     this._droppedAttrs = 0;
-    this._events = [];
+    this._events = null; // arrays, made by the first event or link
     this._droppedEvents = 0;
-    this._links = [];
+    this._links = null;
     this._droppedLinks = 0;
     this._requestId = opts.requestId !== undefined ? opts.requestId : tracer.requestId;
     this._finished = false;
@@ -559,11 +810,11 @@ class Span {
       this._startUs = Math.round(Number(opts.startTime) * 1000); // OpenTracing: ms since epoch
       this._startHr = null;
     } else {
-      this._startUs = nowUs();
-      this._startHr = monoUs();
+      const mono = monoUs(); // one clock reading for both
+      this._startUs = nowUsAt(mono);
+      this._startHr = mono;
     }
-    const follows = opts.followsFrom === undefined ? [] : [].concat(opts.followsFrom);
-    for (const f of follows) this.addLink(f);
+    if (opts.followsFrom !== undefined) for (const f of [].concat(opts.followsFrom)) this.addLink(f);
     if (opts.tags) for (const k of Object.keys(opts.tags)) this.setTag(k, opts.tags[k]);
     this._announced = false;
     if (opts.announce) this.announce();
@@ -613,6 +864,7 @@ class Span {
         if (kind) this._kind = kind;
         return this;
       }
+      if (this._attrs === null) this._attrs = new Map();
       if (!this._attrs.has(k) && this._attrs.size >= MAX_ATTRIBUTES) this._droppedAttrs++;
       else this._attrs.set(k, typedAttr(k, value));
     } catch (e) {
@@ -633,6 +885,7 @@ class Span {
   }
 
   _addEvent(name, fields, timestampMs) {
+    if (this._events === null) this._events = [];
     if (this._events.length >= MAX_EVENTS) {
       this._droppedEvents++;
       return;
@@ -674,6 +927,7 @@ class Span {
     try {
       const c = toContext(ctx);
       if (!c) return this;
+      if (this._links === null) this._links = [];
       if (this._links.length >= MAX_LINKS) {
         this._droppedLinks++;
         return this;
@@ -715,9 +969,9 @@ class Span {
       status_message: this._statusMessage,
       service: this._tracer.service,
       request_id: this._requestId === undefined || this._requestId === null ? null : String(this._requestId),
-      attributes: Array.from(this._attrs.values()),
-      events: this._events,
-      links: this._links,
+      attributes: this._attrs === null ? [] : Array.from(this._attrs.values()),
+      events: this._events === null ? [] : this._events,
+      links: this._links === null ? [] : this._links,
       resource: this._tracer.resource,
       dropped: { attributes: this._droppedAttrs, events: this._droppedEvents, links: this._droppedLinks },
     };
@@ -732,7 +986,16 @@ class Span {
       if (finishTime !== undefined && finishTime !== null) dur = Math.round(Number(finishTime) * 1000) - this._startUs;
       else if (this._startHr !== null) dur = Math.floor(monoUs() - this._startHr);
       else dur = nowUs() - this._startUs;
-      this._tracer._emit(this.toModel(Math.max(0, dur)));
+      if (dur < 0) dur = 0;
+      const tracer = this._tracer;
+      if (!tracer.buffered) {
+        const line = fastLine(this, dur);
+        if (line !== null) {
+          tracer._write(line);
+          return;
+        }
+      }
+      tracer._emit(this.toModel(Math.max(0, dur)));
     } catch (e) {
       this._tracer._fail(e);
     }
@@ -782,6 +1045,32 @@ class Tracer {
     this.failures = 0;
     this._warned = false;
     this._buffer = new Map(); // trace id → span models
+    this._tailService = undefined; // what _tail was made from
+    this._tailResource = undefined;
+    this._tailResourceLength = -1;
+    this._tail = '';
+    this._constTailBytes = 0;
+    this._onWritten = (err) => {
+      if (err) this._fail(err);
+    };
+  }
+
+  // The fields every span of this tracer ends with (*s= and the resource's +…), encoded once and
+  // again whenever service or resource are assigned anew.
+  _constTail() {
+    const svc = this.service;
+    const res = this.resource;
+    if (svc !== this._tailService || res !== this._tailResource || (res ? res.length : 0) !== this._tailResourceLength) {
+      let t = '';
+      if (svc !== null && svc !== undefined) t += special('s', svc);
+      for (const a of res || []) t += attrField('+', a);
+      this._tail = t;
+      this._constTailBytes = Buffer.byteLength(t, 'utf8');
+      this._tailService = svc;
+      this._tailResource = res;
+      this._tailResourceLength = res ? res.length : 0;
+    }
+    return this._tail;
   }
 
   startSpan(name, options) {
@@ -820,11 +1109,12 @@ class Tracer {
     for (const t of Array.from(this._buffer.keys())) this._flushTrace(t);
   }
 
+  // One process.stdout.write per line. Not fs.writeSync(1, …): to a pipe (how Lambda collects
+  // stdout) the stream is several times cheaper per line, and writing past the stream could
+  // reorder lines against console.log or throw EAGAIN on a full non-blocking pipe (README, "Cost").
   _write(text) {
     try {
-      process.stdout.write(text, (err) => {
-        if (err) this._fail(err);
-      });
+      process.stdout.write(text, this._onWritten);
     } catch (e) {
       this._fail(e);
     }
@@ -854,6 +1144,7 @@ module.exports = {
   MAX_LINKS,
   MAX_BATCH_SPANS,
   encodeSpan,
+  encodeSpanGeneral,
   encodeOpen,
   encodeBatch,
   encodeBatches,
@@ -867,4 +1158,5 @@ module.exports = {
   CLASS_NAME,
   CLASS_KEY,
   CLASS_VALUE,
+  _plainAscii: plainAscii, // for tests
 };
