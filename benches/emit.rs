@@ -172,10 +172,7 @@ type Contender<'a> = (&'a str, &'a dyn Fn() -> u64, &'a mut dyn FnMut(u64));
 
 /// Like [`measure`] for several contenders at once, their timed samples interleaved (A, B, C, A,
 /// B, C, ...) so that a busy machine's slow phases hit all of them alike: for ratios.
-fn measure_interleaved(
-    spans: u64,
-    contenders: &mut [Contender<'_>],
-) -> Vec<Row> {
+fn measure_interleaved(spans: u64, contenders: &mut [Contender<'_>]) -> Vec<Row> {
     let mut rows = Vec::new();
     for (name, bytes, f) in contenders.iter_mut() {
         f(spans / 10 + 1);
