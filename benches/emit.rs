@@ -345,6 +345,25 @@ fn main() {
                     );
                 }
             }),
+            (
+                "two clock reads (clock_gettime, µs by hand)",
+                &|| 0,
+                &mut |k| {
+                    let us = || {
+                        let mut ts = libc::timespec {
+                            tv_sec: 0,
+                            tv_nsec: 0,
+                        };
+                        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+                        ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+                    };
+                    for _ in 0..k {
+                        let a = us();
+                        let b = us();
+                        clock.fetch_add(std::hint::black_box(b.wrapping_sub(a)), Ordering::Relaxed);
+                    }
+                },
+            ),
             ("two clock reads (Instant::now)", &|| 0, &mut |k| {
                 for _ in 0..k {
                     let a = Instant::now();
