@@ -389,6 +389,7 @@ fn main() {
     let same_line = capture.text().into_bytes();
     let tracer_fd1 = Tracer::builder().build();
     let tracer_std = Tracer::builder().output(StdLockedStdout).build();
+    let tracer_mem = Tracer::builder().output(CountingSink::default()).build();
     let (piped_fd1, saved) = stdout_into_drained_pipe();
     let piped = || piped_fd1.swap(0, Ordering::Relaxed);
     let write_rows = measure_interleaved(
@@ -410,6 +411,21 @@ fn main() {
                 &mut |k| {
                     for _ in 0..k {
                         spanline_span(&tracer_fd1, &parent);
+                    }
+                },
+            ),
+            (
+                // Diagnostic: the in-memory span (into a discarding output), then a bare write(2)
+                // of the same line. If this matches spanline's own row, the output path adds
+                // nothing beyond the system call; the gap to the bare write is the in-memory
+                // work plus how the pipe's reader wakes when lines come slower.
+                "in-memory span + bare write(2) of the same line into a drained pipe",
+                &piped,
+                &mut |k| {
+                    for _ in 0..k {
+                        spanline_span(&tracer_mem, &parent);
+                        let line = std::hint::black_box(&same_line);
+                        unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
                     }
                 },
             ),
