@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build -q --release --no-default-features \
   --example size_baseline --example size_emitter --example size_propagation
-dir=target/release/examples
+dir=${CARGO_TARGET_DIR:-target}/release/examples
 for b in size_baseline size_emitter size_propagation; do strip -o "$dir/$b.stripped" "$dir/$b"; done
 base=$(stat -c %s "$dir/size_baseline.stripped")
 for b in size_emitter size_propagation; do

@@ -7,6 +7,11 @@
 //! allocations nor bytes, and the point of this bench is one table of all three, with ratios,
 //! from one run.
 //!
+//! The run ends with one JSON line: `ns_per_span` (in memory), `ns_per_span_write` (stdout
+//! pointed at a drained pipe), `ns_bare_write` (a bare `write(2)` of the same line into the same
+//! kind of pipe, samples interleaved with the former), `write_ratio`, `allocs_per_span`,
+//! `bytes_per_span` and `peers_ns_per_span` by name.
+//!
 //! Run: `cargo bench --bench emit` (set `SPANLINE_BENCH_SPANS` to change the sample size).
 
 use opentelemetry::trace::{
@@ -162,6 +167,72 @@ fn measure(name: &str, spans: u64, bytes: impl Fn() -> u64, mut f: impl FnMut(u6
     row
 }
 
+/// A name, a byte counter to read and reset, and `f(n)` emitting `n` spans.
+type Contender<'a> = (&'a str, &'a dyn Fn() -> u64, &'a mut dyn FnMut(u64));
+
+/// Like [`measure`] for several contenders at once, their timed samples interleaved (A, B, C, A,
+/// B, C, ...) so that a busy machine's slow phases hit all of them alike: for ratios.
+fn measure_interleaved(spans: u64, contenders: &mut [Contender<'_>]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (name, bytes, f) in contenders.iter_mut() {
+        f(spans / 10 + 1);
+        bytes();
+        let a0 = ALLOCS.load(Ordering::Relaxed);
+        f(spans);
+        // The drain thread may lag; give it a moment before counting what went through.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        rows.push(Row {
+            name: (*name).to_owned(),
+            ns: 0.0,
+            allocs: (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / spans as f64,
+            bytes: bytes() as f64 / spans as f64,
+        });
+    }
+    let mut samples = vec![Vec::new(); contenders.len()];
+    for _ in 0..7 {
+        for (i, (_, _, f)) in contenders.iter_mut().enumerate() {
+            let t = Instant::now();
+            f(spans);
+            samples[i].push(t.elapsed().as_nanos() as f64 / spans as f64);
+        }
+    }
+    for (row, mut s) in rows.iter_mut().zip(samples) {
+        s.sort_by(|a, b| a.total_cmp(b));
+        row.ns = s[3];
+        eprintln!("measured {}: {:.0} ns/span", row.name, row.ns);
+    }
+    rows
+}
+
+/// std's stdout as spanline wrote to it before: the re-entrant lock, the line buffer, a flush.
+struct StdLockedStdout;
+
+impl Output for StdLockedStdout {
+    fn write_line(&self, line: &[u8]) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(line)?;
+        out.flush()
+    }
+}
+
+/// Points fd 1 at a drained pipe; returns the byte counter and the saved fd 1 for
+/// [`restore_stdout`].
+fn stdout_into_drained_pipe() -> (Arc<AtomicU64>, i32) {
+    use std::os::fd::AsRawFd;
+    std::io::stdout().flush().ok();
+    let (w, n) = drained_pipe();
+    let saved = unsafe { libc::dup(1) };
+    unsafe { libc::dup2(w.as_raw_fd(), 1) };
+    drop(w);
+    (n, saved)
+}
+
+fn restore_stdout(saved: i32) {
+    std::io::stdout().flush().ok();
+    unsafe { libc::dup2(saved, 1) };
+    unsafe { libc::close(saved) };
+}
+
 fn remote_parent() -> SpanContext {
     SpanContext::new(
         TraceId::from_hex(TRACE).unwrap(),
@@ -215,22 +286,11 @@ fn main() {
     let parent = remote_parent();
     let mut rows = Vec::new();
 
-    // spanline, line built in memory and handed to a discarding output.
+    // spanline, line built in memory and handed to a discarding output; next to it, where the
+    // time goes: the encoder alone (the same line from fixed ids and times: no clock, no id
+    // generation, no span bookkeeping) and the two clock reads. Samples interleaved.
     let sink = CountingSink::default();
     let tracer = Tracer::builder().output(sink.clone()).build();
-    rows.push(measure(
-        "spanline, span record, in memory",
-        n,
-        || sink.take(),
-        |k| {
-            for _ in 0..k {
-                spanline_span(&tracer, &parent);
-            }
-        },
-    ));
-
-    // The encoder alone: the same line from fixed ids and times (no clock, no id generation,
-    // no span bookkeeping), to show where the time goes.
     let mut enc = spanline::span_line::SpanEncoder::new();
     let mut line = Vec::with_capacity(256);
     let head = spanline::span_line::SpanHead {
@@ -244,47 +304,150 @@ fn main() {
         name: "service-egress",
     };
     let line_bytes = AtomicU64::new(0);
-    rows.push(measure(
-        "spanline, encoder only (fixed ids and times)",
-        n * 5,
-        || line_bytes.swap(0, Ordering::Relaxed),
-        |k| {
-            for _ in 0..k {
-                enc.reset(200);
-                enc.attr("http.method", spanline::span_line::Value::Str("POST"));
-                enc.attr("peer.service", spanline::span_line::Value::Str("lambda"));
-                line.clear();
-                enc.write_record(&mut line, &head, None, None, b"");
-                line.push(b'\n');
-                line_bytes.fetch_add(std::hint::black_box(&line).len() as u64, Ordering::Relaxed);
-            }
-        },
-    ));
     let clock = AtomicU64::new(0);
-    rows.push(measure(
-        "two clock reads (SystemTime::now)",
-        n * 5,
-        || 0,
-        |k| {
-            for _ in 0..k {
-                let a = std::time::SystemTime::now();
-                let b = std::time::SystemTime::now();
-                clock.fetch_add(
-                    std::hint::black_box(b.duration_since(a).map_or(0, |d| d.as_nanos() as u64)),
-                    Ordering::Relaxed,
-                );
-            }
-        },
+    rows.extend(measure_interleaved(
+        n,
+        &mut [
+            (
+                "spanline, span record, in memory",
+                &|| sink.take(),
+                &mut |k| {
+                    for _ in 0..k {
+                        spanline_span(&tracer, &parent);
+                    }
+                },
+            ),
+            (
+                "spanline, encoder only (fixed ids and times)",
+                &|| line_bytes.swap(0, Ordering::Relaxed),
+                &mut |k| {
+                    for _ in 0..k {
+                        enc.reset(200);
+                        enc.attr("http.method", spanline::span_line::Value::Str("POST"));
+                        enc.attr("peer.service", spanline::span_line::Value::Str("lambda"));
+                        line.clear();
+                        enc.write_record(&mut line, &head, None, None, b"");
+                        line.push(b'\n');
+                        line_bytes
+                            .fetch_add(std::hint::black_box(&line).len() as u64, Ordering::Relaxed);
+                    }
+                },
+            ),
+            ("two clock reads (SystemTime::now)", &|| 0, &mut |k| {
+                for _ in 0..k {
+                    let a = std::time::SystemTime::now();
+                    let b = std::time::SystemTime::now();
+                    clock.fetch_add(
+                        std::hint::black_box(
+                            b.duration_since(a).map_or(0, |d| d.as_nanos() as u64),
+                        ),
+                        Ordering::Relaxed,
+                    );
+                }
+            }),
+            (
+                "two clock reads (clock_gettime, µs by hand)",
+                &|| 0,
+                &mut |k| {
+                    let us = || {
+                        let mut ts = libc::timespec {
+                            tv_sec: 0,
+                            tv_nsec: 0,
+                        };
+                        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+                        ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+                    };
+                    for _ in 0..k {
+                        let a = us();
+                        let b = us();
+                        clock.fetch_add(std::hint::black_box(b.wrapping_sub(a)), Ordering::Relaxed);
+                    }
+                },
+            ),
+            ("two clock reads (Instant::now)", &|| 0, &mut |k| {
+                for _ in 0..k {
+                    let a = Instant::now();
+                    let b = Instant::now();
+                    clock.fetch_add(
+                        std::hint::black_box(b.duration_since(a).as_nanos() as u64),
+                        Ordering::Relaxed,
+                    );
+                }
+            }),
+        ],
     ));
     if std::env::var("SPANLINE_BENCH_ONLY").is_ok_and(|v| v == "memory") {
         print_table(&rows);
+        print_json(&rows, &[]);
         return;
     }
-    // spanline, one write(2) per line into a pipe drained by another thread.
+    // The same line into a drained pipe on fd 1, three ways, samples interleaved: spanline's
+    // default output (one write(2) to fd 1), std's locked, line-buffered stdout (spanline's
+    // output before), and a bare write(2) of the same bytes (the floor).
+    let capture = spanline::emit::CaptureOutput::new();
+    spanline_span(&Tracer::builder().output(capture.clone()).build(), &parent);
+    let same_line = capture.text().into_bytes();
+    let tracer_fd1 = Tracer::builder().build();
+    let tracer_std = Tracer::builder().output(StdLockedStdout).build();
+    let tracer_mem = Tracer::builder().output(CountingSink::default()).build();
+    let (piped_fd1, saved) = stdout_into_drained_pipe();
+    let piped = || piped_fd1.swap(0, Ordering::Relaxed);
+    let write_rows = measure_interleaved(
+        n,
+        &mut [
+            (
+                "bare write(2) of the same line into a drained pipe",
+                &piped,
+                &mut |k| {
+                    for _ in 0..k {
+                        let line = std::hint::black_box(&same_line);
+                        unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
+                    }
+                },
+            ),
+            (
+                "spanline, span record, stdout (one write(2)) into a drained pipe",
+                &piped,
+                &mut |k| {
+                    for _ in 0..k {
+                        spanline_span(&tracer_fd1, &parent);
+                    }
+                },
+            ),
+            (
+                // Diagnostic: the in-memory span (into a discarding output), then a bare write(2)
+                // of the same line. If this matches spanline's own row, the output path adds
+                // nothing beyond the system call; the gap to the bare write is the in-memory
+                // work plus how the pipe's reader wakes when lines come slower.
+                "in-memory span + bare write(2) of the same line into a drained pipe",
+                &piped,
+                &mut |k| {
+                    for _ in 0..k {
+                        spanline_span(&tracer_mem, &parent);
+                        let line = std::hint::black_box(&same_line);
+                        unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
+                    }
+                },
+            ),
+            (
+                "spanline, span record, std's locked stdout into a drained pipe",
+                &piped,
+                &mut |k| {
+                    for _ in 0..k {
+                        spanline_span(&tracer_std, &parent);
+                    }
+                },
+            ),
+        ],
+    );
+    restore_stdout(saved);
+    rows.extend(write_rows);
+
+    // Any writer: a pipe behind `WriterOutput`'s mutex.
     let (w, piped) = drained_pipe();
     let tracer_pipe = Tracer::builder().output(WriterOutput::new(w)).build();
     rows.push(measure(
-        "spanline, span record, write into a drained pipe",
+        "spanline, span record, WriterOutput into a drained pipe",
         n,
         || piped.swap(0, Ordering::Relaxed),
         |k| {
@@ -315,10 +478,16 @@ fn main() {
     }
 
     let peers = std::env::var("SPANLINE_BENCH_ONLY").map_or(true, |v| v != "spanline");
+    let mut peer_rows = Vec::new();
     if peers {
-        peers_rows(n, &mut rows);
+        peers_rows(n, &mut peer_rows);
     }
+    rows.extend(peer_rows.iter().map(|r| Row {
+        name: r.name.clone(),
+        ..*r
+    }));
     print_table(&rows);
+    print_json(&rows, &peer_rows);
 }
 
 fn peers_rows(n: u64, rows: &mut Vec<Row>) {
@@ -428,6 +597,35 @@ fn peers_rows(n: u64, rows: &mut Vec<Row>) {
             },
         ));
     });
+}
+
+/// The final JSON line. Absent measurements are `null`.
+fn print_json(rows: &[Row], peers: &[Row]) {
+    let ns = |prefix: &str| {
+        rows.iter()
+            .find(|r| r.name.starts_with(prefix))
+            .map(|r| r.ns)
+    };
+    let num = |x: Option<f64>| x.map_or("null".to_owned(), |x| format!("{x:.1}"));
+    let mem = &rows[0];
+    let write = ns("spanline, span record, stdout (one write(2))");
+    let bare = ns("bare write(2)");
+    let ratio = write.zip(bare).map(|(w, b)| w / b);
+    let peer_fields: Vec<String> = peers
+        .iter()
+        .map(|r| format!("{}:{:.1}", serde_json::Value::from(r.name.as_str()), r.ns))
+        .collect();
+    println!(
+        "{{\"ns_per_span\":{:.1},\"ns_per_span_write\":{},\"ns_bare_write\":{},\"write_ratio\":{},\"ns_per_span_write_std_stdout\":{},\"allocs_per_span\":{:.2},\"bytes_per_span\":{:.1},\"peers_ns_per_span\":{{{}}}}}",
+        mem.ns,
+        num(write),
+        num(bare),
+        ratio.map_or("null".to_owned(), |r| format!("{r:.2}")),
+        num(ns("spanline, span record, std's locked stdout")),
+        mem.allocs,
+        mem.bytes,
+        peer_fields.join(",")
+    );
 }
 
 fn print_table(rows: &[Row]) {

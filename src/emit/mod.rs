@@ -31,5 +31,5 @@ pub mod layer;
 
 pub use crate::span_line::{SpanId, SpanKind, StatusCode, TraceId, Value};
 pub use context::SpanContext;
-pub use output::{CaptureOutput, Output, StdoutOutput, WriterOutput};
+pub use output::{CaptureOutput, Output, StdoutOutput, WriterOutput, PIPE_BUF};
 pub use tracer::{global, set_global, Span, SpanBuilder, Tracer, TracerBuilder};

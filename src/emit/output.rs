@@ -11,16 +11,70 @@ pub trait Output: Send + Sync + 'static {
 }
 
 /// Standard output, the default: Lambda captures it into CloudWatch Logs.
+///
+/// Each line goes to file descriptor 1 with one `write(2)`, not through std's `Stdout` (a
+/// re-entrant lock around a line buffer): measured in `benches/emit.rs`, the lock and the buffer
+/// copy cost more than the system call's own overhead beyond a bare `write`. Lines never
+/// interleave:
+/// - a line of at most [`PIPE_BUF`] bytes (4096 on Linux) is written by one `write(2)`, which
+///   POSIX makes atomic on a pipe (Lambda's stdout) — no lock is needed, not even against other
+///   processes sharing the pipe;
+/// - a longer line (span lines reach `MAX_LINE`, 8 KiB) may be split by the kernel into several
+///   writes, so it is written while holding std's stdout lock, the one `println!` takes: no
+///   thread of this process writes between its parts. Another *process* writing to the same pipe
+///   could still land between them; on Lambda only the runtime's own process writes there.
+///
+/// Text that user code printed with `print!` and no newline yet stays in std's buffer and is not
+/// flushed before the span line: a span line is never glued to the end of a partial user line
+/// (through std's buffer it would be, and the converter would miss it).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StdoutOutput;
 
+/// Bytes a single `write(2)` to a pipe writes atomically (POSIX `PIPE_BUF`; 4096 on Linux, the
+/// POSIX minimum is 512 and other Unix systems use 512 to 4096 — 512 is assumed off Linux).
+#[cfg(target_os = "linux")]
+pub const PIPE_BUF: usize = 4096;
+/// Bytes a single `write(2)` to a pipe writes atomically (POSIX minimum; 4096 on Linux).
+#[cfg(not(target_os = "linux"))]
+pub const PIPE_BUF: usize = 512;
+
 impl Output for StdoutOutput {
+    #[inline]
     fn write_line(&self, line: &[u8]) -> std::io::Result<()> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(line)?;
-        // Stdout is line-buffered; the line ends in '\n', so this is normally a no-op.
-        out.flush()
+        write_fd1(line)
     }
+}
+
+#[cfg(unix)]
+fn write_fd1(line: &[u8]) -> std::io::Result<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: fd 1 belongs to the process for its whole life (std's own `Stdout` writes to it
+    // the same way); `ManuallyDrop` keeps this handle from closing it. If fd 1 was closed the
+    // write fails with EBADF, which is counted like any other failed write.
+    let fd1 = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) });
+    if line.len() <= PIPE_BUF {
+        // `write_all` loops only on a short write, which a pipe does not do at this size (and
+        // retries EINTR).
+        (&*fd1).write_all(line)
+    } else {
+        long_line(&fd1, line)
+    }
+}
+
+#[cfg(unix)]
+#[cold]
+#[inline(never)]
+fn long_line(fd1: &std::fs::File, line: &[u8]) -> std::io::Result<()> {
+    let _stdout = std::io::stdout().lock();
+    let mut f = fd1;
+    f.write_all(line)
+}
+
+#[cfg(not(unix))]
+fn write_fd1(line: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(line)?;
+    out.flush()
 }
 
 /// Any writer (a file, a pipe, a socket), behind a mutex.

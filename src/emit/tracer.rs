@@ -55,6 +55,20 @@ struct BatchState {
     line: Vec<u8>,
 }
 
+/// Says on stderr that resource attributes were dropped (bytes built by hand: `eprintln!` would
+/// link formatting code into every binary for this one message).
+#[cold]
+#[inline(never)]
+fn report_dropped_resources(dropped: usize) {
+    let mut msg = Vec::with_capacity(128);
+    msg.extend_from_slice(b"spanline: ");
+    msg.extend_from_slice(itoa::Buffer::new().format(dropped).as_bytes());
+    msg.extend_from_slice(b" resource attributes dropped: they would take more than ");
+    msg.extend_from_slice(itoa::Buffer::new().format(MAX_SUFFIX).as_bytes());
+    msg.extend_from_slice(b" bytes of every line\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), &msg);
+}
+
 fn error_kind(e: &std::io::Error) -> &'static str {
     use std::io::ErrorKind as K;
     match e.kind() {
@@ -79,17 +93,26 @@ struct Inner {
 }
 
 impl Inner {
+    #[inline]
     fn write(&self, line: &[u8]) {
         if let Err(e) = self.output.write_line(line) {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            if !self.reported.swap(true, Ordering::Relaxed) {
-                // The error's kind, without the formatting machinery (kept out of the binary).
-                let mut msg = Vec::with_capacity(128);
-                msg.extend_from_slice(b"spanline: could not write a span line (");
-                msg.extend_from_slice(error_kind(&e).as_bytes());
-                msg.extend_from_slice(b"); further failures are counted silently\n");
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), &msg);
-            }
+            self.write_failed(&e);
+        }
+    }
+
+    /// Counts a failed write and reports the first one on stderr. Cold and out of line: the
+    /// hot path stays small.
+    #[cold]
+    #[inline(never)]
+    fn write_failed(&self, e: &std::io::Error) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if !self.reported.swap(true, Ordering::Relaxed) {
+            // The error's kind, without the formatting machinery (kept out of the binary).
+            let mut msg = Vec::with_capacity(128);
+            msg.extend_from_slice(b"spanline: could not write a span line (");
+            msg.extend_from_slice(error_kind(e).as_bytes());
+            msg.extend_from_slice(b"); further failures are counted silently\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), &msg);
         }
     }
 
@@ -268,7 +291,7 @@ impl TracerBuilder {
             }
         }
         if dropped > 0 {
-            eprintln!("spanline: {dropped} resource attributes dropped: they would take more than {MAX_SUFFIX} bytes of every line");
+            report_dropped_resources(dropped);
         }
         Tracer {
             inner: Arc::new(Inner {

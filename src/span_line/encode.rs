@@ -22,45 +22,56 @@ pub(crate) enum Class {
     Value,
 }
 
-/// Escape tables (FORMAT.md §2): `rest` applies to every byte, `first` to the first byte.
-struct Tables {
-    rest: [bool; 256],
-    first: [bool; 256],
+/// Which bits of [`ESCAPE`] say "escape this byte" for one class: `rest` for every byte,
+/// `first` for the first byte of the string.
+#[derive(Clone, Copy)]
+struct Masks {
+    rest: u8,
+    first: u8,
 }
 
-const fn tables(class: Class) -> Tables {
-    let mut rest = [false; 256];
-    let mut first = [false; 256];
+/// The escape rules of FORMAT.md §2 as one 256-byte table, two bits per class (one 256-entry
+/// table of `bool` per class and position took six times the space in every binary).
+static ESCAPE: [u8; 256] = escape_table();
+
+const fn escape_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
         // Escaped in every string: controls, space, DEL, `%` and `;`.
         let base = b <= 0x20 || b == 0x7f || b == b'%' || b == b';';
-        let (r, f) = match class {
-            Class::Value => (base, base),
-            Class::Name => (base, base || b == b'"' || b == b'|'),
-            Class::Key => {
-                let r = base || b == b'=' || b == b'#' || b == b'~' || b == b'!';
-                (r, r || (b.is_ascii_punctuation() && b != b'_' && b != b'.'))
+        let key = base || b == b'=' || b == b'#' || b == b'~' || b == b'!';
+        let key_first = key || (b.is_ascii_punctuation() && b != b'_' && b != b'.');
+        let name_first = base || b == b'"' || b == b'|';
+        let bits = [base, base, base, name_first, key, key_first];
+        let mut k = 0;
+        while k < 6 {
+            if bits[k] {
+                t[i] |= 1 << k;
             }
-        };
-        rest[i] = r;
-        first[i] = f;
+            k += 1;
+        }
         i += 1;
     }
-    Tables { rest, first }
+    t
 }
 
-static VALUE: Tables = tables(Class::Value);
-static NAME: Tables = tables(Class::Name);
-static KEY: Tables = tables(Class::Key);
-
 #[inline]
-fn table(class: Class) -> &'static Tables {
+fn masks(class: Class) -> Masks {
     match class {
-        Class::Value => &VALUE,
-        Class::Name => &NAME,
-        Class::Key => &KEY,
+        Class::Value => Masks {
+            rest: 1,
+            first: 1 << 1,
+        },
+        Class::Name => Masks {
+            rest: 1 << 2,
+            first: 1 << 3,
+        },
+        Class::Key => Masks {
+            rest: 1 << 4,
+            first: 1 << 5,
+        },
     }
 }
 
@@ -93,7 +104,7 @@ fn has_byte(x: u64, b: u8) -> bool {
 /// 0x7F, `%` or `;` (and, for keys, `=`, `#`, `~`, `!`). Non-ASCII bytes are all ≥ 0x80 and
 /// never escaped.
 #[inline]
-fn any_escaped(bytes: &[u8], class: Class, t: &Tables) -> bool {
+fn any_escaped(bytes: &[u8], class: Class, t: Masks) -> bool {
     let rest = bytes.get(1..).unwrap_or_default();
     let mut chunks = rest.chunks_exact(8);
     for c in &mut chunks {
@@ -114,37 +125,57 @@ fn any_escaped(bytes: &[u8], class: Class, t: &Tables) -> bool {
             return true;
         }
     }
-    chunks.remainder().iter().any(|&b| t.rest[b as usize])
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| ESCAPE[b as usize] & t.rest != 0)
 }
 
 /// Appends `s` escaped for `class`, cut to `limit` bytes with the `%*` marker when longer.
+///
+/// Inlined: most names, keys and values are short and need no escaping, and at each call site
+/// the class is a constant, so the check is a few word operations and one copy. Strings that
+/// need escaping or cutting take the out-of-line path.
+#[inline]
 pub(crate) fn write_escaped(buf: &mut Vec<u8>, s: &str, class: Class, limit: usize) {
-    let (s, cut) = truncate(s, limit);
     let bytes = s.as_bytes();
-    let t = table(class);
-    // Fast path: most names, keys and values need no escaping at all.
-    let clean = match bytes.split_first() {
-        None => true,
-        Some((&b0, _)) => !t.first[b0 as usize] && !any_escaped(bytes, class, t),
-    };
-    if clean {
+    if bytes.len() <= limit && is_clean(bytes, class) {
         buf.extend_from_slice(bytes);
     } else {
-        let mut run = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let esc = if i == 0 {
-                t.first[b as usize]
-            } else {
-                t.rest[b as usize]
-            };
-            if esc {
-                buf.extend_from_slice(&bytes[run..i]);
-                buf.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-                run = i + 1;
-            }
-        }
-        buf.extend_from_slice(&bytes[run..]);
+        write_escaped_slow(buf, s, class, limit);
     }
+}
+
+/// Whether `bytes` needs no escaping at all for `class`.
+#[inline]
+fn is_clean(bytes: &[u8], class: Class) -> bool {
+    let t = masks(class);
+    match bytes.first() {
+        None => true,
+        Some(&b0) => ESCAPE[b0 as usize] & t.first == 0 && !any_escaped(bytes, class, t),
+    }
+}
+
+/// [`write_escaped`] for strings with bytes to escape or longer than `limit`.
+#[inline(never)]
+fn write_escaped_slow(buf: &mut Vec<u8>, s: &str, class: Class, limit: usize) {
+    let (s, cut) = truncate(s, limit);
+    let bytes = s.as_bytes();
+    let t = masks(class);
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = if i == 0 {
+            ESCAPE[b as usize] & t.first != 0
+        } else {
+            ESCAPE[b as usize] & t.rest != 0
+        };
+        if esc {
+            buf.extend_from_slice(&bytes[run..i]);
+            buf.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            run = i + 1;
+        }
+    }
+    buf.extend_from_slice(&bytes[run..]);
     if cut {
         buf.extend_from_slice(b"%*");
     }
@@ -510,7 +541,9 @@ impl SpanEncoder {
             )
         } else {
             out.extend_from_slice(&self.attrs);
-            out.extend_from_slice(&self.tail);
+            if !self.tail.is_empty() {
+                out.extend_from_slice(&self.tail);
+            }
             (self.dropped_attrs, self.dropped_events, self.dropped_links)
         };
         if let Some(m) = status_message {
@@ -519,7 +552,9 @@ impl SpanEncoder {
         if let Some(r) = request_id {
             write_special(out, b'r', r);
         }
-        out.extend_from_slice(suffix);
+        if !suffix.is_empty() {
+            out.extend_from_slice(suffix);
+        }
         write_count(out, b'a', da);
         write_count(out, b'e', de);
         write_count(out, b'l', dl);
@@ -552,42 +587,22 @@ impl SpanEncoder {
 }
 
 /// Appends everything before the name: marker, ids, start, duration and flags, and the space.
-/// Built in a stack buffer and appended at once: one capacity check instead of a dozen.
+/// Written straight into `out` (the caller reserved room): fixed-size pieces compile to plain
+/// stores, with no stack buffer copied afterwards.
 #[inline]
 fn write_head(out: &mut Vec<u8>, head: &SpanHead<'_>) {
-    let mut b = [0u8; 104];
-    let mut n = PREFIX.len();
-    b[..n].copy_from_slice(PREFIX);
-    b[n..n + 22].copy_from_slice(&head.trace_id.to_b64());
-    n += 22;
-    b[n..n + 11].copy_from_slice(&head.span_id.to_b64());
-    n += 11;
+    out.extend_from_slice(PREFIX);
+    out.extend_from_slice(&head.trace_id.to_b64());
+    out.extend_from_slice(&head.span_id.to_b64());
     if let Some(p) = head.parent {
-        b[n..n + 11].copy_from_slice(&p.to_b64());
-        n += 11;
+        out.extend_from_slice(&p.to_b64());
     }
-    b[n] = b' ';
-    n += 1;
-    let mut ib = itoa::Buffer::new();
-    let t = ib.format(head.start_us).as_bytes();
-    b[n..n + t.len()].copy_from_slice(t);
-    n += t.len();
-    b[n] = b' ';
-    n += 1;
-    let d = ib.format(head.duration_us).as_bytes();
-    b[n..n + d.len()].copy_from_slice(d);
-    n += d.len();
-    if let Some(l) = head.kind.letter() {
-        b[n] = l;
-        n += 1;
-    }
-    if let Some(l) = head.status.letter() {
-        b[n] = l;
-        n += 1;
-    }
-    b[n] = b' ';
-    n += 1;
-    out.extend_from_slice(&b[..n]);
+    out.push(b' ');
+    write_u64(out, head.start_us);
+    out.push(b' ');
+    write_u64(out, head.duration_us);
+    write_flags(out, head.kind, head.status);
+    out.push(b' ');
 }
 
 /// Appends an *open* record (FORMAT.md §3, flag `u`): the span `head` has started. Duration,
