@@ -600,14 +600,13 @@ impl Parser {
             Some(r) => Some(RequestName::new(&r.text())),
             None => prefix_req.map(RequestName::new),
         };
-        // A request the span called: never its own invocation (a handler span that records its
-        // own `faas.invocation_id`, as OpenTelemetry's FaaS conventions do), and never on the
-        // receiving side of a call.
+        // A request the span called: only a span on the calling side records one (a handler
+        // span records its own invocation's `faas.invocation_id`, OpenTelemetry's FaaS
+        // conventions).
         let called = facts
             .called_request
             .filter(|_| !matches!(facts.kind, SpanKind::Server | SpanKind::Consumer))
-            .map(|r| RequestId::new(&r.text()))
-            .filter(|c| named.as_ref().is_none_or(|n| n.id != *c));
+            .map(|r| RequestId::new(&r.text()));
         Item::Span {
             span,
             named,
@@ -1221,19 +1220,20 @@ mod tests {
         }
     }
 
-    /// A span that records its own invocation's id (`faas.invocation_id` on an OpenTelemetry
-    /// handler span, or any request-id key naming the request the span runs in) did not call
-    /// that invocation: the invocation is not placed under its own span (a cycle).
+    /// A span on the receiving side of a call (server or consumer) that records an
+    /// invocation id (`faas.invocation_id` on an OpenTelemetry handler span, printed to another
+    /// log group) describes that invocation, it did not call it: the invocation, which printed
+    /// no span of its own, is not placed under it. A client span recording the same id is.
     #[test]
-    fn a_span_recording_its_own_invocation_id_is_not_its_caller() {
-        for flags in ["s", "c", ""] {
-            let line = format!(
-                "2023-11-14T22:13:20.100Z\t{REQ}\tINFO\tSPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArc 1700000000100000 5000{flags} handler faas.invocation_id={REQ};"
+    fn an_invocation_is_placed_under_a_client_span_recording_its_id_not_a_server_span() {
+        for (flags, placed) in [("s", 0), ("o", 0), ("c", 1)] {
+            let handler = format!(
+                "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArcU5lcP0LNitg 1700000000100000 5000{flags} handler faas.invocation_id={REQ};"
             );
             let mut conv = Converter::default();
+            conv.push(&rec("/ecs/gateway", "g/1", 1_700_000_000_100, &handler));
             for (t, m) in [
                 (1_700_000_000_010, format!("START RequestId: {REQ} Version: $LATEST")),
-                (1_700_000_000_100, line),
                 (
                     1_700_000_000_200,
                     format!("REPORT RequestId: {REQ}\tDuration: 190.00 ms\tBilled Duration: 190 ms\tMemory Size: 128 MB\tMax Memory Used: 60 MB\t"),
@@ -1250,8 +1250,12 @@ mod tests {
                 .iter()
                 .find(|s| s.name() == "orders")
                 .expect("the invocation");
-            assert_ne!(inv.parent_span_id, Some(handler.span_id), "kind {flags:?}");
-            assert_eq!(conv.counters().placed_by_caller, 0, "kind {flags:?}");
+            let under = inv.parent_span_id == Some(handler.span_id);
+            assert_eq!(
+                (under, conv.counters().placed_by_caller),
+                (placed == 1, placed),
+                "kind {flags:?}"
+            );
         }
     }
 }
