@@ -18,6 +18,7 @@ use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, Wi
 use prost::Message as _;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// The instrumentation scope every span is reported under.
 pub const SCOPE_NAME: &str = "spanline";
@@ -325,6 +326,75 @@ pub fn decode_response_json(body: &[u8]) -> Result<PartialSuccess, serde_json::E
         .filter(|m| !m.is_empty())
         .map(str::to_owned);
     Ok(PartialSuccess { rejected, message })
+}
+
+// ---------------------------------------------------------------- gRPC status details
+
+/// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    /// The gRPC status code.
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    /// The status message.
+    pub message: String,
+    #[prost(message, repeated, tag = "3")]
+    /// Typed details, `RetryInfo` among them.
+    pub details: Vec<ProtoAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoAny {
+    #[prost(string, tag = "1")]
+    /// The type of `value`.
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    /// The encoded message.
+    pub value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    /// How long the client should wait.
+    pub retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    /// Whole seconds (signed, as the server sends them).
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    /// Nanoseconds (signed, as the server sends them).
+    pub nanos: i32,
+}
+
+/// The `type_url` of a `google.rpc.RetryInfo` detail.
+pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// The delay a gRPC server requests in its status details (`grpc-status-details-bin`;
+/// OTLP/gRPC spec: a throttling server "MAY" send
+/// `google.rpc.RetryInfo` in the status details; the client "SHOULD" honour it).
+pub fn grpc_retry_delay(details: &[u8]) -> Option<Duration> {
+    if details.is_empty() {
+        return None;
+    }
+    let status = RpcStatus::decode(details).ok()?;
+    status
+        .details
+        .iter()
+        .filter(|a| a.type_url == RETRY_INFO_TYPE)
+        .find_map(|a| RetryInfo::decode(a.value.as_slice()).ok()?.retry_delay)
+        .map(|d| {
+            // Saturating: the values are the server's, `i64::MAX` seconds included.
+            Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
+                .saturating_add(Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0)))
+        })
 }
 
 #[cfg(test)]

@@ -2,13 +2,12 @@
 //! [`Outcome`] out. Retrying is the caller's job (`super::export_batch`).
 
 use super::config::{Compression, OtlpConfig};
-use super::encode::partial_success_of;
+use super::encode::{grpc_retry_delay, partial_success_of};
 use super::Outcome;
 use crate::convert::retry::{classify_grpc, Verdict};
 use crate::convert::sink::SinkError;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tonic::codec::CompressionEncoding;
@@ -111,7 +110,7 @@ impl GrpcTransport {
             Verdict::Success => Outcome::Accepted(Default::default()),
             Verdict::Retry | Verdict::Throttle => Outcome::Retry {
                 reason: format!("gRPC {code:?}: {}", status.message()),
-                after: retry_delay(status.details()).map(|d| d.min(self.retry_cap)),
+                after: grpc_retry_delay(status.details()).map(|d| d.min(self.retry_cap)),
             },
             // `classify_grpc` has no redirects.
             Verdict::Fatal | Verdict::Redirect => Outcome::Fatal {
@@ -137,66 +136,13 @@ fn transport_failure(status: &tonic::Status) -> Option<&(dyn std::error::Error +
     None
 }
 
-/// `google.rpc.Status`, as carried in `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    #[prost(string, tag = "2")]
-    pub message: String,
-    #[prost(message, repeated, tag = "3")]
-    pub details: Vec<ProtoAny>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ProtoAny {
-    #[prost(string, tag = "1")]
-    pub type_url: String,
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct RetryInfo {
-    #[prost(message, optional, tag = "1")]
-    pub retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct ProtoDuration {
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
-
-const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
-
-/// The server's requested delay (OTLP/gRPC spec: a throttling server "MAY" send
-/// `google.rpc.RetryInfo` in the status details; the client "SHOULD" honour it).
-pub(crate) fn retry_delay(details: &[u8]) -> Option<Duration> {
-    if details.is_empty() {
-        return None;
-    }
-    let status = RpcStatus::decode(details).ok()?;
-    status
-        .details
-        .iter()
-        .filter(|a| a.type_url == RETRY_INFO_TYPE)
-        .find_map(|a| RetryInfo::decode(a.value.as_slice()).ok()?.retry_delay)
-        .map(|d| {
-            // Saturating: the values are the server's, `i64::MAX` seconds included.
-            Duration::from_secs(u64::try_from(d.seconds).unwrap_or(0))
-                .saturating_add(Duration::from_nanos(u64::try_from(d.nanos).unwrap_or(0)))
-        })
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::convert::sink::otlp::encode::{
+        ProtoAny, ProtoDuration, RetryInfo, RpcStatus, RETRY_INFO_TYPE,
+    };
+    use prost::Message as _;
 
     pub(crate) fn retry_info_details(delay: Duration) -> Vec<u8> {
         let info = RetryInfo {
@@ -225,15 +171,15 @@ pub(crate) mod tests {
     #[test]
     fn retry_info_is_decoded() {
         let d = Duration::from_millis(1500);
-        assert_eq!(retry_delay(&retry_info_details(d)), Some(d));
-        assert_eq!(retry_delay(b""), None);
-        assert_eq!(retry_delay(b"\xff\xff"), None);
+        assert_eq!(grpc_retry_delay(&retry_info_details(d)), Some(d));
+        assert_eq!(grpc_retry_delay(b""), None);
+        assert_eq!(grpc_retry_delay(b"\xff\xff"), None);
         let no_info = RpcStatus {
             code: 14,
             message: String::new(),
             details: vec![],
         };
-        assert_eq!(retry_delay(&no_info.encode_to_vec()), None);
+        assert_eq!(grpc_retry_delay(&no_info.encode_to_vec()), None);
     }
 
     #[test]
