@@ -5,25 +5,9 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const fs = require('node:fs');
 const spanline = require('../spanline.js');
+const { captureChunks } = require('./decode.js');
 
 const valid = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', '..', 'fixtures', 'conformance', 'valid.json'), 'utf8')).vectors;
-
-function capture(fn) {
-  const chunks = [];
-  const orig = process.stdout.write;
-  process.stdout.write = (chunk, enc, cb) => {
-    chunks.push(String(chunk));
-    const done = typeof enc === 'function' ? enc : cb;
-    if (typeof done === 'function') done();
-    return true;
-  };
-  try {
-    fn();
-  } finally {
-    process.stdout.write = orig;
-  }
-  return chunks;
-}
 
 test('encodeOpen reproduces the open-record vector', () => {
   const v = valid.find((x) => x.name.startsWith('open record'));
@@ -46,7 +30,7 @@ test('announce writes one open record at start; finish supersedes it with the sa
   tracer.setRequestId('req-1');
   const parent = new spanline.SpanContext('4bf92f3577b34da6a3ce929d0e0e4736', '53995c3f42cd8ad8');
   let span;
-  const out = capture(() => {
+  const out = captureChunks(() => {
     span = tracer.startSpan('lambda-execution', { childOf: parent, kind: 'server', announce: true });
     span.announce(); // once only
     span.setTag('faas.trigger', 'http');
@@ -65,13 +49,13 @@ test('announce writes one open record at start; finish supersedes it with the sa
 test('announce in buffered mode is written at once', () => {
   const tracer = new spanline.Tracer({ buffered: true, resource: [] });
   let span;
-  const out = capture(() => {
+  const out = captureChunks(() => {
     span = tracer.startSpan('entry');
     span.announce();
   });
   assert.equal(out.length, 1);
   assert.match(out[0], / 0u entry;\n$/);
-  const later = capture(() => {
+  const later = captureChunks(() => {
     span.finish();
     tracer.flush();
   });

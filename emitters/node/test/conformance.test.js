@@ -5,6 +5,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const fs = require('node:fs');
 const spanline = require('../spanline.js');
+const { captureChunks } = require('./decode.js');
 
 const FIXTURES = path.join(__dirname, '..', '..', '..', 'fixtures', 'conformance');
 const valid = JSON.parse(fs.readFileSync(path.join(FIXTURES, 'valid.json'), 'utf8')).vectors;
@@ -29,24 +30,6 @@ test('floats follow Number.prototype.toString with nan/inf', () => {
   for (const [x, want] of cases) assert.equal(spanline.formatFloat(x), want);
 });
 
-// Captures what process.stdout.write receives while fn runs.
-function captureStdout(fn) {
-  const chunks = [];
-  const orig = process.stdout.write;
-  process.stdout.write = (chunk, enc, cb) => {
-    chunks.push(String(chunk));
-    const done = typeof enc === 'function' ? enc : cb;
-    if (typeof done === 'function') done();
-    return true;
-  };
-  try {
-    fn();
-  } finally {
-    process.stdout.write = orig;
-  }
-  return chunks;
-}
-
 const LINE_RE = /^SPLN1 [A-Za-z0-9_-]{33}([A-Za-z0-9_-]{11})? \d+ \d+[a-z]* [^ ]*( [^ ]+)*;\n$/;
 
 function assertSpanLine(chunk) {
@@ -61,7 +44,7 @@ function assertSpanLine(chunk) {
 test('Tracer.finish prints exactly one well-formed span line', () => {
   const tracer = new spanline.Tracer({ service: 'checkout svc', resource: { 'cloud.region': 'eu-west-1' } });
   tracer.setRequestId('8e2a1f4c-6b1d-4e0a-9c7b-2f5d3e1a9b07');
-  const out = captureStdout(() => {
+  const out = captureChunks(() => {
     const root = tracer.startSpan('handler', { kind: 'server' });
     const child = tracer.startSpan('GET /orders\n{id};', { childOf: root, kind: 'client' });
     child.setTag('http.status_code', 200).setTag('ratio', 0.5).setTag('big', 2n ** 40n).setTag('ok', true)
@@ -120,7 +103,7 @@ test('Tracer never throws into the caller and reports a failing stdout once', ()
 
 test('buffered Tracer writes batch records on flush', () => {
   const tracer = new spanline.Tracer({ service: 'svc', resource: [], buffered: true });
-  const out = captureStdout(() => {
+  const out = captureChunks(() => {
     const root = tracer.startSpan('root');
     for (let i = 0; i < 3; i++) tracer.startSpan('child', { childOf: root }).setTag('i', 1).finish();
     root.finish();

@@ -97,8 +97,8 @@ function decodeSpan(line) {
   return span;
 }
 
-/** Captures process.stdout.write while fn (sync or async) runs; resolves with the text. */
-async function captureStdout(fn) {
+/** Replaces process.stdout.write with a recorder; returns the chunks and the restore function. */
+function interceptStdout() {
   const chunks = [];
   const orig = process.stdout.write;
   process.stdout.write = (chunk, enc, cb) => {
@@ -107,12 +107,29 @@ async function captureStdout(fn) {
     if (typeof done === 'function') done();
     return true;
   };
+  return { chunks, restore: () => { process.stdout.write = orig; } };
+}
+
+/** The chunks process.stdout.write receives while the synchronous fn runs. */
+function captureChunks(fn) {
+  const { chunks, restore } = interceptStdout();
+  try {
+    fn();
+  } finally {
+    restore();
+  }
+  return chunks;
+}
+
+/** Captures process.stdout.write while fn (sync or async) runs; resolves with the text. */
+async function captureStdout(fn) {
+  const { chunks, restore } = interceptStdout();
   try {
     await fn();
   } finally {
-    process.stdout.write = orig;
+    restore();
   }
   return chunks.join('');
 }
 
-module.exports = { decodeSpan, captureStdout };
+module.exports = { decodeSpan, captureStdout, captureChunks };

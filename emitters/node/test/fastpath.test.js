@@ -6,6 +6,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const spanline = require('../spanline.js');
+const { captureChunks } = require('./decode.js');
 
 // Deterministic PRNG (mulberry32), so a failure reproduces.
 function rng(seed) {
@@ -44,23 +45,6 @@ function randValue(r) {
   if (k < 0.8) return BigInt(Math.floor(r() * 1e9)) * 1000000000000n;
   if (k < 0.85) return { a: randString(r, 5) };
   return randString(r, 10);
-}
-
-function captureStdout(fn) {
-  const chunks = [];
-  const orig = process.stdout.write;
-  process.stdout.write = (chunk, enc, cb) => {
-    chunks.push(String(chunk));
-    const done = typeof enc === 'function' ? enc : cb;
-    if (typeof done === 'function') done();
-    return true;
-  };
-  try {
-    fn();
-  } finally {
-    process.stdout.write = orig;
-  }
-  return chunks;
 }
 
 test('random spans: the tracer writes what encodeSpan writes for the same span', () => {
@@ -110,9 +94,9 @@ test('random spans: the tracer writes what encodeSpan writes for the same span',
       let finishTime;
       if (spanOpts.startTime !== undefined && r() < 0.8) {
         finishTime = spanOpts.startTime + (r() < 0.1 ? -1 : r() * 5000);
-        lines = captureStdout(() => span.finish(finishTime));
+        lines = captureChunks(() => span.finish(finishTime));
       } else {
-        lines = captureStdout(() => span.finish());
+        lines = captureChunks(() => span.finish());
       }
       assert.equal(lines.length, 1);
       // the duration the tracer measured, read back from the line
@@ -150,7 +134,7 @@ test('start times: every width of the microseconds within the second, and below 
   for (const us of starts) {
     const span = tracer.startSpan('t', { startTime: us / 1000 });
     assert.equal(span._startUs, us);
-    const [line] = captureStdout(() => span.finish(us / 1000 + 0.002));
+    const [line] = captureChunks(() => span.finish(us / 1000 + 0.002));
     assert.equal(line, spanline.encodeSpanGeneral(span.toModel(2)) + '\n');
     assert.ok(line.includes(` ${us} 2 t`), line);
   }
