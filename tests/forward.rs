@@ -294,8 +294,8 @@ fn forward_delivers_every_span_once_through_late_events_an_outage_and_a_sigkill(
     let mut r = Runner::new("fwd-story");
     let t = now_ms();
 
-    // Every run re-reads one minute before its cursor.
-    let lateness: &[&str] = &["--lateness", "1m"];
+    // Every run re-reads one minute before its cursor (a sweep on every run).
+    let lateness: &[&str] = &["--lateness", "1m", "--sweep-every", "0s"];
 
     // Run 1: four invocations (the child line of the first is held back, to arrive late), and
     // an invocation that started 150 s ago and is still running: its spans wait for its REPORT,
@@ -629,7 +629,9 @@ fn runs_back_to_back_over_continuous_writes_deliver_exactly_what_was_written() {
             }
         })
     };
+    // Runs read the head (a sweep only every minute); the last two sweep.
     let lateness: &[&str] = &["--lateness", "1m"];
+    let sweeping: &[&str] = &["--lateness", "1m", "--sweep-every", "0s"];
     let snapshot = |f: &std::sync::Arc<std::sync::Mutex<Function>>| f.lock().expect("lock").clone();
     for i in 0..8 {
         std::thread::sleep(Duration::from_millis(250));
@@ -649,8 +651,8 @@ fn runs_back_to_back_over_continuous_writes_deliver_exactly_what_was_written() {
         "only {} invocations written",
         all.invocations
     );
-    ok(&r.run(&all, lateness));
-    let s = ok(&r.run(&all, lateness));
+    ok(&r.run(&all, sweeping));
+    let s = ok(&r.run(&all, sweeping));
     assert_eq!(s["spans_forwarded"], 0, "{s}");
     all.assert_in_mlflow();
     r.assert_sent_once_but_the_killed_batch(&all);
@@ -723,7 +725,7 @@ fn a_backend_answering_503_and_429_is_retried_and_the_run_completes() {
 fn forward_warns_about_events_ingested_close_to_the_lateness() {
     let mut f = Function::new();
     let mut r = Runner::new("fwd-late-warning");
-    let lateness: &[&str] = &["--lateness", "1m"];
+    let lateness: &[&str] = &["--lateness", "1m", "--sweep-every", "0s"];
     // Run 1: an invocation written on time.
     let wave = f.wave(now_ms() - 5_000, 1);
     f.put(&wave);
@@ -747,6 +749,58 @@ fn forward_warns_about_events_ingested_close_to_the_lateness() {
         run.stderr
     );
     assert!(run.stderr.contains("raise --lateness"), "{}", run.stderr);
+    r.assert_sent_once_but_the_killed_batch(&f);
+    f.assert_in_mlflow();
+}
+
+#[test]
+fn runs_between_sweeps_read_only_the_head_and_the_next_sweep_forwards_what_came_late() {
+    let mut f = Function::new();
+    let mut r = Runner::new("fwd-sweep");
+    let args: &[&str] = &["--lateness", "1m", "--sweep-every", "20s"];
+    // Run 1, the group's first: a sweep.
+    let wave = f.wave(now_ms() - 2_000, 1);
+    f.put(&wave);
+    let s = ok(&r.run(&f, args));
+    assert_eq!(s["groups"][&f.group]["swept"], true, "{s}");
+    assert_eq!(s["spans_forwarded"], 3, "{s}");
+    let swept_at = s["groups"][&f.group]["read_to_ms"].as_i64().unwrap_or(0);
+    // An invocation back-dated by 40 s (within the lateness, far before the head) and one on
+    // time.
+    let late_t0 = now_ms() - 40_000;
+    let mut puts = f.wave(late_t0, 1);
+    puts.extend(f.wave(now_ms(), 1));
+    f.put(&puts);
+    // Run 2: the head only. It does not read the late invocation's time, and forwards the one
+    // on time.
+    let s = ok(&r.run(&f, args));
+    let g = &s["groups"][&f.group];
+    assert_eq!(g["swept"], false, "{s}");
+    assert!(g["read_from_ms"].as_i64() > Some(late_t0 + 100), "{s}");
+    assert_eq!(s["spans_forwarded"], 3, "{s}");
+    // Runs until the next sweep is due (20 s after the first): it forwards the late
+    // invocation, once.
+    let mut forwarded = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let s = ok(&r.run(&f, args));
+        forwarded += s["spans_forwarded"].as_u64().unwrap_or(0);
+        let g = &s["groups"][&f.group];
+        if g["swept"] == true {
+            assert!(
+                g["read_from_ms"].as_i64() <= Some(swept_at - 60_000),
+                "the sweep reads the lateness before the last one: {s}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no sweep came: {s}");
+        assert!(
+            g["read_to_ms"].as_i64() < Some(swept_at + 20_000),
+            "a run after the sweep was due did not sweep: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(forwarded, 3);
     r.assert_sent_once_but_the_killed_batch(&f);
     f.assert_in_mlflow();
 }

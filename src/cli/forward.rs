@@ -1,9 +1,11 @@
 //! `spanline forward`: one scheduled run. Everything new since the checkpoint is read, converted
 //! and sent; the checkpoint moves only after the backend accepted what it covers.
 //!
-//! Per log group, a run reads `[cursor - lateness, now]` with FilterLogEvents and:
-//! 1. drops the spans the checkpoint records as accepted (the re-read lateness window meets them
-//!    again);
+//! Per log group, a run reads with FilterLogEvents the head `[cursor - head, now]` (`head`: the
+//! measured 99th percentile of the ingestion lag plus a second), or, once `--sweep-every` has
+//! passed since the last sweep, the sweep `[last sweep - lateness, now]`, which meets every
+//! event ingested late within `--lateness` since (see `spanline::convert::checkpoint`), and:
+//! 1. drops the spans the checkpoint records as accepted (a re-read meets them again);
 //! 2. sends the rest in batches, recording each batch's span ids in the checkpoint (written
 //!    durably) as soon as the backend accepted it — a crash re-sends at most the batch in flight,
 //!    with the same deterministic ids;
@@ -21,7 +23,7 @@ use super::cloudwatch::{aws_setup, duration_arg, time_arg, GroupArgs};
 use super::output::{self, Draw, SinkArgs};
 use super::{AwsArgs, ConvertOpts, Exit};
 use spanline::convert::checkpoint::{
-    Checkpoint, CheckpointError, Forwarding, Location, NoSave, Store,
+    Checkpoint, CheckpointError, Forwarding, Location, NoSave, ReadPlan, Store,
 };
 use spanline::convert::pipeline::{self, Mode, Outcome, Report};
 use spanline::convert::source::cloudwatch::budget::Budget;
@@ -55,6 +57,11 @@ pub struct ForwardArgs {
     /// dropped by span id.
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     lateness: String,
+    /// How often a run reads the whole lateness window again (a sweep); runs in between read
+    /// only from just before the cursor. An event ingested late is forwarded by the next
+    /// sweep. Default: the --lateness; 0 sweeps on every run.
+    #[arg(long = "sweep-every", value_name = "DURATION")]
+    sweep_every: Option<String>,
     /// An invocation whose REPORT line has not come after this long is finished with what is
     /// known (Lambda ends every invocation within 15 minutes).
     #[arg(long = "give-up-after", default_value = "20m", value_name = "DURATION")]
@@ -79,6 +86,7 @@ pub struct ForwardArgs {
 /// What a run did besides its report.
 struct RunFacts<'a> {
     groups: &'a [GroupRange],
+    plans: &'a [ReadPlan],
     failed_groups: u64,
     progress: &'a Progress,
     cp: &'a Checkpoint,
@@ -95,6 +103,7 @@ fn stats_line(
 ) -> serde_json::Value {
     let RunFacts {
         groups,
+        plans,
         failed_groups,
         progress,
         cp,
@@ -109,12 +118,15 @@ fn stats_line(
         .max();
     let per_group: BTreeMap<&str, serde_json::Value> = groups
         .iter()
-        .map(|g| {
+        .zip(plans)
+        .map(|(g, plan)| {
             (
                 g.group.as_str(),
                 serde_json::json!({
                     "read_from_ms": g.query.start_ms,
                     "read_to_ms": g.query.end_ms,
+                    "swept": plan.sweep,
+                    "head_ms": plan.head_ms,
                     "spans_forwarded": forwarded.get(&g.group).copied().unwrap_or(0),
                     "next_cursor_ms": cp.groups.get(&g.group).map(|st| st.cursor_ms),
                 }),
@@ -169,6 +181,10 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
     let sel = args.groups.selection()?;
     let now = now_ms();
     let lateness = ms(duration_arg("lateness", &args.lateness)?);
+    let sweep_every = match &args.sweep_every {
+        Some(s) => ms(duration_arg("sweep-every", s)?),
+        None => lateness,
+    };
     let give_up = duration_arg("give-up-after", &args.give_up_after)?;
     let lock_ttl = duration_arg("lock-ttl", &args.lock_ttl)?;
     let first_start = time_arg("start-time", &Some(args.start_time.clone()), now)?.unwrap_or(now);
@@ -208,35 +224,59 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
     if names.is_empty() {
         anyhow::bail!("no log group matches the selection");
     }
+    // A group without state is read whole from --start-time: a sweep.
+    let plans: Vec<ReadPlan> = names
+        .iter()
+        .map(|group| {
+            cp.groups.get(group).map_or(
+                ReadPlan {
+                    from_ms: first_start,
+                    sweep: true,
+                    head_ms: 0,
+                },
+                |s| s.plan(now, lateness, sweep_every),
+            )
+        })
+        .collect();
     let ranges: Vec<GroupRange> = names
         .into_iter()
-        .map(|group| {
-            let from = cp
-                .groups
-                .get(&group)
-                .map_or(first_start, |s| s.cursor_ms.saturating_sub(lateness));
-            GroupRange {
-                group,
-                query: Query {
-                    log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
-                    start_ms: Some(from),
-                    end_ms: Some(now),
-                    filter_pattern: args.groups.filter_pattern.clone(),
-                },
-            }
+        .zip(&plans)
+        .map(|(group, plan)| GroupRange {
+            group,
+            query: Query {
+                log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
+                start_ms: Some(plan.from_ms),
+                end_ms: Some(now),
+                filter_pattern: args.groups.filter_pattern.clone(),
+            },
         })
+        .collect();
+    let sweeps: Vec<String> = ranges
+        .iter()
+        .zip(&plans)
+        .filter(|(_, p)| p.sweep)
+        .map(|(r, _)| r.group.clone())
         .collect();
     // Groups one after another, inside one request budget.
     // Events that come close to the lateness, or past it, are said before they are lost.
     // Those ingested before the cursor were measured by the previous run (but for the ones
-    // under an invocation held back, measured twice).
+    // under an invocation held back, measured twice); a sweep measures what came in since the
+    // last sweep, which no head met.
     let watched = ranges
         .iter()
-        .map(|r| {
+        .zip(&plans)
+        .map(|(r, plan)| {
+            let ingested_after_ms =
+                cp.groups
+                    .get(&r.group)
+                    .map_or(i64::MIN, |s| match s.swept_ms {
+                        Some(swept) if plan.sweep => swept.min(s.cursor_ms),
+                        _ => s.cursor_ms,
+                    });
             let check = LateCheck {
                 window_ms: lateness,
                 flag: "--lateness",
-                ingested_after_ms: cp.groups.get(&r.group).map_or(i64::MIN, |s| s.cursor_ms),
+                ingested_after_ms,
             };
             (r.clone(), Some(check))
         })
@@ -257,7 +297,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
     // A dry run records nothing: its store keeps nothing (and holds no lock), so the run
     // shows what would be forwarded.
     let (report, cp, forwarded, store) = if args.dry_run {
-        let committer = Forwarding::new(NoSave, cp, now, lateness);
+        let committer = Forwarding::new(NoSave, cp, now, lateness).sweeping(sweeps);
         let (report, c) = pipeline::run_committing(
             source,
             sinks,
@@ -269,7 +309,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
         .await;
         (report, c.checkpoint().clone(), c.forwarded.clone(), None)
     } else {
-        let committer = Forwarding::new(store, cp, now, lateness);
+        let committer = Forwarding::new(store, cp, now, lateness).sweeping(sweeps);
         let (report, c) =
             pipeline::run_committing(source, sinks, committer, options, None, Some(observer)).await;
         let (cp, forwarded) = (c.checkpoint().clone(), c.forwarded.clone());
@@ -289,6 +329,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
     };
     let facts = RunFacts {
         groups: &ranges,
+        plans: &plans,
         failed_groups: failed_groups.load(Ordering::Relaxed),
         progress: &progress,
         cp: &cp,

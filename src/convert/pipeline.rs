@@ -42,6 +42,9 @@ pub enum Position {
         group: Arc<str>,
         /// Read (and, once committed, delivered) through this event time, ms.
         through_ms: i64,
+        /// The 99th percentile of the ingestion lag of the events the read found new, when
+        /// it measured any (`forward` sizes its next head with it).
+        lag_p99_ms: Option<i64>,
     },
     /// Input `index` (a file, an object, a Kinesis record) was read whole.
     Input(u32),
@@ -580,7 +583,11 @@ async fn convert(
             }
             SourceEvent::Mark(pos) => {
                 let pos = match pos {
-                    Position::Group { group, through_ms } => {
+                    Position::Group {
+                        group,
+                        through_ms,
+                        lag_p99_ms,
+                    } => {
                         if options.mode == Mode::Resumable {
                             conv.assembler_finish_stale(through_ms.saturating_sub(give_up));
                         }
@@ -588,6 +595,7 @@ async fn convert(
                         Position::Group {
                             through_ms: held.map_or(through_ms, |h| h.min(through_ms)),
                             group,
+                            lag_p99_ms,
                         }
                     }
                     other => other,

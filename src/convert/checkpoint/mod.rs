@@ -8,11 +8,28 @@
 //!   "forwarded":[{"until_ms":1764547260000,"span_ids":["4bf92f3577b34da6", …]}]}}}
 //! ```
 //! * `cursor_ms`: everything of the group before this event time was forwarded, except what
-//!   arrives late; the next run reads from `cursor_ms - lateness`.
+//!   arrives late; the next run reads from a little before it (the head, [`GroupState::plan`]).
+//! * `swept_ms`: when the lateness window was last read whole (the read's end, `now` of that
+//!   run); the next sweep reads from `swept_ms - lateness`, so every event ingested at most
+//!   `lateness` after its timestamp is read by a sweep after its ingestion. Absent in
+//!   checkpoints of earlier builds: the next run sweeps from `cursor_ms - lateness`.
+//! * `lag_p99_ms`: the 99th percentile of the ingestion lag the last run measured; it sizes
+//!   the head.
 //! * `forwarded`: the span ids the backend accepted, one entry per run and per read range
-//!   (`until_ms` is the end of the range they were read from). A re-read of the lateness window
-//!   meets those spans again and drops them by id; an entry is forgotten once `until_ms` falls
-//!   before the next run's read start, because no later read can meet its spans again.
+//!   (`until_ms` is the end of the range they were read from). A re-read meets those spans
+//!   again and drops them by id; an entry is forgotten once `until_ms` falls before the
+//!   earliest read start of any later run ([`GroupState::earliest_next_read_ms`]), because no
+//!   later read can meet its spans again.
+//!
+//! # Reads
+//! Reading `[cursor - lateness, now]` on every run loses nothing late but returns each event
+//! `lateness / schedule + 1` times (6 for 5 minutes every minute). So a run reads the **head**,
+//! `[cursor - head, now]` with `head` the measured 99th percentile of the lag plus a second
+//! (at most the lateness): what came in on time. Once `sweep_every` has passed since the last
+//! sweep it reads the **sweep** instead, `[swept_ms - lateness, now]`: any event ingested after
+//! the last sweep with a lag of at most `lateness` has its timestamp in there. An event is then
+//! returned by one or two heads and by `(lateness + sweep_every) / sweep_every` sweeps (three
+//! reads in all at the defaults), and one that came in late is forwarded by the next sweep.
 //!
 //! # Writes
 //! Local: the file is written to a temporary file beside it, fsynced, renamed over the old one,
@@ -93,12 +110,72 @@ pub struct Forwarded {
 pub struct GroupState {
     /// Everything before this event time is forwarded (but late arrivals).
     pub cursor_ms: i64,
+    /// The end of the last read of the whole lateness window (a sweep), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swept_ms: Option<i64>,
+    /// The 99th percentile of the ingestion lag the last run measured, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_p99_ms: Option<i64>,
     /// Spans accepted by the backend that a re-read could meet again.
     #[serde(default)]
     pub forwarded: Vec<Forwarded>,
 }
 
+/// The head's margin over the measured lag, and its size before any lag was measured, ms.
+pub const HEAD_MARGIN_MS: i64 = 1_000;
+
+/// Where a run reads a group from (to its `now`), and whether that read is a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// Event time the read starts at, ms.
+    pub from_ms: i64,
+    /// The read covers the whole lateness window since the last sweep.
+    pub sweep: bool,
+    /// How far before the cursor the head reads, ms.
+    pub head_ms: i64,
+}
+
 impl GroupState {
+    /// How far before the cursor a run reads to meet the events that came in a little late:
+    /// the measured 99th percentile of the lag plus [`HEAD_MARGIN_MS`], at most `lateness_ms`.
+    pub fn head_ms(&self, lateness_ms: i64) -> i64 {
+        self.lag_p99_ms
+            .unwrap_or(0)
+            .max(0)
+            .saturating_add(HEAD_MARGIN_MS)
+            .min(lateness_ms.max(0))
+    }
+
+    /// What a run at `now_ms` reads: the sweep `[swept_ms - lateness, now]` once `sweep_every_ms`
+    /// has passed since the last one (or none is recorded), else the head
+    /// `[cursor - head, now]`; either starts no later than the head.
+    pub fn plan(&self, now_ms: i64, lateness_ms: i64, sweep_every_ms: i64) -> ReadPlan {
+        let head_ms = self.head_ms(lateness_ms);
+        let head_from = self.cursor_ms.saturating_sub(head_ms);
+        let sweep = self
+            .swept_ms
+            .is_none_or(|s| now_ms.saturating_sub(s) >= sweep_every_ms);
+        let from_ms = if sweep {
+            let swept = self.swept_ms.unwrap_or(self.cursor_ms);
+            swept.saturating_sub(lateness_ms).min(head_from)
+        } else {
+            head_from
+        };
+        ReadPlan {
+            from_ms,
+            sweep,
+            head_ms,
+        }
+    }
+
+    /// The earliest event time any later run can read from (its head is at most the
+    /// lateness before the cursor, its sweep the lateness before the last sweep).
+    pub fn earliest_next_read_ms(&self, lateness_ms: i64) -> i64 {
+        self.swept_ms
+            .map_or(self.cursor_ms, |s| s.min(self.cursor_ms))
+            .saturating_sub(lateness_ms)
+    }
+
     /// The ids of every span already accepted.
     pub fn accepted(&self) -> HashSet<String> {
         self.forwarded
@@ -201,6 +278,143 @@ mod tests {
         cp.groups.insert("/aws/lambda/x".into(), g);
         let back = Checkpoint::parse(&cp.to_bytes(), "t").map_err(|e| e.to_string());
         assert_eq!(back, Ok(cp));
+    }
+
+    /// Runs a schedule of `forward` runs over events ingested up to the lateness after their
+    /// timestamps; returns how many events were never read after their ingestion, and the
+    /// reads per event.
+    fn simulate(sweep_every_ms: i64, seed: u64) -> (usize, f64) {
+        const LATENESS: i64 = 300_000;
+        let mut x = seed | 1;
+        let mut rnd = move |n: i64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            i64::try_from(x % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
+        };
+        // (timestamp, ingestion): most on time, a few late, the latest at the lateness.
+        let events: Vec<(i64, i64)> = (0..20_000)
+            .map(|_| {
+                let t = rnd(3_600_000);
+                let lag = match rnd(1000) {
+                    0..=979 => rnd(2_000),
+                    980..=994 => 2_000 + rnd(28_000),
+                    _ => 30_000 + rnd(LATENESS - 30_000 + 1),
+                };
+                (t, t + lag)
+            })
+            .collect();
+        let last_ingested = events.iter().map(|e| e.1).max().unwrap_or(0);
+        let mut reads = vec![0u32; events.len()];
+        let mut st: Option<GroupState> = None;
+        let mut now = 0;
+        let mut prev_now = i64::MIN;
+        // Runs about every minute, until a sweep came after the last ingestion (or an hour
+        // after it: a schedule that never sweeps loses the late events).
+        while now <= last_ingested + 3_600_000 {
+            now += 30_000 + rnd(60_000);
+            let plan = st.as_ref().map_or(
+                ReadPlan {
+                    from_ms: 0,
+                    sweep: true,
+                    head_ms: 0,
+                },
+                |s| s.plan(now, LATENESS, sweep_every_ms),
+            );
+            let mut lags = Vec::new();
+            for (k, &(t, i)) in events.iter().enumerate() {
+                if t >= plan.from_ms && t <= now && i <= now {
+                    reads[k] += 1;
+                    if i > prev_now {
+                        lags.push(i - t);
+                    }
+                }
+            }
+            lags.sort_unstable();
+            let g = st.get_or_insert_with(GroupState::default);
+            g.cursor_ms = now;
+            if let Some(q) = lags.get((lags.len().max(1) - 1) * 99 / 100) {
+                g.lag_p99_ms = Some(*q);
+            }
+            if plan.sweep {
+                g.swept_ms = Some(now);
+                if now > last_ingested {
+                    break;
+                }
+            }
+            prev_now = now;
+        }
+        let missed = reads.iter().filter(|r| **r == 0).count();
+        let total: u64 = reads.iter().map(|r| u64::from(*r)).sum();
+        (missed, total as f64 / events.len() as f64)
+    }
+
+    #[test]
+    fn heads_and_sweeps_read_every_event_within_the_lateness_about_three_times() {
+        for seed in [1, 7, 42] {
+            // Every run sweeps (what forward did before sweeps): nothing lost, 5-6 reads.
+            let (missed, every_run) = simulate(0, seed);
+            assert_eq!(missed, 0);
+            assert!(every_run > 5.0, "{every_run}");
+            // The default, a sweep every lateness: nothing lost, about half the reads.
+            let (missed, sweeping) = simulate(300_000, seed);
+            assert_eq!(missed, 0, "seed {seed}");
+            assert!(
+                sweeping < 3.3,
+                "{sweeping} reads per event (every run: {every_run})"
+            );
+            // Sweeps rarer than the lateness still lose nothing: they read from the last one.
+            let (missed, rare) = simulate(900_000, seed);
+            assert_eq!(missed, 0, "seed {seed}");
+            assert!(rare < sweeping, "{rare}");
+            eprintln!("reads per event: every run {every_run:.2}, sweeps {sweeping:.2}, rare sweeps {rare:.2}");
+        }
+    }
+
+    #[test]
+    fn a_group_state_of_an_earlier_build_sweeps_from_its_cursor() {
+        let old = Checkpoint::parse(
+            br#"{"version":1,"groups":{"g":{"cursor_ms":1000000}}}"#,
+            "x",
+        )
+        .map_err(|e| e.to_string());
+        let g = old.map(|cp| cp.groups["g"].clone()).unwrap_or_default();
+        assert_eq!(g.swept_ms, None);
+        let p = g.plan(1_060_000, 300_000, 300_000);
+        assert!(p.sweep);
+        assert_eq!(p.from_ms, 700_000);
+        assert_eq!(g.earliest_next_read_ms(300_000), 700_000);
+        // Swept a minute ago: the head only, a second before the cursor until a lag is known.
+        let g = GroupState {
+            swept_ms: Some(1_000_000),
+            ..g
+        };
+        let p = g.plan(1_060_000, 300_000, 300_000);
+        assert_eq!(
+            (p.sweep, p.from_ms, p.head_ms),
+            (false, 999_000, HEAD_MARGIN_MS)
+        );
+        // The head follows the measured lag, within the lateness.
+        let g = GroupState {
+            lag_p99_ms: Some(4_000),
+            ..g
+        };
+        assert_eq!(g.plan(1_060_000, 300_000, 300_000).from_ms, 995_000);
+        let g = GroupState {
+            lag_p99_ms: Some(900_000),
+            ..g
+        };
+        assert_eq!(g.plan(1_060_000, 300_000, 300_000).from_ms, 700_000);
+        // Due again: from the lateness before the last sweep.
+        let p = g.plan(1_300_000, 300_000, 300_000);
+        assert_eq!((p.sweep, p.from_ms), (true, 700_000));
+        // Swept fields round-trip, and are left out when unknown.
+        let mut cp = Checkpoint::default();
+        cp.groups.insert("g".into(), g);
+        let bytes = cp.to_bytes();
+        assert!(String::from_utf8_lossy(&bytes).contains("\"swept_ms\":1000000"));
+        assert_eq!(Checkpoint::parse(&bytes, "x").ok(), Some(cp));
+        assert!(!String::from_utf8_lossy(&Checkpoint::default().to_bytes()).contains("swept"));
     }
 
     #[test]

@@ -522,6 +522,7 @@ pub struct Forwarding<S> {
     accepted: HashSet<crate::span_line::SpanId>,
     read_to_ms: i64,
     lateness_ms: i64,
+    sweeps: HashSet<String>,
     /// Spans accepted in this run, by log group.
     pub forwarded: BTreeMap<String, u64>,
 }
@@ -552,8 +553,16 @@ impl<S: SaveCheckpoint> Forwarding<S> {
             accepted,
             read_to_ms,
             lateness_ms,
+            sweeps: HashSet::new(),
             forwarded: BTreeMap::new(),
         }
+    }
+
+    /// This run's reads of `groups` are sweeps ([`super::ReadPlan::sweep`]): when a group's
+    /// read is committed whole, its `swept_ms` becomes this run's `read_to_ms`.
+    pub fn sweeping(mut self, groups: impl IntoIterator<Item = String>) -> Self {
+        self.sweeps.extend(groups);
+        self
     }
 
     /// The checkpoint as it stands.
@@ -594,14 +603,25 @@ impl<S: SaveCheckpoint> crate::convert::pipeline::Committer for Forwarding<S> {
         &mut self,
         position: &crate::convert::pipeline::Position,
     ) -> Result<(), CheckpointError> {
-        let crate::convert::pipeline::Position::Group { group, through_ms } = position else {
+        let crate::convert::pipeline::Position::Group {
+            group,
+            through_ms,
+            lag_p99_ms,
+        } = position
+        else {
             return Ok(());
         };
         let st = self.cp.groups.entry(group.to_string()).or_default();
-        let next_read_from = st
-            .cursor_ms
-            .max(*through_ms)
-            .saturating_sub(self.lateness_ms);
+        // The whole range was read and everything in it accepted or held back (held lines
+        // keep the cursor, so the head reads them again).
+        if self.sweeps.contains(&**group) {
+            st.swept_ms = Some(st.swept_ms.unwrap_or(i64::MIN).max(self.read_to_ms));
+        }
+        if lag_p99_ms.is_some() {
+            st.lag_p99_ms = *lag_p99_ms;
+        }
+        st.cursor_ms = st.cursor_ms.max(*through_ms);
+        let next_read_from = st.earliest_next_read_ms(self.lateness_ms);
         st.advance(*through_ms, next_read_from);
         self.store.save_checkpoint(&self.cp).await
     }
@@ -682,6 +702,7 @@ mod forwarding_tests {
         out.push(SourceEvent::Mark(Position::Group {
             group: GROUP.into(),
             through_ms: to,
+            lag_p99_ms: None,
         }));
         out
     }
@@ -696,6 +717,18 @@ mod forwarding_tests {
         sends: Option<usize>,
         saves: Option<usize>,
     ) -> (Vec<String>, Checkpoint, bool) {
+        run_with(log, cp, to, sends, saves, false)
+    }
+
+    /// As [`run_once`], the read a sweep when `sweep`.
+    fn run_with(
+        log: &[(i64, String)],
+        cp: Checkpoint,
+        to: i64,
+        sends: Option<usize>,
+        saves: Option<usize>,
+        sweep: bool,
+    ) -> (Vec<String>, Checkpoint, bool) {
         let from = cp
             .groups
             .get(GROUP)
@@ -708,7 +741,8 @@ mod forwarding_tests {
             fail_after: saves,
             ..MemoryStore::default()
         };
-        let committer = Forwarding::new(store.clone(), cp.clone(), to, LATENESS);
+        let sweeps = sweep.then(|| GROUP.to_owned());
+        let committer = Forwarding::new(store.clone(), cp.clone(), to, LATENESS).sweeping(sweeps);
         let options = Options {
             mode: Mode::Resumable,
             batch_spans: BATCH,
@@ -738,6 +772,40 @@ mod forwarding_tests {
         let (ids, _, ok) = run_once(log, Checkpoint::default(), to, None, None);
         assert!(ok);
         ids
+    }
+
+    #[test]
+    fn a_sweep_is_recorded_once_its_range_is_delivered_and_its_spans_kept_until_the_next() {
+        let log = log(3, 0);
+        let to = log.last().map_or(0, |(t, _)| *t);
+        let mid = log.get(log.len() / 2).map_or(0, |(t, _)| *t);
+        // A sweep whose delivery fails is not recorded: the next run sweeps again.
+        let (_, cp, ok) = run_with(&log, Checkpoint::default(), mid, Some(0), None, true);
+        assert!(!ok);
+        assert_eq!(cp.groups.get(GROUP).and_then(|g| g.swept_ms), None);
+        // Delivered: recorded at the read's end.
+        let (_, cp, ok) = run_with(&log, Checkpoint::default(), mid, None, None, true);
+        assert!(ok);
+        assert_eq!(cp.groups[GROUP].swept_ms, Some(mid));
+        let first = cp.groups[GROUP].accepted();
+        assert!(!first.is_empty());
+        // A head run after it keeps the spans the next sweep (from the last one) meets again,
+        // although they are before its cursor.
+        let (_, cp, ok) = run_with(&log, cp, to, None, None, false);
+        assert!(ok);
+        let g = &cp.groups[GROUP];
+        assert_eq!(g.swept_ms, Some(mid), "a head is not a sweep");
+        assert!(g.cursor_ms > mid);
+        assert!(
+            first.is_subset(&g.accepted()),
+            "{first:?} {:?}",
+            g.accepted()
+        );
+        // The next sweep forgets them.
+        let (_, cp, ok) = run_with(&log, cp, to + 1, None, None, true);
+        assert!(ok);
+        assert_eq!(cp.groups[GROUP].swept_ms, Some(to + 1));
+        assert!(cp.groups[GROUP].accepted().is_disjoint(&first));
     }
 
     proptest::proptest! {

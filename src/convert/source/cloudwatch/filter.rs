@@ -409,6 +409,7 @@ impl FilterSource {
                     Ok(_) => SourceEvent::Mark(Position::Group {
                         group: Arc::from(group.as_str()),
                         through_ms: query.end_ms.unwrap_or_else(crate::convert::time::now_ms),
+                        lag_p99_ms: watch.as_ref().and_then(|w| w.quantile(990)),
                     }),
                     Err(e) => SourceEvent::Failed(InputFailure {
                         input: format!("log group {group}"),
