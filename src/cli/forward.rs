@@ -52,9 +52,9 @@ pub struct ForwardArgs {
     /// now.
     #[arg(long = "start-time", default_value = "1h", value_name = "TIME")]
     start_time: String,
-    /// How much event time before the cursor every run reads again, for events ingested late
-    /// (CloudWatch ingestion lag, back-dated writes); they are forwarded once, the rest is
-    /// dropped by span id.
+    /// How long after its timestamp an event may be ingested (CloudWatch ingestion lag,
+    /// back-dated writes) and still be forwarded, once: each sweep reads this much event time
+    /// before the last sweep again; what it meets again is dropped by span id.
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     lateness: String,
     /// How often a run reads the whole lateness window again (a sweep); runs in between read
