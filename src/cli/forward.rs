@@ -228,14 +228,11 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
     let plans: Vec<ReadPlan> = names
         .iter()
         .map(|group| {
-            cp.groups.get(group).map_or(
-                ReadPlan {
-                    from_ms: first_start,
-                    sweep: true,
-                    head_ms: 0,
-                },
-                |s| s.plan(now, lateness, sweep_every),
-            )
+            cp.groups
+                .get(group)
+                .map_or(ReadPlan::first(first_start), |s| {
+                    s.plan(now, lateness, sweep_every)
+                })
         })
         .collect();
     let ranges: Vec<GroupRange> = names

@@ -135,6 +135,17 @@ pub struct ReadPlan {
     pub head_ms: i64,
 }
 
+impl ReadPlan {
+    /// The first read of a group without state: everything from `from_ms`, a sweep.
+    pub fn first(from_ms: i64) -> Self {
+        ReadPlan {
+            from_ms,
+            sweep: true,
+            head_ms: 0,
+        }
+    }
+}
+
 impl GroupState {
     /// How far before the cursor a run reads to meet the events that came in a little late:
     /// the measured 99th percentile of the lag plus [`HEAD_MARGIN_MS`], at most `lateness_ms`.
@@ -195,12 +206,13 @@ impl GroupState {
         }
     }
 
-    /// Moves the cursor (never back) and forgets the spans no read from `next_read_from_ms`
-    /// on can meet again.
-    pub fn advance(&mut self, cursor_ms: i64, next_read_from_ms: i64) {
+    /// Moves the cursor (never back) and forgets the spans no later read can meet again:
+    /// those read until before [`GroupState::earliest_next_read_ms`].
+    pub fn advance(&mut self, cursor_ms: i64, lateness_ms: i64) {
         self.cursor_ms = self.cursor_ms.max(cursor_ms);
+        let horizon = self.earliest_next_read_ms(lateness_ms);
         self.forwarded
-            .retain(|f| f.until_ms >= next_read_from_ms && !f.span_ids.is_empty());
+            .retain(|f| f.until_ms >= horizon && !f.span_ids.is_empty());
     }
 }
 
@@ -264,14 +276,15 @@ mod tests {
         g.add(2_000, ["d".to_owned()]);
         assert_eq!(g.forwarded.len(), 2);
         assert_eq!(g.accepted().len(), 4);
-        g.advance(1_500, 900);
+        // Lateness 600: no later read starts before 900.
+        g.advance(1_500, 600);
         assert_eq!(g.cursor_ms, 1_500);
         assert_eq!(
             g.accepted().len(),
             4,
             "a read from 900 meets the spans read until 1000"
         );
-        g.advance(1_200, 1_001);
+        g.advance(1_200, 499);
         assert_eq!(g.cursor_ms, 1_500, "the cursor never moves back");
         assert_eq!(g.accepted(), HashSet::from(["d".to_owned()]));
         let mut cp = Checkpoint::default();
@@ -313,14 +326,9 @@ mod tests {
         // after it: a schedule that never sweeps loses the late events).
         while now <= last_ingested + 3_600_000 {
             now += 30_000 + rnd(60_000);
-            let plan = st.as_ref().map_or(
-                ReadPlan {
-                    from_ms: 0,
-                    sweep: true,
-                    head_ms: 0,
-                },
-                |s| s.plan(now, LATENESS, sweep_every_ms),
-            );
+            let plan = st.as_ref().map_or(ReadPlan::first(0), |s| {
+                s.plan(now, LATENESS, sweep_every_ms)
+            });
             let mut lags = Vec::new();
             for (k, &(t, i)) in events.iter().enumerate() {
                 if t >= plan.from_ms && t <= now && i <= now {

@@ -620,9 +620,7 @@ impl<S: SaveCheckpoint> crate::convert::pipeline::Committer for Forwarding<S> {
         if lag_p99_ms.is_some() {
             st.lag_p99_ms = *lag_p99_ms;
         }
-        st.cursor_ms = st.cursor_ms.max(*through_ms);
-        let next_read_from = st.earliest_next_read_ms(self.lateness_ms);
-        st.advance(*through_ms, next_read_from);
+        st.advance(*through_ms, self.lateness_ms);
         self.store.save_checkpoint(&self.cp).await
     }
 }
