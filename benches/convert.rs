@@ -540,6 +540,9 @@ struct Encoder {
     pushed: u64,
     spans: u64,
     otlp_bytes: u64,
+    /// Tail-based sampling between the converter and the encoder, with its clock (the
+    /// latest span end, ms).
+    sampler: Option<(spanline::convert::sample::Sampler, i64)>,
 }
 
 impl Encoder {
@@ -550,6 +553,28 @@ impl Encoder {
             pushed: 0,
             spans: 0,
             otlp_bytes: 0,
+            sampler: None,
+        }
+    }
+
+    fn sampling(policy: spanline::convert::sample::Policy) -> Self {
+        Encoder {
+            sampler: Some((spanline::convert::sample::Sampler::new(policy), i64::MIN)),
+            ..Encoder::new()
+        }
+    }
+
+    /// Hands `ready` on, through the sampler when there is one.
+    fn take(&mut self, mut ready: Vec<Span>) {
+        match &mut self.sampler {
+            None => self.pending.append(&mut ready),
+            Some((sampler, clock)) => {
+                for span in ready {
+                    *clock = (*clock).max((span.end_unix_nano / 1_000_000) as i64);
+                    sampler.push(span, *clock, &mut self.pending);
+                }
+                sampler.expire(*clock, &mut self.pending);
+            }
         }
     }
 
@@ -558,7 +583,8 @@ impl Encoder {
     fn after_push(&mut self, conv: &mut Converter) {
         self.pushed += 1;
         if self.pushed.is_multiple_of(DRAIN_EVERY) {
-            self.pending.append(&mut conv.take_ready());
+            let ready = conv.take_ready();
+            self.take(ready);
             if self.pending.len() >= BATCH_SPANS {
                 self.encode();
             }
@@ -576,7 +602,11 @@ impl Encoder {
     }
 
     fn finish(mut self, conv: &mut Converter) -> Out {
-        self.pending.append(&mut conv.finish());
+        let rest = conv.finish();
+        self.take(rest);
+        if let Some((sampler, clock)) = &mut self.sampler {
+            sampler.finish(*clock, &mut self.pending);
+        }
         self.encode();
         Out {
             span_lines: conv.summary.span_lines,
@@ -639,8 +669,11 @@ fn open_and_reports(n: u64) -> Vec<String> {
 }
 
 fn spanline_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Out {
+    spanline_lines_into(lines, Encoder::new())
+}
+
+fn spanline_lines_into<'a>(lines: impl Iterator<Item = &'a str>, mut enc: Encoder) -> Out {
     let mut conv = Converter::default();
-    let mut enc = Encoder::new();
     for message in lines {
         conv.push_ref(LogRecordRef {
             log_group: LOG_GROUP,
@@ -914,6 +947,27 @@ fn main() {
         allocs,
         bytes_per_span: span_bytes as f64 / n_span_lines as f64,
     });
+    // The same, sampled: errors kept, 10 % of the rest by trace id.
+    let (secs_sampled, sampled, allocs) = time(|| {
+        let policy = spanline::convert::sample::Policy {
+            rate: 0.1,
+            ..Default::default()
+        };
+        spanline_lines_into(spans_only.iter().copied(), Encoder::sampling(policy))
+    });
+    assert!(sampled.spans < out.spans / 2, "{sampled:?} of {out:?}");
+    rows.push(Row {
+        name: format!(
+            "spanline: the same, sampled at 10 % (errors kept): {:.1} % of the spans sent",
+            100.0 * sampled.spans as f64 / out.spans as f64
+        ),
+        input_mb: in_bytes as f64 / 1e6,
+        span_records: n_span_lines,
+        secs: secs_sampled,
+        allocs,
+        bytes_per_span: span_bytes as f64 / n_span_lines as f64,
+    });
+    let sampling_cost = secs_sampled / secs - 1.0;
     // The same input through the library's pipeline, parsing on every core.
     #[cfg(feature = "convert")]
     let all_cores = {
@@ -994,7 +1048,7 @@ fn main() {
     // One JSON line of the figures, last, to compare runs.
     let skip_mb_per_s = rows[0].input_mb / rows[0].secs;
     let json = format!(
-        "{{\"bench\":\"convert\",\"spans_per_s_1core\":{:.0},\"spans_per_s_all_cores\":{},\"cores\":{},\"vs_peer_batch\":{:.2},\"vs_peer_per_span\":{:.2},\"allocs_per_span\":{:.2},\"skip_mb_per_s\":{:.0},\"spans_per_s_mixed_file\":{:.0},\"open_records_secs\":[{:.4},{:.4},{:.4}],\"open_records_growth_10k_to_40k\":{:.2}}}",
+        "{{\"bench\":\"convert\",\"spans_per_s_1core\":{:.0},\"spans_per_s_all_cores\":{},\"cores\":{},\"vs_peer_batch\":{:.2},\"vs_peer_per_span\":{:.2},\"allocs_per_span\":{:.2},\"skip_mb_per_s\":{:.0},\"spans_per_s_mixed_file\":{:.0},\"open_records_secs\":[{:.4},{:.4},{:.4}],\"open_records_growth_10k_to_40k\":{:.2},\"sampling_10pct_time_change\":{:.3}}}",
         base_rate,
         all_cores.map_or("null".to_owned(), |r| format!("{r:.0}")),
         std::thread::available_parallelism().map_or(1, usize::from),
@@ -1007,6 +1061,7 @@ fn main() {
         open_secs[1],
         open_secs[2],
         open_secs[2] / open_secs[0],
+        sampling_cost,
     );
     println!();
     println!("{json}");

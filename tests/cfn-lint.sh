@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PIN='cfn-lint==1.58.0'
+PIN='cfn-lint==1.58.0 dockerfile==3.4.0'
 PY=${SPANLINE_SERVICES_PYTHON:-python3}
 DIR=$PWD/target/cfn-lint
 VENV=$DIR/venv
@@ -15,7 +15,8 @@ VENV=$DIR/venv
 if [[ ! -x $VENV/bin/cfn-lint || $(cat "$VENV/.spanline-pin" 2>/dev/null) != "$PIN" ]]; then
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$PIN"
+  # shellcheck disable=SC2086 # two pins
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q $PIN
   echo "$PIN" >"$VENV/.spanline-pin"
 fi
 
@@ -41,3 +42,14 @@ broken examples/deploy/scheduled.yaml 's/LaunchType: FARGATE/LaunchType: FARGATO
 "$VENV/bin/cfn-lint" --version
 "$VENV/bin/cfn-lint" "${templates[@]}"
 echo "cfn-lint: ${templates[*]}: valid"
+
+# The image the scheduled template runs: parsed, multi-stage, minimal, non-root; and the check
+# must be able to fail (a copy running as root is rejected).
+sed 's/^USER nonroot:nonroot$/USER root/' examples/deploy/Dockerfile >"$DIR/broken/Dockerfile"
+cmp -s examples/deploy/Dockerfile "$DIR/broken/Dockerfile" && { echo "FAIL: the Dockerfile mistake was not introduced"; exit 1; }
+if "$VENV/bin/python" tests/dockerfile_check.py "$DIR/broken/Dockerfile"; then
+  echo "FAIL: the Dockerfile check accepted a root user"
+  exit 1
+fi
+"$VENV/bin/python" tests/dockerfile_check.py examples/deploy/Dockerfile
+echo "Dockerfile: examples/deploy/Dockerfile: multi-stage, distroless, non-root"

@@ -102,6 +102,155 @@ fn json_log_format_matches_golden() {
     golden("lambda-json.txt", &stdout);
 }
 
+/// Issue "Traces worth keeping", item 3: with `--logs events` the function's other lines go on
+/// the span active when they were written (a Python traceback on the client span that failed,
+/// a JSON-format warning on the handler), the waterfall draws the error and warning lines under
+/// their span, and a line after the REPORT is counted outside an invocation.
+#[test]
+fn invocation_logs_are_drawn_under_their_span_and_counted() {
+    let args = [
+        "fixtures/lambda/logs",
+        "--log-group-name",
+        "/aws/lambda/checkout",
+        "--color",
+        "never",
+    ];
+    let mut with_logs = args.to_vec();
+    with_logs.extend(["--logs", "events"]);
+    let (stdout, stderr, code) = convert(&with_logs);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr
+            .contains("5 other lines, 0 malformed; 4 log lines on spans, 1 outside an invocation"),
+        "{stderr}"
+    );
+    golden("lambda-logs.txt", &stdout);
+    // Off (the default): counted as other lines, drawn nowhere.
+    let (stdout, stderr, code) = convert(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("! "), "{stdout}");
+    assert!(stderr.ends_with("5 other lines, 0 malformed\n"), "{stderr}");
+    // As span events in OTLP, with the message and level.
+    let mut to_json = with_logs.clone();
+    to_json.extend(["--output", "-"]);
+    let (stdout, _, code) = convert(&to_json);
+    assert_eq!(code, 0);
+    let mut events = Vec::new();
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in v["resourceSpans"].as_array().unwrap() {
+            for s in rs["scopeSpans"][0]["spans"].as_array().unwrap() {
+                for e in s["events"].as_array().into_iter().flatten() {
+                    let attr = |k: &str| {
+                        e["attributes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .find(|a| a["key"] == k)
+                            .map(|a| a["value"]["stringValue"].as_str().unwrap().to_owned())
+                    };
+                    if e["name"] == "log" {
+                        events.push((
+                            s["name"].as_str().unwrap().to_owned(),
+                            attr("level").unwrap_or_default(),
+                            attr("message").unwrap_or_default(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    events.sort();
+    assert_eq!(events.len(), 4, "{events:?}");
+    let on = |span: &str| -> Vec<&str> {
+        events
+            .iter()
+            .filter(|e| e.0 == span)
+            .map(|e| e.1.as_str())
+            .collect()
+    };
+    assert_eq!(on("POST /orders"), ["INFO", "WARN"]);
+    assert_eq!(on("charge-card"), ["ERROR", "WARNING"]);
+    let traceback = events.iter().find(|e| e.1 == "ERROR").unwrap();
+    assert_eq!(traceback.0, "charge-card");
+    assert!(
+        traceback.2.contains("TimeoutError: provider"),
+        "{traceback:?}"
+    );
+    assert!(events.iter().any(|e| e.2 == "charging order 42"));
+}
+
+/// (name, span id, parent span id) of the spans of an OTLP JSON lines text.
+fn span_tree(otlp_json: &str) -> Vec<(String, String, Option<String>)> {
+    let mut out = Vec::new();
+    for line in otlp_json.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in v["resourceSpans"].as_array().unwrap() {
+            for s in rs["scopeSpans"][0]["spans"].as_array().unwrap() {
+                out.push((
+                    s["name"].as_str().unwrap().to_owned(),
+                    s["spanId"].as_str().unwrap().to_owned(),
+                    s["parentSpanId"].as_str().map(str::to_owned),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Issue "AWS-native", item 2: records of `aws/spans` (an API Gateway span, and a copy of the
+/// function's handler span) merge with the function's span lines and platform lines into one
+/// trace: the API Gateway span is the root and the invocation span its child, the handler's
+/// two copies are one span, in either order of the inputs.
+#[test]
+fn aws_spans_records_merge_with_span_lines_into_one_trace() {
+    let spans_first = [
+        "fixtures/aws-spans/aws-spans.json",
+        "fixtures/aws-spans/orders.json",
+    ];
+    let lines_first = [
+        "fixtures/aws-spans/orders.json",
+        "fixtures/aws-spans/aws-spans.json",
+    ];
+    for (i, inputs) in [spans_first, lines_first].iter().enumerate() {
+        let mut args = inputs.to_vec();
+        args.extend(["--output", "-"]);
+        let (stdout, stderr, code) = convert(&args);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stderr.contains("4 spans (1 invocations), 1 duplicates"),
+            "{stderr}"
+        );
+        let tree = span_tree(&stdout);
+        let find = |name: &str| {
+            tree.iter()
+                .find(|s| s.0 == name)
+                .unwrap_or_else(|| panic!("{name}: {tree:?}"))
+        };
+        let apigw = find("POST /orders");
+        assert_eq!(apigw.2, None, "the API Gateway span is the root");
+        let invocation = find("orders");
+        assert_eq!(invocation.2.as_deref(), Some(apigw.1.as_str()), "{tree:?}");
+        let handler = find("handle-order");
+        let db = find("dynamodb.put");
+        assert_eq!(db.2.as_deref(), Some(handler.1.as_str()));
+        // Span lines read first: the handler under the invocation span; the aws/spans copy
+        // read first keeps its own parent, the API Gateway span.
+        let handler_parent = if i == 1 { &invocation.1 } else { &apigw.1 };
+        assert_eq!(
+            handler.2.as_deref(),
+            Some(handler_parent.as_str()),
+            "{tree:?}"
+        );
+        assert!(stdout.contains("5759e988bd862e3fe1be46a994272793"));
+    }
+    let mut args = lines_first.to_vec();
+    args.extend(["--color", "never"]);
+    let (stdout, _, _) = convert(&args);
+    golden("aws-spans.txt", &stdout);
+}
+
 #[test]
 fn export_tree_with_crash_and_interleaving_matches_golden() {
     let (stdout, stderr, code) = convert(&[

@@ -831,3 +831,120 @@ fn rotel_forwards_the_sample_from_grpc_to_mlflow() {
     );
     assert_mlflow_has(&sample, Duration::from_secs(20));
 }
+
+/// Issue "Traces worth keeping", item 3: with `--logs events` the function's log lines arrive at
+/// MLflow as `log` events of the span active when they were written (a traceback on the client
+/// span that failed), with their message and level.
+#[test]
+fn mlflow_receives_invocation_logs_as_span_events() {
+    let mlflow = service("SPANLINE_TEST_MLFLOW");
+    let dir = crate::support::scratch("e2e-logs");
+    // The fixture with a fresh trace id, so that every run sends a trace of its own.
+    let trace = fresh_id::<16>();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/lambda/logs/checkout.json");
+    let text = std::fs::read_to_string(fixture).expect("fixture");
+    let old = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(unhex("5b8efff798038103d269b633813fc60c"));
+    let new = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(unhex(&trace));
+    assert!(text.contains(&old));
+    let input = dir.join("checkout.json");
+    std::fs::write(&input, text.replace(&old, &new)).expect("write");
+    convert(
+        &dir,
+        &[
+            &input.to_string_lossy(),
+            "--log-group-name",
+            "/aws/lambda/checkout",
+            "--logs",
+            "events",
+            "--otlp-endpoint",
+            &mlflow,
+            "--otlp-header",
+            "x-mlflow-experiment-id=0",
+        ],
+        &[],
+    );
+    let got = mlflow_trace(&trace, 3, Duration::from_secs(30));
+    let spans = got["trace"]["spans"].as_array().expect("spans");
+    let card = spans
+        .iter()
+        .find(|s| s["name"] == "charge-card")
+        .unwrap_or_else(|| panic!("no charge-card span: {got}"));
+    let events = card["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{card}"));
+    let logs: Vec<BTreeMap<String, Val>> = events
+        .iter()
+        .filter(|e| e["name"] == "log")
+        .map(|e| mlflow_attributes(e.get("attributes")))
+        .collect();
+    assert_eq!(logs.len(), 2, "{card}");
+    assert!(
+        logs.iter().any(|a| a.get("level") == Some(&Val::Str("ERROR".into()))
+            && matches!(a.get("message"), Some(Val::Str(m)) if m.contains("TimeoutError: provider"))),
+        "{logs:?}"
+    );
+}
+
+/// Issue "AWS-native", item 2: an API Gateway span from `aws/spans`, the invocation span from
+/// the platform lines and the function's span lines, converted together, read back from MLflow
+/// as one trace with the right parents.
+#[test]
+fn mlflow_receives_aws_spans_merged_with_span_lines() {
+    let mlflow = service("SPANLINE_TEST_MLFLOW");
+    let dir = crate::support::scratch("e2e-aws-spans");
+    let trace = fresh_id::<16>();
+    let old = "5759e988bd862e3fe1be46a994272793";
+    let xray = |t: &str| format!("1-{}-{}", &t[..8], &t[8..]);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/aws-spans");
+    let mut inputs = Vec::new();
+    for name in ["orders.json", "aws-spans.json"] {
+        let text = std::fs::read_to_string(fixtures.join(name)).expect("fixture");
+        let text = text
+            .replace(&xray(old), &xray(&trace))
+            .replace(old, &trace)
+            .replace(
+                &URL_SAFE_NO_PAD.encode(unhex(old)),
+                &URL_SAFE_NO_PAD.encode(unhex(&trace)),
+            );
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        inputs.push(path.to_string_lossy().into_owned());
+    }
+    let mut args: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    args.extend([
+        "--otlp-endpoint",
+        &mlflow,
+        "--otlp-header",
+        "x-mlflow-experiment-id=0",
+    ]);
+    convert(&dir, &args, &[]);
+    let got = mlflow_trace(&trace, 4, Duration::from_secs(30));
+    let spans: Vec<SpanView> = got["trace"]["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .map(mlflow_span)
+        .collect();
+    assert_eq!(spans.len(), 4, "{got}");
+    let by_name = |n: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap_or_else(|| panic!("no span {n}: {got}"))
+    };
+    let apigw = by_name("POST /orders");
+    assert_eq!(apigw.parent_span_id, None);
+    assert_eq!(
+        by_name("orders").parent_span_id.as_deref(),
+        Some(apigw.span_id.as_str())
+    );
+    assert_eq!(
+        by_name("handle-order").parent_span_id.as_deref(),
+        Some(by_name("orders").span_id.as_str())
+    );
+    assert_eq!(
+        by_name("dynamodb.put").parent_span_id.as_deref(),
+        Some(by_name("handle-order").span_id.as_str())
+    );
+}

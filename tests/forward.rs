@@ -769,7 +769,9 @@ fn runs_between_sweeps_read_only_the_head_and_the_next_sweep_forwards_what_came_
     // time.
     let late_t0 = now_ms() - 40_000;
     let mut puts = f.wave(late_t0, 1);
-    puts.extend(f.wave(now_ms(), 1));
+    // On time, and wholly in the past: a wave's lines span 21 ms, and a run that starts within
+    // them would not read its REPORT yet (the run reads up to its own start).
+    puts.extend(f.wave(now_ms() - 500, 1));
     f.put(&puts);
     // Run 2: the head only. It does not read the late invocation's time, and forwards the one
     // on time.
@@ -803,4 +805,70 @@ fn runs_between_sweeps_read_only_the_head_and_the_next_sweep_forwards_what_came_
     assert_eq!(forwarded, 3);
     r.assert_sent_once_but_the_killed_batch(&f);
     f.assert_in_mlflow();
+}
+
+/// Issue "Traces worth keeping": with sampling, a trace whose error comes in a later `forward`
+/// run than its other spans arrives whole at MLflow (the first run holds them undecided and
+/// leaves its cursor before them); a trace the ratio drops, without an error, sends nothing.
+#[test]
+fn sampled_forward_sends_an_error_trace_split_across_runs_whole_and_nothing_of_a_dropped_one() {
+    let t = now_ms();
+    let sampling: &[&str] = &[
+        "--sample-rate",
+        "0.01",
+        // Shorter than the first wave's age: only the cursor left before the undecided spans
+        // makes the second run read them again.
+        "--lateness",
+        "20s",
+        "--sweep-every",
+        "0s",
+    ];
+    // Trace ids whose low 64 bits start with 0xf: the ratio drops them at any rate below 0.9.
+    let dropped_by_ratio = || format!("{}f{}", fresh_id::<8>(), &fresh_id::<8>()[1..]);
+    let mut f = Function::new();
+    f.trace = dropped_by_ratio();
+    let mut quiet = Function::new();
+    quiet.trace = dropped_by_ratio();
+    let (mut r, mut rq) = (Runner::new("fwd-sampled"), Runner::new("fwd-sampled-quiet"));
+
+    // Run 1: two invocations of each trace, no error yet: nothing decides them.
+    let wave = f.wave(t - 50_000, 2);
+    f.put(&wave);
+    let wave = quiet.wave(t - 50_000, 2);
+    quiet.put(&wave);
+    let s = ok(&r.run(&f, sampling));
+    assert_eq!(s["spans_forwarded"], 0, "{s}");
+    assert!(s["skipped"]["held_for_next_run"].as_u64() > Some(0), "{s}");
+    ok(&rq.run(&quiet, sampling));
+
+    // Run 2: an error in the same trace, later.
+    let error_span = fresh_id::<8>();
+    let exec = fresh_id::<8>();
+    f.span_ids.insert(error_span.clone());
+    let stream = f.streams[0].clone();
+    f.put(&[Put {
+        stream,
+        ts: t - 5_000,
+        message: span_line(
+            &f.trace,
+            &error_span,
+            &exec,
+            t - 5_010,
+            3_000,
+            "ce",
+            "payment",
+        ),
+    }]);
+    let s = ok(&r.run(&f, sampling));
+    assert_eq!(s["sampling"]["kept_traces"]["error"], 1, "{s}");
+    ok(&rq.run(&quiet, sampling));
+    // The error span's parent is not in the logs: MLflow holds the rest and it.
+    let sent = r.sent();
+    for id in &f.span_ids {
+        assert_eq!(sent.get(id), Some(&1), "span {id}: {sent:?}");
+    }
+    let trace = mlflow_trace(&f.trace, f.expected(), Duration::from_secs(30));
+    let n = trace["trace"]["spans"].as_array().map_or(0, Vec::len);
+    assert_eq!(n, f.expected(), "{trace}");
+    assert!(rq.sent().is_empty(), "{:?}", rq.sent());
 }

@@ -978,3 +978,150 @@ fn an_invocation_split_across_deliveries_is_looked_up_again_and_sent_whole() {
         "{span}"
     );
 }
+
+/// Runs `spanline lambda` (one instance) over `events` with `env`; returns its JSON reports.
+fn serve(dir: &std::path::Path, events: Vec<(String, Value)>, env: &[(&str, &str)]) -> Vec<Value> {
+    let n = events.len();
+    let server = rt();
+    let (addr, posted) = server.block_on(runtime_api(events));
+    let mut env = env.to_vec();
+    env.push(("AWS_LAMBDA_RUNTIME_API", addr.as_str()));
+    let mut child = spawn_spanline(dir, &["lambda"], &env);
+    let found = crate::support::poll(Duration::from_secs(60), || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "spanline lambda exited with {status}\nstderr:\n{}",
+                std::fs::read_to_string(dir.join("spanline.stderr")).unwrap_or_default()
+            );
+        }
+        (posted.lock().unwrap().len() >= n).then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = std::fs::read_to_string(dir.join("spanline.stdout")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(dir.join("spanline.stderr")).unwrap_or_default();
+    assert!(found.is_some(), "{n} answers expected\n{stdout}\n{stderr}");
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["spanline"] == "lambda")
+        .collect()
+}
+
+/// Issue "Traces worth keeping", the Lambda mode against moto (CloudWatch Logs and S3) and
+/// MLflow: a trace the ratio drops has a span in a first delivery, its error in a second and
+/// another span in a third, handled by another instance. The second records the decision in S3
+/// and reads the first's span back from CloudWatch; the other instance finds the record and
+/// sends the third's: MLflow holds the whole trace. A trace without an error sends nothing.
+#[test]
+fn sampled_lambda_sends_an_error_trace_split_across_deliveries_and_instances_whole() {
+    let moto = service("SPANLINE_TEST_MOTO");
+    let mlflow = service("SPANLINE_TEST_MLFLOW");
+    let group = format!("/aws/lambda/spanline-sampled-{}", fresh_id::<4>());
+    let stream = format!("2026/12/03/[$LATEST]{}", fresh_id::<16>());
+    let bucket = crate::cloudwatch::fresh_bucket(&crate::cloudwatch::s3_client());
+    // Low 64 bits from 0xf…: the ratio drops them at 0.1.
+    let dropped = || format!("{}f{}", fresh_id::<8>(), &fresh_id::<8>()[1..]);
+    let (trace, quiet) = (dropped(), dropped());
+    let (root, a, b, q) = (
+        fresh_id::<8>(),
+        fresh_id::<8>(),
+        fresh_id::<8>(),
+        fresh_id::<8>(),
+    );
+    let t = now_ms() - 120_000;
+    let line = |tr: &str, id: &str, parent: Option<&str>, at: i64, flags: &str| {
+        let ids: String = std::iter::once(tr)
+            .chain(std::iter::once(id))
+            .chain(parent)
+            .map(|x| URL_SAFE_NO_PAD.encode(unhex(x)))
+            .collect();
+        format!("SPLN1 {ids} {} 1000{flags} op;", (at - 1) * 1000)
+    };
+    let d1 = vec![
+        (t, line(&trace, &a, Some(&root), t, "")),
+        (t + 1, line(&quiet, &q, None, t + 1, "s")),
+    ];
+    let d2 = vec![(t + 10, line(&trace, &root, None, t + 10, "se"))];
+    let d3 = vec![(t + 20, line(&trace, &b, Some(&root), t + 20, ""))];
+    // CloudWatch holds what the first two delivered (the third's line is only delivered).
+    let logs = crate::cloudwatch::logs_client();
+    rt().block_on(async {
+        logs.create_log_group()
+            .log_group_name(&group)
+            .send()
+            .await
+            .expect("CreateLogGroup");
+        logs.create_log_stream()
+            .log_group_name(&group)
+            .log_stream_name(&stream)
+            .send()
+            .await
+            .expect("CreateLogStream");
+    });
+    let puts: Vec<crate::cloudwatch::Put> = d1
+        .iter()
+        .chain(&d2)
+        .map(|(ts, m)| crate::cloudwatch::Put {
+            stream: stream.clone(),
+            ts: *ts,
+            message: m.clone(),
+        })
+        .collect();
+    crate::cloudwatch::put_events(&logs, &group, &puts);
+    let event = |d: &[(i64, String)]| {
+        let events: Vec<Value> = d
+            .iter()
+            .enumerate()
+            .map(|(i, (ts, m))| json!({"id": format!("{:056}", i), "timestamp": ts, "message": m}))
+            .collect();
+        let p = json!({
+            "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": group,
+            "logStream": stream, "subscriptionFilters": ["spanline"], "logEvents": events,
+        });
+        (request_id(), subscription_event(&p.to_string()))
+    };
+    let decisions = format!("s3://{bucket}/decisions/");
+    let env = [
+        ("AWS_LAMBDA_FUNCTION_NAME", "spanline-forwarder"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", mlflow.as_str()),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-mlflow-experiment-id=0"),
+        ("AWS_ENDPOINT_URL", moto.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("SPANLINE_SAMPLE_RATE", "0.1"),
+        ("SPANLINE_SAMPLE_DECISIONS", decisions.as_str()),
+    ];
+    let first = serve(
+        &scratch("lambda-sampled-1"),
+        vec![event(&d1), event(&d2)],
+        &env,
+    );
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first[0]["sampling"]["dropped_traces"], 2, "{first:?}");
+    assert_eq!(first[1]["sampling"]["recorded"], 1, "{first:?}");
+    assert_eq!(first[1]["sampling"]["fetched_back_spans"], 2, "{first:?}");
+    // The record is in S3.
+    let key = format!("decisions/{trace}");
+    rt().block_on(
+        crate::cloudwatch::s3_client()
+            .head_object()
+            .bucket(&bucket)
+            .key(&key)
+            .send(),
+    )
+    .expect("the decision's object");
+    // Another instance, whose cache is empty, finds the record.
+    let second = serve(&scratch("lambda-sampled-2"), vec![event(&d3)], &env);
+    assert_eq!(
+        second[0]["sampling"]["kept_traces"]["recorded"], 1,
+        "{second:?}"
+    );
+    let want: BTreeSet<String> = [root, a, b].into_iter().collect();
+    assert_eq!(mlflow_span_ids(&trace, 3), want);
+    // The quiet trace: dropped in the first delivery, never sent.
+    assert_eq!(first[0]["spans_delivered"], 0, "{first:?}");
+}

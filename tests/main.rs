@@ -12,4 +12,6 @@ mod memory;
 mod model;
 mod properties;
 mod reference;
+mod sampling;
 mod support;
+mod xray;

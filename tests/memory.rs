@@ -166,6 +166,58 @@ fn a_million_span_lines_on_stdin_are_drawn_in_the_terminal_in_bounded_memory() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Sampling holds the spans of undecided traces: with a wait longer than the input, every
+/// trace the ratio drops is held until the bound, then decided early and counted.
+#[test]
+fn sampling_holds_at_most_its_bound_of_undecided_spans() {
+    let n = sized(200_000, 1_000_000);
+    let dir = scratch("memory-sampling");
+    let out = dir.join("spans.jsonl");
+    let out_arg = out.to_string_lossy().into_owned();
+    let args = [
+        "convert",
+        "-",
+        "--output",
+        &out_arg,
+        "--sample-rate",
+        "0",
+        "--sample-wait",
+        "1h",
+    ];
+    let mut child = spawn_spanline_measured(&dir, &args, &[], true);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        let nonce = nonce();
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, &mut stdin);
+        for i in 0..n {
+            let line = span_line(nonce, i, "op");
+            // Every 1,000th span is an error: its trace is kept.
+            let line = if i % 1_000 == 0 {
+                line.replacen(" 1500 ", " 1500e ", 1)
+            } else {
+                line
+            };
+            if writeln!(w, "{line}").is_err() {
+                return;
+            }
+        }
+        let _ = w.flush();
+    });
+    let (run, peak) = wait_spanline_with_peak_rss(&dir, child, TIMEOUT);
+    feeder.join().expect("the feeder");
+    assert_exit(&run, 0);
+    assert_eq!(spans_in(&out) as u64, n / 1_000, "{}", run.stderr);
+    assert!(run.stderr.contains("sample_held: "), "{}", run.stderr);
+    let counts = format!(
+        "dropped {} traces and {} spans",
+        n - n / 1_000,
+        n - n / 1_000
+    );
+    assert!(run.stderr.contains(&counts), "{}", run.stderr);
+    assert_bounded("sampling, spans held undecided", peak, &run);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_line_without_end_is_skipped_in_bounded_memory_and_counted() {
     let len = sized(512 << 20, 2 << 30);

@@ -24,7 +24,16 @@ const LIMITS: Limits = Limits {
 };
 
 fuzz_target!(|data: &[u8]| {
-    let mut conv = Converter::default();
+    // Inputs of odd length also put the function's log lines on spans (`--logs events`).
+    let logs = if data.len() % 2 == 1 {
+        spanline::convert::Logs::Events
+    } else {
+        spanline::convert::Logs::Off
+    };
+    let mut conv = Converter::new(spanline::convert::Config {
+        logs,
+        ..Default::default()
+    });
     let mut records = 0u64;
     let mut spans = Vec::new();
     let mut flush = |mut batch: RecordBatch| {

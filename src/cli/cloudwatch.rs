@@ -66,9 +66,9 @@ pub struct GroupArgs {
     #[arg(long = "log-stream-name-prefix", value_name = "PREFIX")]
     pub(super) log_stream_name_prefix: Option<String>,
     /// The FilterLogEvents filter pattern. The default selects span lines and Lambda platform
-    /// lines in every log format.
-    #[arg(long = "filter-pattern", default_value = DEFAULT_FILTER_PATTERN)]
-    pub(super) filter_pattern: String,
+    /// lines in every log format (with `--logs events`: every line).
+    #[arg(long = "filter-pattern")]
+    pub(super) filter_pattern: Option<String>,
     /// Requests per second for the whole run, all groups together (FilterLogEvents allows 5
     /// per account and Region; leave room for other readers).
     #[arg(long = "max-tps", default_value_t = 5.0, value_name = "N")]
@@ -79,6 +79,16 @@ pub struct GroupArgs {
 }
 
 impl GroupArgs {
+    /// The filter pattern: the one given, else the default for what `logs` needs (the
+    /// function's own lines too when they go on the spans).
+    pub(super) fn pattern(&self, logs: bool) -> String {
+        match &self.filter_pattern {
+            Some(p) => p.clone(),
+            None if logs => String::new(),
+            None => DEFAULT_FILTER_PATTERN.to_owned(),
+        }
+    }
+
     pub(super) fn selection(&self) -> anyhow::Result<GroupSelection> {
         let mut names = self.log_group_name.clone();
         if let Some(f) = &self.log_groups_from {
@@ -239,9 +249,14 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<Exit> {
         log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
         start_ms: time_arg("start-time", &args.start_time, now)?,
         end_ms: time_arg("end-time", &args.end_time, now)?,
-        filter_pattern: args.groups.filter_pattern.clone(),
+        filter_pattern: args.groups.pattern(args.opts.logs_on()),
     };
-    let sinks = output::sinks(&args.sinks, args.opts.color, Draw::AtEnd)?;
+    let sinks = output::sinks_with_aws(
+        &args.sinks,
+        &args.aws.options(),
+        args.opts.color,
+        Draw::AtEnd,
+    )?;
     let (_, region, client) = aws_setup(&args.aws).await;
     let options = args.opts.options(region, Mode::Batch)?;
     let budget = Budget::per_second(args.groups.max_tps);
@@ -290,7 +305,12 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<Exit> {
 pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
     let sel = args.groups.selection()?;
     let give_up = duration_arg("give-up-after", &args.give_up_after)?;
-    let sinks = output::sinks(&args.sinks, args.opts.color, Draw::Following)?;
+    let sinks = output::sinks_with_aws(
+        &args.sinks,
+        &args.aws.options(),
+        args.opts.color,
+        Draw::Following,
+    )?;
     let (sdk, region, client) = aws_setup(&args.aws).await;
     let mut options = args.opts.options(region, Mode::Follow)?;
     options.give_up_after = give_up;
@@ -315,7 +335,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
                 log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
                 start_ms: None,
                 end_ms: None,
-                filter_pattern: args.groups.filter_pattern.clone(),
+                filter_pattern: args.groups.pattern(args.opts.logs_on()),
             },
             start_ms: start,
             overlap_ms,
@@ -353,7 +373,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
         }
         let groups = resolve_arns(&client, &budget, &progress, &names).await?;
         let filter_pattern =
-            Some(args.groups.filter_pattern.clone()).filter(|p| !p.trim().is_empty());
+            Some(args.groups.pattern(args.opts.logs_on())).filter(|p| !p.trim().is_empty());
         let connector = SdkConnector::new(
             live_tail_client(&sdk),
             LiveQuery {
@@ -431,7 +451,12 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<Exit> {
         format!("{prefix}/")
     };
     let limits = args.opts.limits()?;
-    let sinks = output::sinks(&args.sinks, args.opts.color, Draw::AtEnd)?;
+    let sinks = output::sinks_with_aws(
+        &args.sinks,
+        &args.aws.options(),
+        args.opts.color,
+        Draw::AtEnd,
+    )?;
     let (_, region, client) = aws_setup(&args.aws).await;
     let options = args.opts.options(region, Mode::Batch)?;
     let s3_client = args.aws.options().s3_client().await;

@@ -145,6 +145,16 @@ fn stats_line(
     } else {
         0
     };
+    let sampling = report.sampling.as_ref().map(|c| {
+        let kept: std::collections::BTreeMap<&str, u64> =
+            c.kept_traces.iter().map(|(r, n)| (r.name(), *n)).collect();
+        serde_json::json!({
+            "kept_traces": kept,
+            "dropped_traces": c.dropped_traces,
+            "kept_spans": c.kept_spans,
+            "dropped_spans": c.dropped_spans,
+        })
+    });
     serde_json::json!({
         "spanline": "forward",
         "outcome": outcome,
@@ -168,6 +178,7 @@ fn stats_line(
         "throttled": progress.throttled.load(Ordering::Relaxed),
         "send_retries": report.sinks.iter().map(|s| s.retries).sum::<u64>(),
         "lag_ms": lag,
+        "sampling": sampling,
         "groups": per_group,
     })
 }
@@ -194,7 +205,12 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
             .into_iter()
             .collect()
     } else {
-        output::sinks(&args.sinks, args.opts.color, Draw::AtEnd)?
+        output::sinks_with_aws(
+            &args.sinks,
+            &args.aws.options(),
+            args.opts.color,
+            Draw::AtEnd,
+        )?
     };
     if !args.dry_run && !sinks.iter().any(|s| s.is_destination()) {
         anyhow::bail!(
@@ -218,6 +234,10 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
     let mut options = args.opts.options(region, Mode::Resumable)?;
     options.give_up_after = give_up;
     options.batch_spans = args.batch_spans.max(1);
+    let sampling = options.sampling.is_some();
+    if sampling {
+        options.kept_traces = cp.kept_trace_ids();
+    }
     let budget = Budget::per_second(args.groups.max_tps);
     let progress = Arc::new(Progress::default());
     let names = resolve_groups(&client, &budget, &progress, &sel).await?;
@@ -244,7 +264,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
                 log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
                 start_ms: Some(plan.from_ms),
                 end_ms: Some(now),
-                filter_pattern: args.groups.filter_pattern.clone(),
+                filter_pattern: args.groups.pattern(args.opts.logs_on()),
             },
         })
         .collect();
@@ -294,7 +314,9 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
     // A dry run records nothing: its store keeps nothing (and holds no lock), so the run
     // shows what would be forwarded.
     let (report, cp, forwarded, store) = if args.dry_run {
-        let committer = Forwarding::new(NoSave, cp, now, lateness).sweeping(sweeps);
+        let committer = Forwarding::new(NoSave, cp, now, lateness)
+            .sweeping(sweeps)
+            .sampling(sampling);
         let (report, c) = pipeline::run_committing(
             source,
             sinks,
@@ -306,7 +328,9 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
         .await;
         (report, c.checkpoint().clone(), c.forwarded.clone(), None)
     } else {
-        let committer = Forwarding::new(store, cp, now, lateness).sweeping(sweeps);
+        let committer = Forwarding::new(store, cp, now, lateness)
+            .sweeping(sweeps)
+            .sampling(sampling);
         let (report, c) =
             pipeline::run_committing(source, sinks, committer, options, None, Some(observer)).await;
         let (cp, forwarded) = (c.checkpoint().clone(), c.forwarded.clone());

@@ -6,7 +6,11 @@
 //! Environment: the `OTEL_EXPORTER_OTLP_*` variables as for `convert` (an endpoint is
 //! required); `SPANLINE_OTLP_HEADERS_SECRET_ARN`, a Secrets Manager secret holding more headers
 //! (a JSON object or `key=value,…`; they win over `OTEL_EXPORTER_OTLP_HEADERS`);
-//! `SPANLINE_SERVICE`, comma-separated `GROUP=NAME` rules as `--service` takes them. Lambda sets
+//! `SPANLINE_SERVICE`, comma-separated `GROUP=NAME` rules as `--service` takes them;
+//! sampling (see [`sampling`]): `SPANLINE_SAMPLE_RATE`, `SPANLINE_KEEP_ERRORS`,
+//! `SPANLINE_KEEP_SLOWER_THAN`, `SPANLINE_SAMPLE_POLICY` (the policy's JSON),
+//! `SPANLINE_SAMPLE_DECISIONS` (`s3://bucket/prefix/`, required with sampling) and
+//! `SPANLINE_SAMPLE_GROUPS` (more log groups to read kept traces back from). Lambda sets
 //! `AWS_LAMBDA_RUNTIME_API`, `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`,
 //! `AWS_LAMBDA_FUNCTION_VERSION` and `AWS_REGION`.
 
@@ -103,9 +107,69 @@ async fn configure() -> anyhow::Result<Handler<OtlpSink>> {
             budget: spanline::convert::source::cloudwatch::budget::Budget::per_second(2.0),
         });
     }
+    handler.sampling = sampling().await?;
+    if handler.sampling.is_some() && handler.fetch_back.is_none() {
+        anyhow::bail!(
+            "sampling reads kept traces back from CloudWatch: SPANLINE_FETCH_BACK=off cannot \
+             be used with SPANLINE_SAMPLE_*"
+        );
+    }
     // One line per cold start: where spans go (no header names or values).
     eprintln!("spanline: lambda: forwarding to OTLP {protocol} {endpoint}");
     Ok(handler)
+}
+
+/// The sampling the environment asks for, if any.
+async fn sampling() -> anyhow::Result<Option<spanline::convert::lambda::LambdaSampling>> {
+    use spanline::convert::lambda::{Decisions, LambdaSampling};
+    use spanline::convert::sample::{duration_field, Policy};
+    let vars = [
+        "SPANLINE_SAMPLE_RATE",
+        "SPANLINE_KEEP_ERRORS",
+        "SPANLINE_KEEP_SLOWER_THAN",
+        "SPANLINE_SAMPLE_POLICY",
+    ];
+    if vars.iter().all(|v| env_var(v).is_none()) {
+        return Ok(None);
+    }
+    let mut p = match env_var("SPANLINE_SAMPLE_POLICY") {
+        Some(json) => Policy::from_json(&json).context("SPANLINE_SAMPLE_POLICY")?,
+        None => Policy::default(),
+    };
+    if let Some(r) = env_var("SPANLINE_SAMPLE_RATE") {
+        p.rate = r.trim().parse().with_context(|| {
+            format!("SPANLINE_SAMPLE_RATE {r:?}: expected a number from 0 to 1")
+        })?;
+    }
+    if let Some(k) = env_var("SPANLINE_KEEP_ERRORS") {
+        p.keep_errors = k
+            .trim()
+            .parse()
+            .with_context(|| format!("SPANLINE_KEEP_ERRORS {k:?}: expected true or false"))?;
+    }
+    if let Some(t) = env_var("SPANLINE_KEEP_SLOWER_THAN") {
+        p.slower_than_ms = Some(duration_field("SPANLINE_KEEP_SLOWER_THAN", &t)?.unsigned_abs());
+    }
+    p.validate().context("sampling")?;
+    let url = env_var("SPANLINE_SAMPLE_DECISIONS").context(
+        "SPANLINE_SAMPLE_DECISIONS is not set: sampling in Lambda records the traces it keeps \
+         in S3 (s3://bucket/prefix/) so that other instances keep their later spans",
+    )?;
+    // Path-style addressing with a custom endpoint (AWS_ENDPOINT_URL: an emulator).
+    let client = spanline::convert::aws::AwsOptions::default()
+        .s3_client()
+        .await;
+    let decisions = Decisions::s3(client, url.trim())
+        .map_err(|e| anyhow::anyhow!("SPANLINE_SAMPLE_DECISIONS {e}"))?;
+    let groups = env_var("SPANLINE_SAMPLE_GROUPS")
+        .map(|g| {
+            g.split(',')
+                .map(|x| x.trim().to_owned())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Some(LambdaSampling::new(p, decisions, groups)))
 }
 
 /// Serves invocations until the runtime stops the process.

@@ -95,6 +95,87 @@ pub struct ConvertOpts {
     /// Most bytes one gzip file or S3 object may inflate to.
     #[arg(long = "max-inflated", value_name = "SIZE", default_value = "16GiB")]
     max_inflated: String,
+    /// The function's other log lines (application logs, tracebacks, the runtime's errors):
+    /// `events` puts each on the span that was active when it was written (the invocation span
+    /// otherwise) as a `log` event, and draws the error and warning lines under their span in
+    /// the terminal; `off` counts them as other lines. `read`, `tail` and `forward` then read
+    /// every line of the groups, not only span and platform lines.
+    #[arg(long, value_enum, default_value = "off")]
+    logs: LogsArg,
+    #[command(flatten)]
+    sampling: SampleArgs,
+}
+
+/// `--logs`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogsArg {
+    /// As span events.
+    Events,
+    /// Not at all.
+    Off,
+}
+
+/// Tail-based sampling (see the README's "Sampling").
+#[derive(clap::Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Sampling")]
+pub struct SampleArgs {
+    /// Keep this fraction of the traces that nothing else keeps, decided from the trace id as
+    /// OpenTelemetry's TraceIdRatioBased sampler decides (0 to 1; default 1: keep everything).
+    #[arg(long = "sample-rate", value_name = "RATE")]
+    rate: Option<f64>,
+    /// Keep every trace with an error span, whatever the rate (default: true).
+    #[arg(long = "keep-errors", value_name = "BOOL")]
+    keep_errors: Option<bool>,
+    /// Keep every trace whose root span lasted longer than this (`2s`, `500ms`).
+    #[arg(long = "keep-slower-than", value_name = "DURATION")]
+    keep_slower_than: Option<String>,
+    /// How long after its root span a trace is decided (stragglers: spans that end after the
+    /// root). Default 30s; in `tail` wall-clock time, otherwise the input's own time.
+    #[arg(long = "sample-wait", value_name = "DURATION")]
+    wait: Option<String>,
+    /// A JSON sampling policy (per-service and per-operation rates, `at_least_one_per`, …);
+    /// the flags above override what it says.
+    #[arg(long = "sample-policy", value_name = "FILE")]
+    policy: Option<PathBuf>,
+}
+
+impl SampleArgs {
+    /// The policy, when any sampling flag was given.
+    fn policy(&self) -> anyhow::Result<Option<spanline::convert::sample::Policy>> {
+        use spanline::convert::sample::{duration_field, Policy};
+        let given = self.rate.is_some()
+            || self.keep_errors.is_some()
+            || self.keep_slower_than.is_some()
+            || self.wait.is_some()
+            || self.policy.is_some();
+        if !given {
+            return Ok(None);
+        }
+        let mut p = match &self.policy {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--sample-policy {}", path.display()))?;
+                Policy::from_json(&text)
+                    .with_context(|| format!("--sample-policy {}", path.display()))?
+            }
+            None => Policy::default(),
+        };
+        if let Some(r) = self.rate {
+            p.rate = r;
+        }
+        if let Some(k) = self.keep_errors {
+            p.keep_errors = k;
+        }
+        if let Some(t) = &self.keep_slower_than {
+            let ms = duration_field("--keep-slower-than", t)?;
+            p.slower_than_ms = Some(ms.unsigned_abs());
+        }
+        if let Some(w) = &self.wait {
+            p.wait_ms = duration_field("--sample-wait", w)?;
+        }
+        p.validate().context("sampling")?;
+        Ok(Some(p))
+    }
 }
 
 /// Parses `123`, `64KiB`, `16MiB`, `8GiB` (also `KB`/`MB`/`GB`, taken as binary units).
@@ -122,6 +203,11 @@ pub fn parse_size(flag: &str, v: &str) -> anyhow::Result<u64> {
 }
 
 impl ConvertOpts {
+    /// Whether the function's log lines go on the spans.
+    fn logs_on(&self) -> bool {
+        self.logs == LogsArg::Events
+    }
+
     /// The input limits.
     fn limits(&self) -> anyhow::Result<Limits> {
         Ok(Limits {
@@ -145,15 +231,22 @@ impl ConvertOpts {
             } else {
                 MarkerPlacement::Start
             },
+            logs: if self.logs_on() {
+                spanline::convert::Logs::Events
+            } else {
+                spanline::convert::Logs::Off
+            },
             ..spanline::convert::Config::default()
         })
     }
 
     /// Pipeline options for `mode`.
     fn options(&self, region: Option<String>, mode: pipeline::Mode) -> anyhow::Result<Options> {
+        let sampling = self.sampling.policy()?;
         Ok(Options {
             converter: self.config(region)?,
             mode,
+            sampling,
             ..Options::default()
         })
     }
@@ -331,7 +424,7 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<Exit> {
         .into_iter()
         .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
     let limits = opts.limits()?;
-    let sinks = output::sinks(&sink_args, opts.color, Draw::AtEnd)?;
+    let sinks = output::sinks_with_aws(&sink_args, &aws.options(), opts.color, Draw::AtEnd)?;
     let options = opts.options(aws.region.clone(), pipeline::Mode::Batch)?;
     let progress = progress_bar(&local);
     let bar = progress.clone();

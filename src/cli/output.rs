@@ -4,10 +4,11 @@
 use super::Exit;
 use anyhow::Context as _;
 use clap::ValueEnum;
+use spanline::convert::aws::AwsOptions;
 use spanline::convert::pipeline::{Outcome, Report, RunEvent};
 use spanline::convert::printable::Visible;
 use spanline::convert::sink::file::FileSink;
-use spanline::convert::sink::otlp::{Compression, OtlpConfig, OtlpSink, Protocol};
+use spanline::convert::sink::otlp::{Compression, OtlpConfig, OtlpSink, Protocol, SigV4};
 use spanline::convert::sink::terminal::{Style, TerminalSink};
 use spanline::convert::sink::zipkin::{ZipkinConfig, ZipkinSink};
 use spanline::convert::sink::{AnySink, SinkError};
@@ -43,6 +44,13 @@ pub struct SinkArgs {
     /// OTLP compression: gzip or none.
     #[arg(long = "otlp-compression", value_name = "gzip|none")]
     otlp_compression: Option<String>,
+    /// Also send to AWS X-Ray's OTLP endpoint in this Region
+    /// (https://xray.REGION.amazonaws.com/v1/traces, or AWS_ENDPOINT_URL_XRAY): OTLP/HTTP
+    /// protobuf with gzip, every request signed with SigV4 for `xray`, credentials from the
+    /// default chain (environment, AWS_PROFILE, SSO, roles), X-Ray's limits kept before sending.
+    /// An --otlp-endpoint on xray.REGION.amazonaws.com is signed the same way.
+    #[arg(long = "xray-region", value_name = "REGION")]
+    xray_region: Option<String>,
     /// Zipkin v2 endpoint, e.g. http://127.0.0.1:9411/api/v2/spans (default:
     /// OTEL_EXPORTER_ZIPKIN_ENDPOINT).
     #[arg(long = "zipkin-endpoint", value_name = "URL")]
@@ -67,8 +75,48 @@ fn env_var(k: &str) -> Option<String> {
     std::env::var(k).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// The variable that points X-Ray's OTLP endpoint elsewhere (a VPC endpoint, a test server),
+/// as `AWS_ENDPOINT_URL_<SERVICE>` does for every AWS SDK; a base URL, `/v1/traces` appended.
+/// The general `AWS_ENDPOINT_URL` (`--endpoint-url`) does not apply: it points the sources at
+/// an emulator, which has no OTLP endpoint.
+const XRAY_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_XRAY";
+
+/// The retry deadline flag, parsed.
+fn retry_deadline(args: &SinkArgs) -> anyhow::Result<Option<std::time::Duration>> {
+    let Some(d) = &args.retry_deadline else {
+        return Ok(None);
+    };
+    let ms = spanline::convert::time::parse_duration_ms(d.trim())
+        .filter(|ms| *ms > 0)
+        .with_context(|| format!("--retry-deadline {d:?}: expected a duration such as 30s, 5m"))?;
+    Ok(Some(std::time::Duration::from_millis(ms.unsigned_abs())))
+}
+
+/// The X-Ray sink's configuration (`--xray-region`): X-Ray's endpoint or
+/// [`XRAY_ENDPOINT_VAR`], signed as `aws` says (its profile); none of the `OTEL_EXPORTER_OTLP_*`
+/// settings, which belong to the other OTLP backend (its headers must not go to AWS).
+fn xray_config(args: &SinkArgs, aws: &AwsOptions) -> anyhow::Result<Option<OtlpConfig>> {
+    let Some(region) = &args.xray_region else {
+        return Ok(None);
+    };
+    let endpoint = env_var(XRAY_ENDPOINT_VAR);
+    let mut config = OtlpConfig::xray(region.trim(), endpoint.as_deref())
+        .with_context(|| format!("--xray-region {:?}", Visible(region)))?;
+    config.sigv4 = config
+        .sigv4
+        .take()
+        .map(|s| s.with_profile(aws.profile.clone()));
+    if let Some(d) = retry_deadline(args)? {
+        config.retry_deadline = d;
+    }
+    config.allow_insecure = args.allow_insecure
+        || spanline::convert::sink::otlp::config::allow_insecure_from_env(env_var)?;
+    config.validate()?;
+    Ok(Some(config))
+}
+
 /// Builds the OTLP configuration: environment first, flags on top (flag > env > default).
-fn otlp_config(args: &SinkArgs) -> anyhow::Result<Option<OtlpConfig>> {
+fn otlp_config(args: &SinkArgs, aws: &AwsOptions) -> anyhow::Result<Option<OtlpConfig>> {
     let from_env = env_var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
         || env_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
     if args.otlp_endpoint.is_none() && !from_env {
@@ -104,15 +152,16 @@ fn otlp_config(args: &SinkArgs) -> anyhow::Result<Option<OtlpConfig>> {
             other => anyhow::bail!("--otlp-compression {other:?}: expected gzip or none"),
         };
     }
-    if let Some(d) = &args.retry_deadline {
-        let ms = spanline::convert::time::parse_duration_ms(d.trim())
-            .filter(|ms| *ms > 0)
-            .with_context(|| {
-                format!("--retry-deadline {d:?}: expected a duration such as 30s, 5m")
-            })?;
-        config.retry_deadline = std::time::Duration::from_millis(ms.unsigned_abs());
+    if let Some(d) = retry_deadline(args)? {
+        config.retry_deadline = d;
     }
     config.allow_insecure |= args.allow_insecure;
+    // An X-Ray endpoint is signed (see `OtlpConfig::signing`); with the command's profile.
+    if config.sigv4.is_none() {
+        config.sigv4 = config
+            .signing()
+            .map(|s: SigV4| s.with_profile(aws.profile.clone()));
+    }
     config.validate()?;
     Ok(Some(config))
 }
@@ -126,12 +175,33 @@ pub enum Draw {
     Following,
 }
 
+fn otlp_sink(config: OtlpConfig) -> anyhow::Result<AnySink> {
+    Ok(AnySink::Otlp(OtlpSink::new(config)?))
+}
+
 /// Builds the sinks the flags and the environment ask for, and the terminal waterfall when
-/// nothing else is configured (or `--terminal` asks for it).
-pub fn sinks(args: &SinkArgs, color: Color, draw: Draw) -> anyhow::Result<Vec<AnySink>> {
+/// nothing else is configured (or `--terminal` asks for it). `aws` is the command's AWS
+/// options: its profile signs requests to X-Ray.
+pub fn sinks_with_aws(
+    args: &SinkArgs,
+    aws: &AwsOptions,
+    color: Color,
+    draw: Draw,
+) -> anyhow::Result<Vec<AnySink>> {
     let mut out = Vec::new();
-    if let Some(c) = otlp_config(args)? {
-        out.push(AnySink::Otlp(OtlpSink::new(c)?));
+    let otlp = otlp_config(args, aws)?;
+    let xray = xray_config(args, aws)?;
+    if let (Some(o), Some(_)) = (&otlp, &xray) {
+        if spanline::convert::sink::otlp::xray_region(&o.endpoint).is_some() {
+            anyhow::bail!(
+                "--xray-region and an X-Ray OTLP endpoint ({}) would send every span to X-Ray \
+                 twice: use one of them",
+                o.endpoint_redacted()
+            );
+        }
+    }
+    for c in otlp.into_iter().chain(xray) {
+        out.push(otlp_sink(c)?);
     }
     if let Some(p) = &args.output {
         out.push(AnySink::File(FileSink::open(p)?));
@@ -223,6 +293,9 @@ pub fn finish(report: &Report, what: &str, strict: bool) -> Exit {
         _ => None,
     };
     eprintln!("spanline: {what}: {}", Visible(&report.summary.line()));
+    if let Some(s) = &report.sampling {
+        eprintln!("spanline: {}", s.line());
+    }
     for s in report.sinks.iter().filter(|s| s.destination) {
         eprintln!(
             "spanline: {}: {} spans accepted, {} rejected, at most {} attempts per batch",

@@ -56,6 +56,9 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+mod sampling;
+pub use sampling::*;
+
 /// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -182,6 +185,10 @@ pub struct Report {
     pub invocations_unplaced: u64,
     /// Invocations placed by reading their log stream back ([`FetchBack`]).
     pub invocations_fetched_back: u64,
+    /// What sampling did (absent without sampling).
+    pub sampling: Option<SamplingReport>,
+    /// Bounds reached, by the README's names ("Limits and memory"), X-Ray's included.
+    pub limits: std::collections::BTreeMap<&'static str, u64>,
     /// Most attempts one record needed.
     pub max_attempts: u32,
     /// Wall time of the invocation, ms.
@@ -199,6 +206,9 @@ impl Report {
         self.malformed += s.malformed_total();
         self.foreign += s.foreign;
         self.duplicates += s.duplicates;
+        for (k, v) in &s.limits {
+            *self.limits.entry(k).or_default() += v;
+        }
     }
 
     /// The report as one JSON line (`{"spanline":"lambda",…}`).
@@ -285,6 +295,36 @@ pub enum FetchBack {
 pub const MAX_FETCH_BACK: usize = 16;
 
 impl FetchBack {
+    /// The span lines of `trace` in `group` between `from_ms` and `to_ms`: FilterLogEvents
+    /// with the trace id as span lines write it (22 base64url characters, quoted) as the term.
+    async fn fetch_trace(
+        &self,
+        group: &str,
+        trace: &crate::span_line::TraceId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::convert::record::LogRecord>, String> {
+        let b64 = String::from_utf8_lossy(&trace.to_b64()).into_owned();
+        match self {
+            FetchBack::Memory(records) => Ok(records
+                .iter()
+                .filter(|r| r.log_group == group && r.message.contains(&b64))
+                .filter(|r| r.timestamp_ms >= from_ms && r.timestamp_ms <= to_ms)
+                .cloned()
+                .collect()),
+            FetchBack::CloudWatch { client, budget } => {
+                use crate::convert::source::cloudwatch::filter::Query;
+                let query = Query {
+                    log_stream_name_prefix: None,
+                    start_ms: Some(from_ms),
+                    end_ms: Some(to_ms),
+                    filter_pattern: format!("\"{b64}\""),
+                };
+                read_all(client, budget, group, &query, |e| e.message.contains(&b64)).await
+            }
+        }
+    }
+
     async fn fetch(
         &self,
         group: &str,
@@ -300,34 +340,44 @@ impl FetchBack {
                 .cloned()
                 .collect()),
             FetchBack::CloudWatch { client, budget } => {
-                use crate::convert::source::cloudwatch::filter::{
-                    Pages, Progress, Query, DEFAULT_FILTER_PATTERN,
-                };
+                use crate::convert::source::cloudwatch::filter::{Query, DEFAULT_FILTER_PATTERN};
                 let query = Query {
                     log_stream_name_prefix: Some(stream.to_owned()),
                     start_ms: Some(from_ms),
                     end_ms: Some(to_ms),
                     filter_pattern: DEFAULT_FILTER_PATTERN.to_owned(),
                 };
-                let progress = Progress::default();
-                let mut pages = Pages::new(client, group, &query);
-                let mut out = Vec::new();
-                while let Some(page) = pages
-                    .next_page(budget, &progress)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    // A prefix also matches longer names: only the invocation's own stream.
-                    out.extend(
-                        page.into_iter()
-                            .filter(|e| e.log_stream == stream)
-                            .map(|e| e.into_record(group)),
-                    );
-                }
-                Ok(out)
+                // A prefix also matches longer names: only the invocation's own stream.
+                read_all(client, budget, group, &query, |e| e.log_stream == stream).await
             }
         }
     }
+}
+
+/// Every page of `query` on `group`, the events `keep` keeps, as records.
+async fn read_all(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    budget: &crate::convert::source::cloudwatch::budget::Budget,
+    group: &str,
+    query: &crate::convert::source::cloudwatch::filter::Query,
+    keep: impl Fn(&crate::convert::source::cloudwatch::filter::Event) -> bool,
+) -> Result<Vec<crate::convert::record::LogRecord>, String> {
+    use crate::convert::source::cloudwatch::filter::{Pages, Progress};
+    let progress = Progress::default();
+    let mut pages = Pages::new(client, group, query);
+    let mut out = Vec::new();
+    while let Some(page) = pages
+        .next_page(budget, &progress)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        out.extend(
+            page.into_iter()
+                .filter(|e| keep(e))
+                .map(|e| e.into_record(group)),
+        );
+    }
+    Ok(out)
 }
 
 /// Converts and delivers subscription events. Cheap to share: one per cold start.
@@ -346,6 +396,8 @@ pub struct Handler<S> {
     pub limits: Limits,
     /// Time kept free before the invocation deadline, to answer Lambda.
     pub deadline_margin: std::time::Duration,
+    /// Tail-based sampling across deliveries (`None`: every span is sent).
+    pub sampling: Option<LambdaSampling>,
 }
 
 /// How one record of the event was read.
@@ -378,13 +430,28 @@ struct Records {
     rx: tokio::sync::mpsc::Receiver<SourceEvent>,
 }
 
+/// The log groups an event's records came from.
+type Groups = Arc<Mutex<std::collections::BTreeSet<String>>>;
+
 impl Records {
-    fn start(items: Vec<Vec<u8>>, limits: Limits, states: Arc<Mutex<Vec<RecordRead>>>) -> Records {
+    fn start(
+        items: Vec<Vec<u8>>,
+        limits: Limits,
+        states: Arc<Mutex<Vec<RecordRead>>>,
+        groups: Groups,
+    ) -> Records {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
             for (i, data) in items.into_iter().enumerate() {
                 let index = u32::try_from(i).unwrap_or(u32::MAX);
                 let mut flush = |b: RecordBatch| {
+                    if let Ok(mut g) = groups.lock() {
+                        for (group, _) in b.origins() {
+                            if g.len() < 64 && !g.contains(&**group) {
+                                g.insert(group.to_string());
+                            }
+                        }
+                    }
                     let input = b.input;
                     tx.blocking_send(SourceEvent::Records(b))
                         .ok()
@@ -456,6 +523,7 @@ where
             services: ServiceMap::default(),
             limits: Limits::default(),
             deadline_margin: std::time::Duration::from_millis(1500),
+            sampling: None,
         }
     }
 
@@ -578,16 +646,19 @@ where
         let n = items.len();
         report.items = n as u64;
         let states = Arc::new(Mutex::new(vec![RecordRead::Unread; n]));
-        let source = Records::start(items, self.limits, Arc::clone(&states));
+        let groups: Groups = Arc::default();
+        let source = Records::start(items, self.limits, Arc::clone(&states), Arc::clone(&groups));
+        let converter = crate::convert::Config {
+            region: self.region.clone(),
+            services: self.services.clone(),
+            ..crate::convert::Config::default()
+        };
         let options = Options {
-            converter: crate::convert::Config {
-                region: self.region.clone(),
-                services: self.services.clone(),
-                ..crate::convert::Config::default()
-            },
+            converter: converter.clone(),
             mode: Mode::Delivery,
             on_failure: OnFailure::Account,
             deadline,
+            sampling: self.sampling.as_ref().map(|s| s.policy.clone()),
             ..Options::default()
         };
         let stop: Option<pipeline::Stop> = deadline.map(|d| {
@@ -606,10 +677,36 @@ where
         report.invocations_left = run.counters.incomplete_at_end;
         report.invocations_unplaced = run.counters.unplaced;
         let mut failure_extra = None;
+        let mut extra = Vec::new();
         if let Some(fetch) = &self.fetch_back {
             let (spans, placed) = self.fetch_back(fetch, &run.unplaced, deadline).await;
             report.invocations_fetched_back = placed;
             report.invocations_unplaced = report.invocations_unplaced.saturating_sub(placed);
+            extra = spans;
+        }
+        if let Some(sampling) = &self.sampling {
+            let mut sr = SamplingReport::default();
+            if let Some(c) = &run.sampling {
+                for (reason, k) in &c.kept_traces {
+                    *sr.kept_traces.entry(reason.name()).or_default() += k;
+                }
+            }
+            let delivered = groups.lock().map(|g| g.clone()).unwrap_or_default();
+            let more = sampling
+                .settle(
+                    self.fetch_back.as_ref(),
+                    &run.sampling_caused,
+                    run.sampling_undecided,
+                    &delivered,
+                    &converter,
+                    &mut sr,
+                )
+                .await;
+            extra.extend(more);
+            report.sampling = Some(sr);
+        }
+        {
+            let spans = extra;
             if !spans.is_empty() {
                 let mut sink: AnySink = self.sink.clone().into();
                 let sent = match deadline {

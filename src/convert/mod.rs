@@ -6,6 +6,7 @@
 pub mod assemble;
 #[cfg(feature = "convert")]
 pub mod aws;
+pub mod aws_spans;
 pub mod checkpoint;
 #[cfg(feature = "lambda")]
 pub mod lambda;
@@ -17,6 +18,7 @@ pub mod printable;
 pub mod proto;
 pub mod record;
 pub mod retry;
+pub mod sample;
 pub mod sink;
 pub mod source;
 pub mod time;
@@ -57,6 +59,10 @@ pub struct Summary {
     pub malformed: BTreeMap<&'static str, u64>,
     /// Bounds that were reached, by name: what happened at each is in the README ("Limits").
     pub limits: BTreeMap<&'static str, u64>,
+    /// The function's log lines put on spans as events (`--logs events`).
+    pub log_lines: u64,
+    /// Log lines of no invocation being assembled (not put on a span).
+    pub logs_unplaced: u64,
 }
 
 impl Summary {
@@ -81,6 +87,8 @@ impl Summary {
         self.spans += other.spans;
         self.duplicates += other.duplicates;
         self.foreign += other.foreign;
+        self.log_lines += other.log_lines;
+        self.logs_unplaced += other.logs_unplaced;
         for (k, v) in &other.malformed {
             *self.malformed.entry(k).or_default() += v;
         }
@@ -110,6 +118,12 @@ impl Summary {
                 .collect();
             s.push_str(&format!(" ({})", reasons.join(", ")));
         }
+        if self.log_lines + self.logs_unplaced > 0 {
+            s.push_str(&format!(
+                "; {} log lines on spans, {} outside an invocation",
+                self.log_lines, self.logs_unplaced
+            ));
+        }
         if !self.limits.is_empty() {
             let hits: Vec<String> = self
                 .limits
@@ -134,6 +148,7 @@ struct Needles {
     json_escape: memchr::memmem::Finder<'static>,
     invoke_error: memchr::memmem::Finder<'static>,
     python_error: memchr::memmem::Finder<'static>,
+    aws_span: memchr::memmem::Finder<'static>,
 }
 
 static NEEDLES: std::sync::LazyLock<Needles> = std::sync::LazyLock::new(|| {
@@ -149,6 +164,7 @@ static NEEDLES: std::sync::LazyLock<Needles> = std::sync::LazyLock::new(|| {
         json_escape: Finder::new("\\u"),
         invoke_error: Finder::new("\tERROR\tInvoke Error "),
         python_error: Finder::new("[ERROR] "),
+        aws_span: Finder::new("\"spanId\""),
     }
 });
 
@@ -182,6 +198,7 @@ fn surely_foreign(message: &str) -> bool {
             || n.request_id.find(b).is_some()
             || n.init_start.find(b).is_some()
             || n.python_error.find(b).is_some()
+            || n.aws_span.find(b).is_some()
         {
             return false;
         }
@@ -214,6 +231,20 @@ pub struct Config {
     pub limits: Limits,
     /// Where a span line's marker counts (`--marker-anywhere`).
     pub marker: parse::MarkerPlacement,
+    /// What becomes of the function's other log lines (`--logs`).
+    pub logs: Logs,
+}
+
+/// What becomes of the function's own log lines (neither span lines nor platform lines).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Logs {
+    /// Counted as other lines.
+    #[default]
+    Off,
+    /// Put on the span that was active when they were written (same request id, inside the
+    /// span's time; else the invocation span) as `log` events with `message` and `level`.
+    Events,
 }
 
 /// A request id as a line names it: inline ([`RequestId`]), its text kept aside only when it
@@ -332,6 +363,11 @@ enum Item {
     },
     /// A Lambda platform line.
     Platform { event: PlatformEvent, t_ms: i64 },
+    /// One of the function's log lines ([`Logs::Events`]).
+    Log {
+        line: assemble::LogLine,
+        named: Option<RequestName>,
+    },
 }
 
 /// How many malformed reasons there are (the slots of [`ParseCounts::malformed`]).
@@ -490,11 +526,40 @@ impl Parser {
         out: &mut dyn FnMut(Item),
     ) {
         counts.records += 1;
-        if surely_foreign(rec.message) {
+        let logs = self.config.logs == Logs::Events;
+        if !logs && surely_foreign(rec.message) {
             counts.foreign += 1;
             return;
         }
         let t_ms = rec.timestamp_ms;
+        if aws_spans::looks_like(rec.message) {
+            let service = self.config.services.service(rec.log_group);
+            match aws_spans::parse(rec.message, &service) {
+                Ok(mut data) => {
+                    counts.span_lines += 1;
+                    if !rec.log_group.is_empty()
+                        && !data
+                            .resource
+                            .iter()
+                            .any(|kv| kv.key == "aws.log.group.names")
+                    {
+                        data.resource.push(assemble::KeyValue::str(
+                            "aws.log.group.names",
+                            rec.log_group,
+                        ));
+                    }
+                    out(Item::Span {
+                        span: Span::from_data(&data),
+                        named: None,
+                        open: false,
+                        called: None,
+                        t_ms,
+                    });
+                }
+                Err(_) => counts.malformed("aws_span"),
+            }
+            return;
+        }
         let (text, json_req) = match unwrap_message(rec.message) {
             Message::Platform(p) => {
                 counts.platform_lines += 1;
@@ -511,6 +576,10 @@ impl Parser {
             lossy_utf8: rec.lossy,
         };
         match parse_text_with(&text, options) {
+            Parsed::Foreign if logs => {
+                counts.foreign += 1;
+                out(log_item(rec, &text, json_req.as_deref()));
+            }
             Parsed::Foreign => counts.foreign += 1,
             Parsed::Platform(p) => {
                 counts.platform_lines += 1;
@@ -617,7 +686,47 @@ impl Parser {
     }
 }
 
-/// What the converter remembers per log stream.
+/// A log line's item: its request id (from the runtime's prefix or the JSON `requestId`), its
+/// level (the prefix's, or the JSON `level`), its message cut at
+/// [`assemble::MAX_LOG_MESSAGE`].
+fn log_item(rec: LogRecordRef<'_>, text: &str, json_req: Option<&str>) -> Item {
+    let (req, level, message) = parse::log_line(text);
+    let json_level = if level.is_none() && rec.message.trim_start().starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct Level<'a> {
+            #[serde(borrow)]
+            level: Option<std::borrow::Cow<'a, str>>,
+        }
+        serde_json::from_str::<Level<'_>>(rec.message.trim_start())
+            .ok()
+            .and_then(|l| l.level)
+            .map(|l| l.into_owned())
+    } else {
+        None
+    };
+    let message = message.trim_end_matches(['\n', '\r']);
+    let message = if message.len() > assemble::MAX_LOG_MESSAGE {
+        let mut cut = assemble::MAX_LOG_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}…", &message[..cut])
+    } else {
+        message.to_owned()
+    };
+    Item::Log {
+        line: assemble::LogLine {
+            t_ms: rec.timestamp_ms,
+            level: level
+                .map(Box::from)
+                .or(json_level.map(String::into_boxed_str)),
+            message: message.into_boxed_str(),
+        },
+        named: req.or(json_req).map(RequestName::new),
+    }
+}
+
+/// What the converter remembers per log stream./// What the converter remembers per log stream.
 #[derive(Debug)]
 struct StreamState {
     group: GroupId,
@@ -696,6 +805,32 @@ impl Streams {
         self.group_ids.insert(name, id);
         id
     }
+}
+
+/// The invocation a line of stream `st` belongs to: the request it names, else (custom
+/// runtimes and raw stdout print no prefix) the stream's current invocation.
+fn request_of<'a>(
+    st: &'a StreamState,
+    named: Option<&'a RequestName>,
+    input: u32,
+) -> Option<RequestRef<'a>> {
+    let (id, text) = match named {
+        Some(n) => (n.id, n.text()),
+        None => (
+            st.current?,
+            st.current.as_ref().and_then(|c| c.as_str()).unwrap_or(""),
+        ),
+    };
+    Some(RequestRef {
+        key: RequestKey {
+            group: st.group,
+            id,
+        },
+        group: &st.group_name,
+        stream: &st.stream,
+        id: text,
+        input,
+    })
 }
 
 /// Parses and assembles records, counting as it goes. Records of one log stream must arrive in
@@ -793,6 +928,7 @@ impl Converter {
     }
 
     fn apply_item(&mut self, group: &str, stream: &str, item: Item) {
+        let input = self.input;
         match item {
             Item::Span {
                 mut span,
@@ -801,36 +937,21 @@ impl Converter {
                 called,
                 t_ms,
             } => {
-                span.input = self.input;
-                let input = self.input;
+                span.input = input;
                 let Some(st) = self.streams.get(group, stream) else {
                     return;
                 };
-                // A line that names no request (custom runtimes print no prefix) belongs to
-                // the stream's current invocation.
-                let (id, text) = match &named {
-                    Some(n) => (Some(n.id), n.text()),
-                    None => (st.current, ""),
-                };
-                let current_text = st.current.as_ref().and_then(|c| c.as_str());
-                let text = if named.is_none() {
-                    current_text.unwrap_or("")
-                } else {
-                    text
-                };
-                let request = id.map(|id| RequestRef {
-                    key: RequestKey {
-                        group: st.group,
-                        id,
-                    },
-                    group: &st.group_name,
-                    stream: &st.stream,
-                    id: text,
-                    input,
-                });
+                let request = request_of(st, named.as_ref(), input);
                 self.assembler.push_span(span, request, open, called, t_ms);
             }
             Item::Platform { event, t_ms } => self.platform(group, stream, event, t_ms),
+            Item::Log { line, named } => {
+                let Some(st) = self.streams.get(group, stream) else {
+                    return;
+                };
+                let request = request_of(st, named.as_ref(), input);
+                self.assembler.push_log(line, request);
+            }
         }
     }
 
@@ -952,7 +1073,10 @@ impl Converter {
         let c = &self.assembler.counters;
         self.summary.duplicates = c.duplicates;
         self.summary.invocations = c.invocations;
+        self.summary.log_lines = c.log_lines;
+        self.summary.logs_unplaced = c.logs_unplaced;
         let limits = [
+            ("log_events", c.logs_dropped),
             ("pending_invocations", c.evicted_invocations),
             ("dedup_ids", c.dedup_forgotten),
             ("finished_invocations", c.finished_forgotten),

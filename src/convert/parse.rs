@@ -212,6 +212,53 @@ fn runtime_prefix(text: &str) -> (usize, Option<&str>) {
     (0, None)
 }
 
+/// A line of the function's own output that is neither a span line nor a platform line, split
+/// into what the runtime put before it and the message: `(request id, level, message)`.
+///
+/// * Node: `2024-02-09T08:42:44.078Z\t<requestId>\tERROR\tmessage`
+/// * Python logging: `[ERROR]\t2024-02-09T08:42:44.078Z\t<requestId>\tmessage`
+/// * the Python runtime's own error line: `[ERROR] Runtime.ImportModuleError: …`
+/// * anything else (raw stdout, a JSON log record's `message`): no request id, no level.
+pub fn log_line(text: &str) -> (Option<&str>, Option<&str>, &str) {
+    let b = text.as_bytes();
+    if is_timestamp(b) && b.get(TIMESTAMP_LEN) == Some(&b'\t') {
+        let rest = &text[TIMESTAMP_LEN + 1..];
+        if let Some((req, rest2)) = rest.split_once('\t') {
+            if let Some((level, message)) = rest2.split_once('\t') {
+                if is_request_id_field(req) && is_level(level) {
+                    return (
+                        looks_like_request_id(req).then_some(req),
+                        Some(level),
+                        message,
+                    );
+                }
+            }
+        }
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        if let Some((level, rest)) = rest.split_once("]\t") {
+            let rb = rest.as_bytes();
+            if is_level(level) && is_timestamp(rb) && rb.get(TIMESTAMP_LEN) == Some(&b'\t') {
+                if let Some((req, message)) = rest[TIMESTAMP_LEN + 1..].split_once('\t') {
+                    if is_request_id_field(req) {
+                        return (
+                            looks_like_request_id(req).then_some(req),
+                            Some(level),
+                            message,
+                        );
+                    }
+                }
+            }
+        }
+        if let Some((level, message)) = rest.split_once("] ") {
+            if is_level(level) {
+                return (None, Some(level), message);
+            }
+        }
+    }
+    (None, None, text)
+}
+
 /// `2024-02-09T08:42:44.078Z`: what Node's `toISOString`, the Python runtime's log format and
 /// CloudWatch export files write.
 const TIMESTAMP_LEN: usize = 24;
@@ -273,6 +320,26 @@ mod tests {
     use super::*;
 
     const LINE: &str = "SPLN1 S_kvNXezTaajzpKdDg5HNgAPBnqgupArcU5lcP0LNitg 1700000000000000 1234c service-egress http.method=POST;";
+
+    #[test]
+    fn log_lines_give_their_request_id_level_and_message() {
+        let req = "c793869b-ee49-115b-a5b6-4fd21e8dedac";
+        let node = format!("2024-02-09T08:42:44.078Z\t{req}\tERROR\tboom\n  at x");
+        assert_eq!(log_line(&node), (Some(req), Some("ERROR"), "boom\n  at x"));
+        let python = format!("[WARNING]\t2024-02-09T08:42:44.078Z\t{req}\tslow call");
+        assert_eq!(log_line(&python), (Some(req), Some("WARNING"), "slow call"));
+        assert_eq!(
+            log_line("[ERROR] Runtime.ImportModuleError: no module"),
+            (None, Some("ERROR"), "Runtime.ImportModuleError: no module")
+        );
+        // Outside an invocation the runtimes print `undefined` or nothing as the request id.
+        assert_eq!(
+            log_line("2024-02-09T08:42:44.078Z\tundefined\tINFO\tloading"),
+            (None, Some("INFO"), "loading")
+        );
+        assert_eq!(log_line("plain stdout"), (None, None, "plain stdout"));
+        assert_eq!(log_line("[not a level] x"), (None, None, "[not a level] x"));
+    }
 
     #[test]
     fn finds_span_lines_in_every_lambda_shape() {

@@ -22,6 +22,7 @@
 
 use crate::convert::assemble::Span;
 use crate::convert::record::RecordBatch;
+use crate::convert::sample::{Policy, SampleCounts, Sampler};
 use crate::convert::sink::{AnySink, SinkError};
 use crate::convert::{Config, Converter, Summary};
 use std::future::Future;
@@ -218,6 +219,14 @@ pub struct Options {
     pub on_failure: OnFailure,
     /// Sends still running at this instant count as failed (the Lambda deadline).
     pub deadline: Option<Instant>,
+    /// Tail-based sampling (see [`crate::convert::sample`]). In [`Mode::Resumable`] the spans
+    /// of traces still undecided at the end are not sent and their group's position is lowered
+    /// to them, so the next run reads and decides them again; in [`Mode::Delivery`] nothing is
+    /// decided by time and the undecided spans are handed back in
+    /// [`Report::sampling_undecided`].
+    pub sampling: Option<Policy>,
+    /// Traces an earlier run kept (from `forward`'s checkpoint): their spans are kept.
+    pub kept_traces: Vec<crate::span_line::TraceId>,
 }
 
 impl Default for Options {
@@ -230,6 +239,8 @@ impl Default for Options {
             queue: 4,
             on_failure: OnFailure::Stop,
             deadline: None,
+            sampling: None,
+            kept_traces: Vec::new(),
         }
     }
 }
@@ -297,6 +308,14 @@ pub struct Report {
     pub counters: crate::convert::assemble::Counters,
     /// Invocations the delivery could not place ([`Mode::Delivery`]): what their lines said.
     pub unplaced: Vec<crate::convert::assemble::Invocation>,
+    /// What sampling kept and dropped, when the run sampled.
+    pub sampling: Option<SampleCounts>,
+    /// [`Mode::Delivery`] with sampling: the spans of traces this delivery could not decide
+    /// (not sent; see [`crate::convert::lambda`]).
+    pub sampling_undecided: Vec<Span>,
+    /// [`Mode::Delivery`] with sampling: the traces kept for what one of their spans showed
+    /// (an error, a slow span).
+    pub sampling_caused: Vec<(crate::span_line::TraceId, crate::convert::sample::Reason)>,
     /// Wall time of the run.
     pub elapsed: Duration,
 }
@@ -342,6 +361,9 @@ struct Converted {
     counters: crate::convert::assemble::Counters,
     held_at_end: u64,
     pending_at_end: u64,
+    sampling: Option<SampleCounts>,
+    sampling_undecided: Vec<Span>,
+    sampling_caused: Vec<(crate::span_line::TraceId, crate::convert::sample::Reason)>,
 }
 
 /// Runs `source` through the converter into `sinks` until the input ends or `stop` completes.
@@ -388,16 +410,22 @@ where
     reader.abort();
     let _ = reader.await;
     let converted = converter.await.ok();
-    let (summary, counters, held_at_end, pending_at_end, unplaced) = match converted {
+    let (summary, counters, held_at_end, pending_at_end, unplaced, sampling) = match converted {
         Some(c) => (
             c.summary,
             c.counters,
             c.held_at_end,
             c.pending_at_end,
             c.unplaced,
+            (c.sampling, c.sampling_undecided, c.sampling_caused),
         ),
         None => Default::default(),
     };
+    let (sampling, sampling_undecided, sampling_caused) = sampling;
+    let mut summary = summary;
+    for (k, v) in &delivered.sink_limits {
+        summary.limit_hit(k, *v);
+    }
     let committer = delivered.committer;
     let outcome = match delivered.failure {
         Some(f) => f,
@@ -417,6 +445,9 @@ where
         undelivered_inputs: delivered.undelivered_inputs,
         counters,
         unplaced,
+        sampling,
+        sampling_undecided,
+        sampling_caused,
         elapsed: started.elapsed(),
     };
     (report, committer)
@@ -479,6 +510,49 @@ async fn flush(pending: &mut Vec<Span>, batch: usize, all: bool, tx: &mpsc::Send
     true
 }
 
+/// The sampling stage between assembly and delivery: its clock is the wall clock when
+/// following, else the latest span end seen (the input's own time).
+struct Sampling {
+    sampler: Sampler,
+    follow: bool,
+    /// Traces are decided by time ([`Mode::Delivery`] hands the undecided back instead).
+    expire: bool,
+    watermark_ms: i64,
+}
+
+impl Sampling {
+    fn clock(&self) -> i64 {
+        if self.follow {
+            now_ms()
+        } else {
+            self.watermark_ms
+        }
+    }
+
+    /// Samples the spans of `pending` from `from` on, in place; then decides the traces whose
+    /// time came.
+    fn pass(&mut self, pending: &mut Vec<Span>, from: usize) {
+        let fresh = pending.split_off(from.min(pending.len()));
+        for span in fresh {
+            let end_ms = i64::try_from(span.end_unix_nano / 1_000_000).unwrap_or(i64::MAX);
+            self.watermark_ms = self.watermark_ms.max(end_ms);
+            let clock = self.clock();
+            self.sampler.push(span, clock, pending);
+        }
+        if self.expire {
+            let clock = self.clock();
+            self.sampler.expire(clock, pending);
+        }
+    }
+}
+
+/// Runs the sampling stage, when there is one, over what was added to `pending` from `from` on.
+fn sample(sampling: &mut Option<Sampling>, pending: &mut Vec<Span>, from: usize) {
+    if let Some(s) = sampling.as_mut() {
+        s.pass(pending, from);
+    }
+}
+
 /// How many batches are parsed at once: the machine's cores (one parses on the calling task
 /// when there is only one).
 fn parse_workers() -> usize {
@@ -522,6 +596,19 @@ async fn convert(
     let batch = options.batch_spans.max(1);
     let give_up = ms(options.give_up_after);
     let mut pending: Vec<Span> = Vec::with_capacity(batch);
+    let mut sampling = options.sampling.clone().filter(Policy::samples).map(|p| {
+        let mut sampler = Sampler::new(p);
+        if options.mode == Mode::Delivery {
+            sampler = sampler.tracking_caused();
+        }
+        sampler.known_kept(options.kept_traces.iter().copied());
+        Sampling {
+            sampler,
+            follow: options.mode == Mode::Follow,
+            expire: options.mode != Mode::Delivery,
+            watermark_ms: i64::MIN,
+        }
+    });
     let mut open = true;
     loop {
         let ev = if options.mode == Mode::Follow {
@@ -529,7 +616,9 @@ async fn convert(
                 Ok(ev) => ev,
                 Err(_) => {
                     drain(&mut in_flight, &mut pool, &mut conv).await;
+                    let from = pending.len();
                     pending.extend(conv.finish_stale(now_ms().saturating_sub(give_up)));
+                    sample(&mut sampling, &mut pending, from);
                     if !flush(&mut pending, batch, true, &tx).await
                         || tx.send(Step::Tick).await.is_err()
                     {
@@ -568,7 +657,9 @@ async fn convert(
                 if options.mode == Mode::Follow {
                     conv.assembler_finish_stale(now_ms().saturating_sub(give_up));
                 }
+                let from = pending.len();
                 conv.drain_ready(&mut pending);
+                sample(&mut sampling, &mut pending, from);
                 if !flush(&mut pending, batch, per_batch, &tx).await {
                     open = false;
                     break;
@@ -600,7 +691,28 @@ async fn convert(
                     }
                     other => other,
                 };
+                let from = pending.len();
                 conv.drain_ready(&mut pending);
+                sample(&mut sampling, &mut pending, from);
+                // Spans of undecided traces are not delivered yet: the position stays before them.
+                let pos = match (pos, &sampling) {
+                    (
+                        Position::Group {
+                            group,
+                            through_ms,
+                            lag_p99_ms,
+                        },
+                        Some(s),
+                    ) => Position::Group {
+                        through_ms: s
+                            .sampler
+                            .oldest_held_ms(&group)
+                            .map_or(through_ms, |h| h.min(through_ms)),
+                        group,
+                        lag_p99_ms,
+                    },
+                    (pos, _) => pos,
+                };
                 if !flush(&mut pending, batch, true, &tx).await
                     || tx.send(Step::Commit(pos)).await.is_err()
                 {
@@ -609,7 +721,9 @@ async fn convert(
                 }
             }
             SourceEvent::Failed(f) => {
+                let from = pending.len();
                 conv.drain_ready(&mut pending);
+                sample(&mut sampling, &mut pending, from);
                 if !flush(&mut pending, batch, true, &tx).await
                     || tx.send(Step::Failed(f)).await.is_err()
                 {
@@ -628,19 +742,43 @@ async fn convert(
     }
     drain(&mut in_flight, &mut pool, &mut conv).await;
     if open {
+        let from = pending.len();
         match options.mode {
             Mode::Batch | Mode::Follow => pending.extend(conv.finish()),
             Mode::Delivery => pending.extend(conv.finish_delivery()),
             Mode::Resumable => conv.drain_ready(&mut pending),
         }
+        sample(&mut sampling, &mut pending, from);
+        if let Some(s) = sampling.as_mut() {
+            // A resumable run leaves undecided traces to the next, which reads them again; a
+            // delivery hands them back.
+            if !matches!(options.mode, Mode::Resumable | Mode::Delivery) {
+                let clock = s.clock();
+                s.sampler.finish(clock, &mut pending);
+            }
+        }
         let _ = flush(&mut pending, batch, true, &tx).await;
     }
+    if let Some(s) = &sampling {
+        for (k, v) in s.sampler.limits() {
+            conv.limit_hit(k, *v);
+        }
+    }
+    let (sampling_undecided, sampling_caused) = match sampling.as_mut() {
+        Some(s) if options.mode == Mode::Delivery => {
+            (s.sampler.take_undecided(), s.sampler.take_caused())
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
     Converted {
-        held_at_end: conv.held() as u64,
+        sampling_undecided,
+        sampling_caused,
+        held_at_end: (conv.held() + sampling.as_ref().map_or(0, |s| s.sampler.held_spans())) as u64,
         pending_at_end: conv.pending_invocations() as u64,
         counters: conv.counters().clone(),
         unplaced: conv.take_unplaced(),
         summary: std::mem::take(&mut conv.summary),
+        sampling: sampling.map(|s| s.sampler.counts().clone()),
     }
 }
 
@@ -654,6 +792,8 @@ struct Delivered<C> {
     already_accepted: u64,
     committed: u64,
     undelivered_inputs: std::collections::BTreeSet<u32>,
+    /// What the sinks set aside to keep to their backends' limits ([`AnySink::limits`]).
+    sink_limits: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// The deliver task: sends, acknowledges, commits.
@@ -680,6 +820,7 @@ async fn deliver<C: Committer>(
         already_accepted: 0,
         committed: 0,
         undelivered_inputs: std::collections::BTreeSet::new(),
+        sink_limits: std::collections::BTreeMap::new(),
     };
     let mut tell = |e: RunEvent<'_>| {
         if let Some(o) = observer.as_mut() {
@@ -800,6 +941,9 @@ async fn deliver<C: Committer>(
                     error,
                 });
             }
+        }
+        for (k, v) in sink.limits() {
+            *out.sink_limits.entry(k).or_default() += v;
         }
     }
     out

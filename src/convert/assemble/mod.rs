@@ -214,6 +214,87 @@ pub struct Counters {
     pub incomplete_at_end: u64,
     /// Open spans dropped at the end of a delivery because their invocation had not ended.
     pub open_left: u64,
+    /// Log lines put on a span as an event.
+    pub log_lines: u64,
+    /// Log lines of no invocation being assembled (outside one, or after its REPORT): not put
+    /// on a span.
+    pub logs_unplaced: u64,
+    /// Log lines dropped at [`MAX_LOG_EVENTS`] per span or [`MAX_LOG_BYTES`] held.
+    pub logs_dropped: u64,
+    /// Log lines cut at [`MAX_LOG_MESSAGE`].
+    pub logs_cut: u64,
+}
+
+/// Most log lines put on one span as events.
+pub const MAX_LOG_EVENTS: usize = 32;
+
+/// Longest log message kept on a span (bytes; a longer one is cut at a character boundary
+/// and ends with `…`).
+pub const MAX_LOG_MESSAGE: usize = 2048;
+
+/// Most bytes of log lines held for invocations not finished yet.
+pub const MAX_LOG_BYTES: usize = 8 << 20;
+
+/// One of the function's own log lines (not a span line, not a platform line), held with its
+/// invocation until it can be put on the span that was active when it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// When it was written (the record's timestamp), ms.
+    pub t_ms: i64,
+    /// Its level as the runtime or the JSON log format wrote it (`ERROR`, `WARN`, …).
+    pub level: Option<Box<str>>,
+    /// The message (without the runtime's prefix), at most [`MAX_LOG_MESSAGE`] bytes.
+    pub message: Box<str>,
+}
+
+impl LogLine {
+    fn size(&self) -> usize {
+        self.message.len() + self.level.as_ref().map_or(0, |l| l.len()) + 48
+    }
+}
+
+/// Puts `logs` on the spans they were written under: each on the span of `own` whose time
+/// range holds it and that started last (the innermost), else on `fallback` (the invocation
+/// span); at most [`MAX_LOG_EVENTS`] per span. Returns (put, dropped).
+fn attach_logs(logs: Vec<LogLine>, own: &mut [Span], fallback: Option<&mut Span>) -> (u64, u64) {
+    let (mut put, mut dropped) = (0, 0);
+    let mut counts = vec![0usize; own.len() + 1];
+    let mut fallback = fallback;
+    for l in logs {
+        let t_ns = u64::try_from(l.t_ms).unwrap_or(0).saturating_mul(1_000_000);
+        let inner = own
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                s.start_unix_nano <= t_ns && t_ns <= s.end_unix_nano.max(s.start_unix_nano)
+            })
+            .max_by_key(|(_, s)| s.start_unix_nano)
+            .map(|(i, _)| i);
+        let (slot, span) = match (inner, fallback.as_deref_mut()) {
+            (Some(i), _) => (i, &mut own[i]),
+            (None, Some(f)) => (own.len(), f),
+            (None, None) => match own.first_mut() {
+                Some(s) => (0, s),
+                None => {
+                    dropped += 1;
+                    continue;
+                }
+            },
+        };
+        if counts[slot] >= MAX_LOG_EVENTS {
+            dropped += 1;
+            continue;
+        }
+        counts[slot] += 1;
+        let level = l.level.as_deref().unwrap_or("");
+        let mut attrs: Vec<(&str, &str)> = vec![("message", &l.message)];
+        if !level.is_empty() {
+            attrs.push(("level", level));
+        }
+        span.push_event(t_ns, "log", &attrs);
+        put += 1;
+    }
+    (put, dropped)
 }
 
 /// A bounded set of recent keys (FIFO).
@@ -277,6 +358,11 @@ struct Request {
     last_ms: i64,
     /// The earliest input any of its lines came from.
     first_input: u32,
+    /// Its log lines, to put on its spans when it ends.
+    logs: Vec<LogLine>,
+    /// Its spans that arrived after another copy of them was released (from `aws/spans`):
+    /// not sent again, but the invocation's place in the trace is worked out with them.
+    dups: Vec<Span>,
 }
 
 impl Request {
@@ -353,6 +439,8 @@ pub struct Assembler {
     due_open: BinaryHeap<Reverse<(i64, SpanKey)>>,
     due_waiting: BinaryHeap<Reverse<(i64, RequestId)>>,
     held: usize,
+    /// Bytes of log lines held ([`LogLine`]).
+    log_bytes: usize,
     ready: Vec<Span>,
     unplaced: Vec<Invocation>,
     /// What it counted.
@@ -381,6 +469,7 @@ impl Assembler {
             due_open: BinaryHeap::new(),
             due_waiting: BinaryHeap::new(),
             held: 0,
+            log_bytes: 0,
             ready: Vec::new(),
             unplaced: Vec::new(),
             counters: Counters::default(),
@@ -443,6 +532,8 @@ impl Assembler {
                     first_ms: t_ms,
                     last_ms: t_ms,
                     first_input: r.input,
+                    logs: Vec::new(),
+                    dups: Vec::new(),
                 })
             }
         }
@@ -541,6 +632,14 @@ impl Assembler {
         }
         if !self.first_sighting(&id) {
             self.counters.duplicates += 1;
+            // Another copy went out already (`aws/spans` read first): this one still says
+            // where the invocation belongs.
+            if let Some(r) = request.filter(|_| !open) {
+                let req = self.request_entry(r, t);
+                if req.dups.len() < 64 && !req.spans.iter().any(|s| (s.trace_id, s.span_id) == id) {
+                    req.dups.push(span);
+                }
+            }
             return;
         }
         if let Some(o) = self.open.remove(&id) {
@@ -562,6 +661,27 @@ impl Assembler {
             }
             None => self.ready.push(span),
         }
+    }
+
+    /// One of the function's log lines, of the invocation `request` (`None`: outside any).
+    pub fn push_log(&mut self, line: LogLine, request: Option<RequestRef<'_>>) {
+        let Some(r) = request.filter(|r| !self.finished.contains(&r.key)) else {
+            self.counters.logs_unplaced += 1;
+            return;
+        };
+        let size = line.size();
+        if self.log_bytes + size > MAX_LOG_BYTES {
+            self.counters.logs_dropped += 1;
+            return;
+        }
+        let t = line.t_ms;
+        let req = self.request_entry(r, t);
+        if req.logs.len() >= 4 * MAX_LOG_EVENTS {
+            self.counters.logs_dropped += 1;
+            return;
+        }
+        req.logs.push(line);
+        self.log_bytes += size;
     }
 
     /// A span recorded that it invoked request `called`: remember it, and place an invocation
@@ -652,6 +772,8 @@ impl Assembler {
             self.counters.finished_forgotten += 1;
         }
         self.held -= req.spans.len();
+        let logs = req.logs;
+        self.log_bytes -= logs.iter().map(LogLine::size).sum::<usize>();
         let mut own = req.spans;
         let first_unfinished = own.len();
         for id in &req.open {
@@ -671,11 +793,15 @@ impl Assembler {
         }
         if how == Ending::LeaveToLaterDelivery {
             self.counters.incomplete_at_end += 1;
+            self.counters.logs_unplaced += logs.len() as u64;
             self.ready.extend(own);
             return;
         }
         if !req.inv.is_worth_a_span() && first_unfinished == own.len() {
             // An END alone says nothing worth a span.
+            let (put, dropped) = attach_logs(logs, &mut own, None);
+            self.counters.log_lines += put;
+            self.counters.logs_dropped += dropped;
             self.ready.extend(own);
             return;
         }
@@ -690,7 +816,18 @@ impl Assembler {
         } else {
             None
         };
+        // The copies already sent take part in placing the invocation, then go.
+        let phantoms: Vec<SpanKey> = req.dups.iter().map(|s| (s.trace_id, s.span_id)).collect();
+        own.extend(req.dups);
         let mut built = build(&req.inv, &mut own, caller, resource);
+        if !phantoms.is_empty() {
+            own.retain(|s| !phantoms.contains(&(s.trace_id, s.span_id)));
+        }
+        if !logs.is_empty() {
+            let (put, dropped) = attach_logs(logs, &mut own, built.spans.last_mut());
+            self.counters.log_lines += put;
+            self.counters.logs_dropped += dropped;
+        }
         let input = own.iter().map(|s| s.input).fold(req.first_input, u32::min);
         for s in &mut built.spans {
             s.input = input;
@@ -907,6 +1044,7 @@ pub fn group_by_trace<S>(spans: Vec<S>, trace: impl Fn(&S) -> TraceId) -> Vec<Ve
 mod tests {
     use super::*;
     use crate::span_line::decode;
+    use crate::span_line::{SpanId, SpanKind, StatusCode, TraceId};
 
     #[test]
     fn service_comes_from_log_group() {
@@ -940,6 +1078,83 @@ mod tests {
         let l = rec.spans().next().unwrap();
         let res = Arc::new(Resource::new("svc".into(), vec![]));
         Span::from_line(&l, res, &mut Vec::new()).0
+    }
+
+    fn timed(id: u8, parent: Option<u8>, start_ms: u64, end_ms: u64) -> Span {
+        Span::from_data(&SpanData {
+            trace_id: TraceId([1; 16]),
+            span_id: SpanId([id; 8]),
+            parent_span_id: parent.map(|p| SpanId([p; 8])),
+            name: format!("s{id}"),
+            kind: SpanKind::Internal,
+            status: StatusCode::Unset,
+            status_message: String::new(),
+            start_unix_nano: start_ms * 1_000_000,
+            end_unix_nano: end_ms * 1_000_000,
+            attributes: Vec::new(),
+            events: Vec::new(),
+            links: Vec::new(),
+            service: "svc".into(),
+            resource: Vec::new(),
+            dropped: (0, 0, 0),
+        })
+    }
+
+    fn log(t_ms: i64, level: &str, message: &str) -> LogLine {
+        LogLine {
+            t_ms,
+            level: Some(level.into()),
+            message: message.into(),
+        }
+    }
+
+    fn log_messages(s: &Span) -> Vec<String> {
+        s.data()
+            .events
+            .iter()
+            .filter(|e| e.name == "log")
+            .filter_map(|e| {
+                e.attributes.iter().find_map(|kv| match &kv.value {
+                    AnyValue::Str(v) if kv.key == "message" => Some(v.clone()),
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn log_lines_go_on_the_innermost_span_active_when_written_else_the_invocation() {
+        // handler 10..100 ms, its child 20..50 ms; the invocation span around them.
+        let mut own = vec![timed(2, Some(1), 10, 100), timed(3, Some(2), 20, 50)];
+        let mut inv = timed(1, None, 0, 120);
+        let logs = vec![
+            log(5, "INFO", "before the handler"),
+            log(30, "ERROR", "in the child"),
+            log(60, "WARN", "in the handler"),
+            log(110, "INFO", "after"),
+        ];
+        let (put, dropped) = attach_logs(logs, &mut own, Some(&mut inv));
+        assert_eq!((put, dropped), (4, 0));
+        assert_eq!(log_messages(&own[1]), ["in the child"]);
+        assert_eq!(log_messages(&own[0]), ["in the handler"]);
+        assert_eq!(log_messages(&inv), ["before the handler", "after"]);
+        // The event keeps the level and the time.
+        let e = &own[1].data().events[0];
+        assert_eq!(e.time_unix_nano, 30_000_000);
+        assert!(e.attributes.contains(&KeyValue::str("level", "ERROR")));
+        // The span's own fields are untouched.
+        assert_eq!(own[1].name(), "s3");
+    }
+
+    #[test]
+    fn log_events_per_span_are_bounded_and_the_rest_counted() {
+        let mut own = vec![timed(2, None, 0, 100)];
+        let logs = (0..MAX_LOG_EVENTS as i64 + 5)
+            .map(|i| log(i, "INFO", "x"))
+            .collect();
+        let (put, dropped) = attach_logs(logs, &mut own, None);
+        assert_eq!((put, dropped), (MAX_LOG_EVENTS as u64, 5));
+        assert_eq!(log_messages(&own[0]).len(), MAX_LOG_EVENTS);
     }
 
     #[test]

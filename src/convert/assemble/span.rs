@@ -649,6 +649,23 @@ impl Span {
             })
     }
 
+    /// Adds an event `name` at `time_unix_nano` with string attributes (an invocation's log
+    /// line, [`crate::convert::assemble::LogLine`]).
+    pub fn push_event(&mut self, time_unix_nano: u64, name: &str, attributes: &[(&str, &str)]) {
+        let mut proto_part = self.proto_part().to_vec();
+        proto::nested(&mut proto_part, proto::SPAN_EVENTS, |b| {
+            proto::put_fixed64(b, proto::EVENT_TIME, time_unix_nano);
+            proto::put_bytes(b, proto::EVENT_NAME, name.as_bytes());
+            for (k, v) in attributes {
+                proto::key_value(b, proto::EVENT_ATTRIBUTES, k, proto::Scalar::Str(v));
+            }
+        });
+        let message = self.body.get(self.proto_len as usize..).unwrap_or(&[]);
+        let (body, proto_len) = box_body(&proto_part, message);
+        self.body = body;
+        self.proto_len = proto_len;
+    }
+
     /// Replaces the status message.
     pub fn set_status_message(&mut self, message: &str) {
         let (body, proto_len) = box_body(self.proto_part(), message.as_bytes());

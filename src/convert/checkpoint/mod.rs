@@ -15,6 +15,9 @@
 //!   checkpoints of earlier builds: the next run sweeps from `cursor_ms - lateness`.
 //! * `lag_p99_ms`: the 99th percentile of the ingestion lag the last run measured; it sizes
 //!   the head.
+//! * `kept_traces` (only with sampling): the trace ids a run kept, with its read end; spans of
+//!   them read by a later run are kept whatever the sampling rule says of them alone.
+//!   Remembered for the lateness plus 15 minutes, at most 16,384.
 //! * `forwarded`: the span ids the backend accepted, one entry per run and per read range
 //!   (`until_ms` is the end of the range they were read from). A re-read meets those spans
 //!   again and drops them by id; an entry is forgotten once `until_ms` falls before the
@@ -224,13 +227,24 @@ pub struct Checkpoint {
     /// State by log group name.
     #[serde(default)]
     pub groups: BTreeMap<String, GroupState>,
+    /// With sampling: the traces a run kept (32 hex digits), with that run's read end (ms),
+    /// so that their spans read by later runs are kept too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept_traces: BTreeMap<String, i64>,
 }
+
+/// Most kept traces a checkpoint remembers (the oldest forgotten first).
+pub const MAX_KEPT_TRACES: usize = 16_384;
+
+/// How long a kept trace is remembered beyond the lateness, ms.
+pub const KEPT_TRACES_FOR_MS: i64 = 15 * 60_000;
 
 impl Default for Checkpoint {
     fn default() -> Self {
         Checkpoint {
             version: VERSION,
             groups: BTreeMap::new(),
+            kept_traces: BTreeMap::new(),
         }
     }
 }
@@ -254,6 +268,45 @@ impl Checkpoint {
             None => return Err(format("no format version".to_owned())),
         }
         serde_json::from_value(v).map_err(|e| format(e.to_string()))
+    }
+
+    /// Records that a run reading up to `until_ms` kept `trace` (sampling).
+    pub fn keep_trace(&mut self, trace: &crate::span_line::TraceId, until_ms: i64) {
+        let hex = trace.to_string();
+        let t = self.kept_traces.entry(hex).or_insert(until_ms);
+        *t = (*t).max(until_ms);
+    }
+
+    /// Forgets kept traces recorded before `before_ms`, and the oldest past
+    /// [`MAX_KEPT_TRACES`].
+    pub fn forget_kept_traces(&mut self, before_ms: i64) {
+        self.kept_traces.retain(|_, t| *t >= before_ms);
+        if self.kept_traces.len() > MAX_KEPT_TRACES {
+            let mut times: Vec<i64> = self.kept_traces.values().copied().collect();
+            times.sort_unstable();
+            let cut = times[times.len() - MAX_KEPT_TRACES];
+            self.kept_traces.retain(|_, t| *t >= cut);
+            // Ties at the cut: drop by id order until within the bound.
+            while self.kept_traces.len() > MAX_KEPT_TRACES {
+                let Some(k) = self
+                    .kept_traces
+                    .iter()
+                    .find(|(_, t)| **t == cut)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                self.kept_traces.remove(&k);
+            }
+        }
+    }
+
+    /// The kept traces, as ids.
+    pub fn kept_trace_ids(&self) -> Vec<crate::span_line::TraceId> {
+        self.kept_traces
+            .keys()
+            .filter_map(|h| crate::span_line::TraceId::from_hex(h))
+            .collect()
     }
 
     /// The bytes written.

@@ -523,6 +523,7 @@ pub struct Forwarding<S> {
     read_to_ms: i64,
     lateness_ms: i64,
     sweeps: HashSet<String>,
+    sampling: bool,
     /// Spans accepted in this run, by log group.
     pub forwarded: BTreeMap<String, u64>,
 }
@@ -554,8 +555,16 @@ impl<S: SaveCheckpoint> Forwarding<S> {
             read_to_ms,
             lateness_ms,
             sweeps: HashSet::new(),
+            sampling: false,
             forwarded: BTreeMap::new(),
         }
+    }
+
+    /// The run samples: the traces of accepted spans are recorded as kept
+    /// ([`Checkpoint::kept_traces`]), so later runs keep their other spans.
+    pub fn sampling(mut self, on: bool) -> Self {
+        self.sampling = on;
+        self
     }
 
     /// This run's reads of `groups` are sweeps ([`super::ReadPlan::sweep`]): when a group's
@@ -595,6 +604,15 @@ impl<S: SaveCheckpoint> crate::convert::pipeline::Committer for Forwarding<S> {
                 .or_default()
                 .add(self.read_to_ms, [s.span_id.to_string()]);
             *self.forwarded.entry(group.to_owned()).or_default() += 1;
+            if self.sampling {
+                self.cp.keep_trace(&s.trace_id, self.read_to_ms);
+            }
+        }
+        if self.sampling {
+            let before = self
+                .read_to_ms
+                .saturating_sub(self.lateness_ms.saturating_add(super::KEPT_TRACES_FOR_MS));
+            self.cp.forget_kept_traces(before);
         }
         self.store.save_checkpoint(&self.cp).await
     }
@@ -804,6 +822,110 @@ mod forwarding_tests {
         assert!(ok);
         assert_eq!(cp.groups[GROUP].swept_ms, Some(to + 1));
         assert!(cp.groups[GROUP].accepted().is_disjoint(&first));
+    }
+
+    /// A span line of no invocation at event time `t_s` (seconds past a base), ending then.
+    fn loose(trace: u8, span: u8, parent: Option<u8>, t_s: i64, error: bool) -> (i64, String) {
+        use base64::Engine as _;
+        let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let t = 1_700_000_000_000i64 + t_s * 1000;
+        let ids = format!(
+            "{}{}{}",
+            b.encode([trace; 16]),
+            b.encode([trace, span, 0, 0, 0, 0, 0, 1]),
+            parent.map_or(String::new(), |p| b.encode([trace, p, 0, 0, 0, 0, 0, 1]))
+        );
+        let flags = if error { "e" } else { "" };
+        (
+            t,
+            format!("SPLN1 {ids} {} 1000{flags} s{span};", t * 1000 - 1000),
+        )
+    }
+
+    /// A sampled run from `cp` over the log up to `to`: what the sink accepted (trace byte,
+    /// span byte), and the checkpoint.
+    fn run_sampled(log: &[(i64, String)], cp: Checkpoint, to: i64) -> (Vec<(u8, u8)>, Checkpoint) {
+        let from = cp
+            .groups
+            .get(GROUP)
+            .map_or(i64::MIN, |g| g.cursor_ms.saturating_sub(LATENESS));
+        let sink = MemorySink::new();
+        let store = MemoryStore::default();
+        let committer = Forwarding::new(store.clone(), cp.clone(), to, LATENESS).sampling(true);
+        let options = Options {
+            mode: Mode::Resumable,
+            batch_spans: BATCH,
+            sampling: Some(crate::convert::sample::Policy {
+                rate: 0.001,
+                wait_ms: 30_000,
+                max_wait_ms: 30_000,
+                ..Default::default()
+            }),
+            kept_traces: cp.kept_trace_ids(),
+            ..Options::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = rt.block_on(pipeline::run(
+            MemorySource::new(events(log, from, to)),
+            vec![AnySink::Memory(sink.clone())],
+            committer,
+            options,
+            None,
+            None,
+        ));
+        assert!(matches!(report.outcome, Outcome::Completed));
+        let last = store.saved.lock().unwrap().last().cloned().unwrap_or(cp);
+        let ids = sink
+            .spans()
+            .iter()
+            .map(|s| (s.trace_id.0[0], s.span_id.0[1]))
+            .collect();
+        (ids, last)
+    }
+
+    /// Issue "Traces worth keeping": a trace kept in one `forward` run has its later spans kept
+    /// in the next (the checkpoint remembers it); a trace still undecided at the end of a run
+    /// is read again by the next, which keeps it whole when its error comes then; a trace
+    /// without an error or a slow root, which the ratio drops, is never sent.
+    #[test]
+    fn sampled_forward_runs_send_every_span_of_a_kept_trace_across_runs() {
+        let (a, b, c) = (0xa0, 0xb0, 0xc0);
+        let log = vec![
+            loose(b, 1, None, 1_000, true), // B's root is an error: kept in run 1
+            loose(c, 2, Some(1), 1_001, false), // C: never an error, dropped
+            loose(c, 1, None, 1_002, false),
+            loose(a, 2, Some(1), 1_030, false), // A: undecided at the end of run 1
+            loose(a, 1, None, 1_040, false),
+            loose(c, 9, None, 1_050, false), // (advances the clock in run 1)
+            loose(a, 3, Some(1), 1_060, true), // A's error, in run 2
+            loose(b, 2, Some(1), 1_200, false), // B's later span, in run 2
+            loose(c, 8, None, 1_300, false),
+        ];
+        let cut = log[5].0;
+        let end = log[8].0;
+        let (first, cp) = run_sampled(&log, Checkpoint::default(), cut);
+        assert_eq!(first, [(b, 1)]);
+        assert!(cp
+            .kept_traces
+            .contains_key(&crate::span_line::TraceId([b; 16]).to_string()));
+        // A's spans are before the cursor of the next read.
+        assert!(cp.groups[GROUP].cursor_ms <= log[3].0, "{cp:?}");
+        let (second, cp) = run_sampled(&log, cp, end);
+        let mut second = second;
+        second.sort_unstable();
+        assert_eq!(second, [(a, 1), (a, 2), (a, 3), (b, 2)]);
+        // Nothing left for a third run.
+        let (third, _) = run_sampled(&log, cp.clone(), end + 1);
+        assert!(third.is_empty(), "{third:?}");
+        // Without the memory of kept traces, B's later span would have been dropped.
+        let mut forgetful = cp;
+        forgetful.kept_traces.clear();
+        forgetful.groups.clear();
+        let (alone, _) = run_sampled(&log[7..], forgetful, end);
+        assert!(!alone.contains(&(b, 2)), "{alone:?}");
     }
 
     proptest::proptest! {

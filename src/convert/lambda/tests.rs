@@ -575,3 +575,94 @@ fn an_invocation_cut_across_deliveries_at_any_boundary_is_sent_once_never_in_two
     // per invocation and one more for the timeout's own line.
     assert_eq!(unplaced_cuts, 9, "cuts that left an invocation unplaced");
 }
+
+/// A span line of trace `[n; 16]`, span `[s; 8]`, under `[p; 8]` when given, ending at `t_ms`.
+fn traced_line(n: u8, s: u8, p: Option<u8>, t_ms: i64, error: bool) -> String {
+    let b = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "SPLN1 {}{}{} {} 1000s{} op{s};",
+        b.encode(trace(n)),
+        b.encode([s; 8]),
+        p.map_or(String::new(), |p| b.encode([p; 8])),
+        t_ms * 1000 - 1000,
+        if error { "e" } else { "" }
+    )
+}
+
+/// Issue "Traces worth keeping", the Lambda mode: deliveries handled by different instances
+/// (fresh handlers) that share only the decision record. A trace the ratio drops whose error
+/// comes in the second delivery arrives whole: the first delivery's span is read back, the
+/// third's is kept by the record; a trace the ratio keeps goes out at once; a trace without an
+/// error that the ratio drops sends nothing.
+#[test]
+fn sampled_deliveries_send_every_span_of_a_kept_trace_and_nothing_of_a_dropped_one() {
+    use crate::convert::record::LogRecord;
+    let group = "/aws/lambda/orders";
+    let stream = "2024/05/01/[$LATEST]0123456789abcdef0123456789abcdef";
+    let t = crate::convert::time::now_ms() - 60_000;
+    // [0x77; 16] and [0x88; 16]: dropped by the ratio at 0.1; [0x01; 16]: kept by it.
+    let (dropped_t, quiet_t, ratio_t) = (0x77, 0x88, 0x01);
+    let d1 = vec![
+        (t, traced_line(dropped_t, 2, Some(1), t, false)),
+        (t + 1, traced_line(ratio_t, 1, None, t + 1, false)),
+        (t + 2, traced_line(quiet_t, 1, None, t + 2, false)),
+    ];
+    let d2 = vec![(t + 10, traced_line(dropped_t, 1, None, t + 10, true))];
+    let d3 = vec![(t + 20, traced_line(dropped_t, 3, Some(1), t + 20, false))];
+    let decisions = Decisions::Memory(Arc::default());
+    let policy = crate::convert::sample::Policy {
+        rate: 0.1,
+        ..Default::default()
+    };
+    // What CloudWatch holds when a delivery is handled: every line up to it.
+    let ingested = |upto: &[&Vec<(i64, String)>]| -> Vec<LogRecord> {
+        upto.iter()
+            .flat_map(|d| d.iter())
+            .map(|(ts, m)| LogRecord {
+                log_group: group.into(),
+                log_stream: stream.into(),
+                event_id: String::new(),
+                timestamp_ms: *ts,
+                message: m.clone(),
+            })
+            .collect()
+    };
+    let deliver = |events: &Vec<(i64, String)>, upto: &[&Vec<(i64, String)>]| {
+        let sink = MemorySink::default();
+        let mut h = handler(sink.clone());
+        h.fetch_back = Some(FetchBack::Memory(ingested(upto)));
+        h.sampling = Some(LambdaSampling::new(
+            policy.clone(),
+            decisions.clone(),
+            Vec::new(),
+        ));
+        let (report, r) = block(h.handle(subscription_event(&payload_at(group, events)), None));
+        r.unwrap();
+        let ids: Vec<(u8, u8)> = sink
+            .spans()
+            .iter()
+            .map(|s| (s.trace_id.0[0], s.span_id.0[0]))
+            .collect();
+        (ids, report.sampling.expect("a sampling report"))
+    };
+    let (first, r1) = deliver(&d1, &[&d1]);
+    assert_eq!(first, [(ratio_t, 1)], "{r1:?}");
+    assert_eq!((r1.dropped_traces, r1.checked), (2, 2));
+    let (mut second, r2) = deliver(&d2, &[&d1, &d2]);
+    second.sort_unstable();
+    // The error span, and read back: the first delivery's span and the error span again.
+    assert_eq!(
+        second,
+        [(dropped_t, 1), (dropped_t, 1), (dropped_t, 2)],
+        "{r2:?}"
+    );
+    assert_eq!((r2.recorded, r2.fetched_back_spans), (1, 2));
+    let (third, r3) = deliver(&d3, &[&d1, &d2, &d3]);
+    assert_eq!(third, [(dropped_t, 3)]);
+    assert_eq!(r3.kept_traces.get("recorded"), Some(&1));
+    assert!(!first
+        .iter()
+        .chain(&second)
+        .chain(&third)
+        .any(|(t, _)| *t == quiet_t));
+}

@@ -20,6 +20,9 @@
 //! * Credentials (headers, user info in the URL) are not sent over cleartext `http://` to a host
 //!   that is not a loopback address unless the configuration's `allow_insecure` says so.
 //! * `send` may be called concurrently only through separate clones; `shutdown` is idempotent.
+//! * Spans a sink must trim or set aside to meet its backend's limits (X-Ray's, see
+//!   [`otlp::xray`]) are not an error: `send` delivers the rest and [`AnySink::limits`] counts
+//!   them by name, for the run's summary.
 
 pub mod file;
 pub mod otlp;
@@ -264,6 +267,16 @@ impl AnySink {
             AnySink::Terminal(s) => s.send(spans).await,
             AnySink::Memory(s) => s.send(spans).await,
             AnySink::Discard(s) => s.send(spans).await,
+        }
+    }
+
+    /// What the sink trimmed or set aside so far to stay within its backend's limits, by the
+    /// names the summary counts bounds under (see [`otlp::xray`]); empty for most sinks.
+    pub fn limits(&self) -> std::collections::BTreeMap<&'static str, u64> {
+        match self {
+            #[cfg(feature = "convert")]
+            AnySink::Otlp(s) => s.limits(),
+            _ => std::collections::BTreeMap::new(),
         }
     }
 

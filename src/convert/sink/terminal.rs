@@ -295,8 +295,62 @@ pub fn render_trace(spans: &[Span], style: Style) -> String {
             let _ = write!(line, "  {dim}⚠ time out of range, bar clamped{reset}");
         }
         let _ = writeln!(out, "{}", line.trim_end());
+        // The error and warning lines the function logged under this span (`--logs events`).
+        let logs: Vec<(&str, &str)> = s.events.iter().filter_map(warning_log).collect();
+        let indent = " ".repeat(r.prefix.chars().count() + 3);
+        for (level, message) in logs.iter().take(MAX_LOG_ROWS) {
+            let first = message.lines().next().unwrap_or("");
+            let text: String = Visible(first).to_string().chars().take(160).collect();
+            let _ = writeln!(
+                out,
+                "  {:>9} {:>9}  {:svc_w$}  {indent}{c}! {} {text}{reset}",
+                "",
+                "",
+                "",
+                Visible(level),
+                c = if is_error_level(level) { red } else { dim },
+            );
+        }
+        if logs.len() > MAX_LOG_ROWS {
+            let _ = writeln!(
+                out,
+                "  {:>9} {:>9}  {:svc_w$}  {indent}{dim}! … {} more{reset}",
+                "",
+                "",
+                "",
+                logs.len() - MAX_LOG_ROWS
+            );
+        }
     }
     out
+}
+
+/// Most log lines drawn under one span.
+const MAX_LOG_ROWS: usize = 8;
+
+fn is_error_level(level: &str) -> bool {
+    matches!(
+        level.to_ascii_uppercase().as_str(),
+        "ERROR" | "FATAL" | "CRITICAL"
+    )
+}
+
+/// A `log` event of level error or warning: (level, message).
+fn warning_log(e: &crate::convert::assemble::Event) -> Option<(&str, &str)> {
+    use crate::convert::assemble::AnyValue;
+    if e.name != "log" {
+        return None;
+    }
+    let attr = |k: &str| {
+        e.attributes.iter().find_map(|kv| match &kv.value {
+            AnyValue::Str(v) if kv.key == k => Some(v.as_str()),
+            _ => None,
+        })
+    };
+    let level = attr("level")?;
+    let warn =
+        is_error_level(level) || matches!(level.to_ascii_uppercase().as_str(), "WARN" | "WARNING");
+    warn.then(|| (level, attr("message").unwrap_or("")))
 }
 
 /// What the terminal sink holds for one trace.

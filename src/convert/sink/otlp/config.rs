@@ -1,8 +1,9 @@
 //! OTLP exporter configuration: the OpenTelemetry environment variables
 //! (`OTEL_EXPORTER_OTLP_*`, "OpenTelemetry Protocol Exporter" spec), validated once, plus the
-//! batching and retry knobs. Header values are secrets: `Debug` redacts them, and no error
-//! built here quotes one.
+//! batching and retry knobs, and SigV4 signing for X-Ray's OTLP endpoint. Header values are
+//! secrets: `Debug` redacts them, and no error built here quotes one.
 
+use super::sigv4::SigV4;
 use crate::convert::retry::Backoff;
 use crate::convert::sink::SinkError;
 use std::fmt;
@@ -89,6 +90,11 @@ pub struct OtlpConfig {
     /// loopback address. Off by default: [`OtlpConfig::validate`] refuses such a configuration
     /// (`--allow-insecure`, [`ALLOW_INSECURE_VAR`]`=true`).
     pub allow_insecure: bool,
+    /// Sign every request with AWS SigV4. `None` signs only when the endpoint is X-Ray's
+    /// (`https://xray.<region>.amazonaws.com`, see [`xray_region`]), for that Region with the
+    /// default credential chain. Signing for the service `xray` also applies X-Ray's limits
+    /// before sending ([`super::xray`]).
+    pub sigv4: Option<SigV4>,
 }
 
 /// The environment variable that sets `allow_insecure` (`true` or `false`).
@@ -116,6 +122,7 @@ impl Default for OtlpConfig {
             retry_deadline: DEFAULT_RETRY_DEADLINE,
             backoff: Backoff::default(),
             allow_insecure: false,
+            sigv4: None,
         }
     }
 }
@@ -138,6 +145,7 @@ impl fmt::Debug for OtlpConfig {
             .field("retry_deadline", &self.retry_deadline)
             .field("backoff", &self.backoff)
             .field("allow_insecure", &self.allow_insecure)
+            .field("sigv4", &self.sigv4)
             .finish()
     }
 }
@@ -239,8 +247,28 @@ impl OtlpConfig {
         if self.timeout.is_zero() {
             return Err(SinkError::Config("timeout must be positive".into()));
         }
-        let keys: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let mut keys: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let signing = self.signing();
+        if signing.is_some() {
+            // A signature can be replayed for minutes, and the session token goes with it.
+            keys.push("authorization (AWS SigV4)");
+        }
         check_cleartext(&self.endpoint, &keys, self.allow_insecure)?;
+        if let Some(s) = &signing {
+            if !is_region(&s.region) {
+                return Err(SinkError::Config(format!(
+                    "SigV4 region {:?}: expected a Region such as us-east-1",
+                    crate::convert::printable::visible(&s.region)
+                )));
+            }
+            if self.protocol == Protocol::Grpc {
+                return Err(SinkError::Config(format!(
+                    "endpoint {}: SigV4 signing (X-Ray's OTLP endpoint) works over OTLP/HTTP \
+                     only, not grpc: use http/protobuf or http/json",
+                    redact_url(&self.endpoint)
+                )));
+            }
+        }
         for (i, (k, v)) in self.headers.iter().enumerate() {
             if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
                 return Err(SinkError::Config(format!(
@@ -262,6 +290,74 @@ impl OtlpConfig {
     pub fn endpoint_redacted(&self) -> String {
         redact_url(&self.endpoint)
     }
+
+    /// How requests are signed: [`OtlpConfig::sigv4`] when set, else X-Ray's signing when the
+    /// endpoint is X-Ray's, else not at all.
+    pub fn signing(&self) -> Option<SigV4> {
+        self.sigv4
+            .clone()
+            .or_else(|| xray_region(&self.endpoint).map(SigV4::xray))
+    }
+
+    /// A configuration that sends to X-Ray's OTLP endpoint in `region` (`endpoint`: another
+    /// base URL for it, e.g. a VPC endpoint or a local test server; `/v1/traces` is appended):
+    /// OTLP/HTTP protobuf, gzip, signed for `xray`, requests of up to X-Ray's 10,000 spans. No
+    /// `OTEL_EXPORTER_OTLP_*` variable applies (their headers are meant for another backend and
+    /// must not go to AWS).
+    pub fn xray(region: &str, endpoint: Option<&str>) -> Result<OtlpConfig, SinkError> {
+        if !is_region(region) {
+            return Err(SinkError::Config(format!(
+                "X-Ray Region {:?}: expected a Region such as us-east-1",
+                crate::convert::printable::visible(region)
+            )));
+        }
+        let endpoint = match endpoint {
+            Some(base) => http_traces_url(base.trim()),
+            None => xray_endpoint(region),
+        };
+        validate_endpoint(&endpoint)?;
+        Ok(OtlpConfig {
+            endpoint,
+            protocol: Protocol::HttpProtobuf,
+            compression: Compression::Gzip,
+            sigv4: Some(SigV4::xray(region)),
+            max_batch_spans: super::xray::XRAY_LIMITS.max_spans,
+            ..OtlpConfig::default()
+        })
+    }
+}
+
+/// Whether `r` looks like an AWS Region name (`us-east-1`, `cn-north-1`, `us-gov-west-1`):
+/// lowercase letters, digits and dashes. Checked because it becomes part of a host name.
+fn is_region(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 32
+        && r.starts_with(|c: char| c.is_ascii_lowercase())
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// X-Ray's OTLP traces URL in `region` (AWS CloudWatch user guide, "OTLP Endpoints"):
+/// `https://xray.<region>.amazonaws.com/v1/traces`, `amazonaws.com.cn` in the China Regions.
+pub fn xray_endpoint(region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://xray.{region}.{suffix}/v1/traces")
+}
+
+/// The Region of an X-Ray endpoint URL (`https://xray.<region>.amazonaws.com[.cn]/…`), `None`
+/// for any other URL.
+pub fn xray_region(endpoint: &str) -> Option<String> {
+    let url = reqwest::Url::parse(endpoint).ok()?;
+    let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+    let rest = host.strip_prefix("xray.")?;
+    let region = rest
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
+    is_region(region).then(|| region.to_owned())
 }
 
 /// `base` + `v1/traces`, with exactly one `/` between them (spec: "…/v1/traces relative to the
@@ -665,6 +761,115 @@ mod tests {
         for (input, want) in table {
             assert_eq!(redact_url(input), want);
         }
+    }
+
+    #[test]
+    fn xray_endpoints_are_recognised_by_their_host() {
+        let table = [
+            (
+                "https://xray.us-east-1.amazonaws.com/v1/traces",
+                Some("us-east-1"),
+            ),
+            ("https://xray.us-east-1.amazonaws.com", Some("us-east-1")),
+            (
+                "https://XRAY.eu-west-3.AmazonAWS.com./v1/traces",
+                Some("eu-west-3"),
+            ),
+            (
+                "https://xray.cn-north-1.amazonaws.com.cn/v1/traces",
+                Some("cn-north-1"),
+            ),
+            (
+                "https://xray.us-gov-west-1.amazonaws.com/v1/traces",
+                Some("us-gov-west-1"),
+            ),
+            ("https://logs.us-east-1.amazonaws.com/v1/logs", None),
+            (
+                "https://xray.us-east-1.amazonaws.com.evil.example/v1/traces",
+                None,
+            ),
+            ("https://xray.amazonaws.com/v1/traces", None),
+            ("https://evilxray.us-east-1.amazonaws.com/v1/traces", None),
+            ("http://127.0.0.1:4318/v1/traces", None),
+            ("not a url", None),
+        ];
+        for (url, want) in table {
+            assert_eq!(xray_region(url).as_deref(), want, "{url}");
+        }
+        assert_eq!(
+            xray_endpoint("us-west-2"),
+            "https://xray.us-west-2.amazonaws.com/v1/traces"
+        );
+        assert_eq!(
+            xray_endpoint("cn-northwest-1"),
+            "https://xray.cn-northwest-1.amazonaws.com.cn/v1/traces"
+        );
+        for r in ["us-east-1", "cn-north-1", "eu-central-2"] {
+            assert_eq!(xray_region(&xray_endpoint(r)).as_deref(), Some(r));
+        }
+    }
+
+    #[test]
+    fn an_xray_endpoint_turns_signing_on() {
+        let c = OtlpConfig {
+            endpoint: "https://xray.ap-south-1.amazonaws.com/v1/traces".into(),
+            ..OtlpConfig::default()
+        };
+        let s = c.signing().unwrap();
+        assert_eq!(
+            (s.region.as_str(), s.service.as_str()),
+            ("ap-south-1", "xray")
+        );
+        assert!(OtlpConfig::default().signing().is_none());
+        // Explicit signing wins, for any endpoint (a local server, a VPC endpoint).
+        let c = OtlpConfig {
+            endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            sigv4: Some(SigV4::xray("eu-west-1")),
+            ..OtlpConfig::default()
+        };
+        assert_eq!(c.signing().unwrap().region, "eu-west-1");
+        assert!(c.validate().is_ok());
+        let x = OtlpConfig::xray("eu-west-1", None).unwrap();
+        assert_eq!(x.endpoint, "https://xray.eu-west-1.amazonaws.com/v1/traces");
+        assert_eq!(x.compression, Compression::Gzip);
+        assert_eq!(x.protocol, Protocol::HttpProtobuf);
+        assert!(x.headers.is_empty());
+        let x = OtlpConfig::xray("eu-west-1", Some("http://127.0.0.1:9/")).unwrap();
+        assert_eq!(x.endpoint, "http://127.0.0.1:9/v1/traces");
+        assert_eq!(x.signing().unwrap().region, "eu-west-1");
+    }
+
+    #[test]
+    fn signing_is_refused_over_grpc_cleartext_or_with_a_bad_region() {
+        let bad = [
+            OtlpConfig {
+                endpoint: "https://xray.us-east-1.amazonaws.com".into(),
+                protocol: Protocol::Grpc,
+                ..OtlpConfig::default()
+            },
+            OtlpConfig {
+                endpoint: "http://xray.example.net/v1/traces".into(),
+                sigv4: Some(SigV4::xray("us-east-1")),
+                ..OtlpConfig::default()
+            },
+            OtlpConfig {
+                endpoint: "https://collector/v1/traces".into(),
+                sigv4: Some(SigV4::xray("us-east-1/../x")),
+                ..OtlpConfig::default()
+            },
+        ];
+        for c in bad {
+            assert!(matches!(c.validate(), Err(SinkError::Config(_))), "{c:?}");
+        }
+        assert!(OtlpConfig::xray("US East", None).is_err());
+        assert!(OtlpConfig::xray("", None).is_err());
+        let insecure = OtlpConfig {
+            endpoint: "http://xray.example.net/v1/traces".into(),
+            sigv4: Some(SigV4::xray("us-east-1")),
+            allow_insecure: true,
+            ..OtlpConfig::default()
+        };
+        assert!(insecure.validate().is_ok());
     }
 
     #[test]

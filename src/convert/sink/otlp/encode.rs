@@ -86,6 +86,12 @@ fn span_len(s: &Span) -> usize {
     n
 }
 
+/// The length of the content of the `Span` message [`write_request`] writes for `s` (what a
+/// backend's per-span size limit is measured on).
+pub fn encoded_span_len(s: &Span) -> usize {
+    span_len(s)
+}
+
 fn write_span(s: &Span, buf: &mut Vec<u8>) {
     proto::put_bytes(buf, proto::SPAN_TRACE_ID, &s.trace_id.0);
     proto::put_bytes(buf, proto::SPAN_SPAN_ID, &s.span_id.0);

@@ -1,9 +1,13 @@
 //! The OTLP sink proper: batching, bounded concurrency and retries around the transports
-//! (see the parent module).
+//! (see the parent module). Sending to X-Ray (signing for `xray`), the spans first go through
+//! [`xray::prepare`](super::xray::prepare), and what it set aside is counted in
+//! [`OtlpSink::limits`].
 
 use super::config::OtlpConfig;
 use super::config::Protocol;
 use super::encode::{encode_request, PartialSuccess};
+use super::sigv4::XRAY_SERVICE;
+use super::xray::{self, XrayLimits, XRAY_LIMITS};
 use super::{grpc, http};
 use crate::convert::assemble::Span;
 use crate::convert::printable::visible;
@@ -11,7 +15,9 @@ use crate::convert::retry::{instant_after, Backoff};
 use crate::convert::sink::{Delivery, Sink, SinkError};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::bytes::Bytes;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -41,6 +47,9 @@ pub(crate) enum Outcome {
         status: String,
         location: Option<String>,
     },
+    /// The request could not be signed, and trying again will not help (no credentials, a
+    /// bad profile): the text of the error and its causes, never a key.
+    Unsigned(String),
 }
 
 #[derive(Clone)]
@@ -57,10 +66,18 @@ enum Payload {
 }
 
 impl Transport {
-    fn payload(&self, req: ExportTraceServiceRequest) -> Result<Payload, SinkError> {
+    /// The payload of `req`, and the size of an HTTP body before compression (`None` for
+    /// gRPC, which X-Ray does not take).
+    fn payload(
+        &self,
+        req: ExportTraceServiceRequest,
+    ) -> Result<(Payload, Option<usize>), SinkError> {
         match self {
-            Transport::Http(t) => Ok(Payload::Http(t.body(&req)?)),
-            Transport::Grpc(_) => Ok(Payload::Grpc(req)),
+            Transport::Http(t) => {
+                let (body, raw_len) = t.body(&req)?;
+                Ok((Payload::Http(body), Some(raw_len)))
+            }
+            Transport::Grpc(_) => Ok((Payload::Grpc(req), None)),
         }
     }
 
@@ -89,11 +106,16 @@ struct Exporter {
     backoff: Backoff,
 }
 
-/// Sends spans to an OTLP endpoint. Clone it to send concurrently; clones share connections.
+/// Sends spans to an OTLP endpoint. Clone it to send concurrently; clones share connections
+/// and [`OtlpSink::limits`].
 #[derive(Clone)]
 pub struct OtlpSink {
     exporter: Option<Arc<Exporter>>,
     config: Arc<OtlpConfig>,
+    /// X-Ray's limits, applied before sending, when the requests are signed for X-Ray.
+    xray: Option<XrayLimits>,
+    /// Spans set aside or changed to stay within `xray`, by summary name, over every send.
+    limits: Arc<Mutex<BTreeMap<&'static str, u64>>>,
 }
 
 /// Shows the (redacted) configuration only: the clients carry header values.
@@ -118,6 +140,10 @@ impl OtlpSink {
             }
         };
         let secrets = secret_forms(&config.headers);
+        let xray = config
+            .signing()
+            .filter(|s| s.service == XRAY_SERVICE)
+            .map(|_| XRAY_LIMITS);
         let exporter = Exporter {
             transport,
             endpoint: config.endpoint_redacted(),
@@ -129,6 +155,8 @@ impl OtlpSink {
         Ok(OtlpSink {
             exporter: Some(Arc::new(exporter)),
             config: Arc::new(config),
+            xray,
+            limits: Arc::default(),
         })
     }
 
@@ -136,6 +164,29 @@ impl OtlpSink {
     pub fn config(&self) -> &OtlpConfig {
         &self.config
     }
+
+    /// The spans this sink (and its clones) trimmed or set aside so far to stay within the
+    /// endpoint's limits, by the names the summary counts them under
+    /// ([`xray::TRIMMED`](super::xray::TRIMMED), …). Empty when nothing was.
+    pub fn limits(&self) -> BTreeMap<&'static str, u64> {
+        self.limits.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn count(&self, counts: &xray::XrayCounts) {
+        if let Ok(mut m) = self.limits.lock() {
+            for (k, v) in counts.named() {
+                if v > 0 {
+                    *m.entry(k).or_default() += v;
+                }
+            }
+        }
+    }
+}
+
+fn now_unix_nano() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Sink for OtlpSink {
@@ -144,13 +195,41 @@ impl Sink for OtlpSink {
             return Err(SinkError::Config("send after shutdown".into()));
         };
         let mut delivery = Delivery::default();
-        let mut batches = spans.chunks(self.config.max_batch_spans.max(1));
+        let max_batch = self.config.max_batch_spans.max(1);
+        let prepared;
+        let (spans, mut batches): (&[Span], VecDeque<Range<usize>>) = match &self.xray {
+            Some(limits) => {
+                prepared = xray::prepare(spans, now_unix_nano(), limits, max_batch);
+                self.count(&prepared.counts);
+                (&prepared.spans, prepared.batches.iter().cloned().collect())
+            }
+            None => (
+                spans,
+                (0..spans.len())
+                    .step_by(max_batch)
+                    .map(|i| i..(i + max_batch).min(spans.len()))
+                    .collect(),
+            ),
+        };
         let mut in_flight: JoinSet<(u64, Result<Accepted, SinkError>)> = JoinSet::new();
         let mut failure: Option<SinkError> = None;
         loop {
             while failure.is_none() && in_flight.len() < self.config.max_concurrency.max(1) {
-                let Some(batch) = batches.next() else { break };
-                let payload = exporter.transport.payload(encode_request(batch))?;
+                let Some(range) = batches.pop_front() else {
+                    break;
+                };
+                let batch = &spans[range.clone()];
+                let (payload, raw_len) = exporter.transport.payload(encode_request(batch))?;
+                // The plan sized requests by their protobuf; an OTLP/JSON body is larger. One
+                // over the endpoint's limit is halved until it fits.
+                if let (Some(limits), Some(raw)) = (&self.xray, raw_len) {
+                    if raw > limits.max_request_bytes && range.len() > 1 {
+                        let mid = range.start + range.len() / 2;
+                        batches.push_front(mid..range.end);
+                        batches.push_front(range.start..mid);
+                        continue;
+                    }
+                }
                 let exporter = Arc::clone(&exporter);
                 let n = batch.len() as u64;
                 in_flight.spawn(async move { (n, export_batch(&exporter, payload).await) });
@@ -266,6 +345,13 @@ async fn export_batch(ex: &Exporter, payload: Payload) -> Result<Accepted, SinkE
                     &ex.endpoint,
                     &ex.scrub(&status),
                     location.map(|l| ex.scrub(&redact_location(&l))),
+                )));
+            }
+            Outcome::Unsigned(reason) => {
+                return Err(SinkError::Config(format!(
+                    "{}: cannot sign the request (AWS SigV4): {}",
+                    ex.endpoint,
+                    ex.scrub(&reason)
                 )));
             }
             Outcome::Retry { reason, after } => {

@@ -1,8 +1,10 @@
 //! OTLP/HTTP transport (protobuf or JSON bodies) over reqwest: one attempt in, one
-//! [`Outcome`] out. Retrying is the caller's job (`super::export_batch`).
+//! [`Outcome`] out, signed with SigV4 when the configuration says so ([`super::sigv4`]).
+//! Retrying is the caller's job (`super::export_batch`).
 
 use super::config::{Compression, OtlpConfig, Protocol};
 use super::encode::{decode_response_json, decode_response_proto, to_json};
+use super::sigv4::{RequestToSign, Signer};
 use super::Outcome;
 use crate::convert::retry::{classify_http, parse_retry_after, Verdict};
 use crate::convert::sink::SinkError;
@@ -11,6 +13,7 @@ use prost::bytes::Bytes;
 use prost::Message as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use std::io::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Largest response body read: OTLP responses are tiny, an error page should not be slurped.
@@ -25,6 +28,11 @@ pub(crate) struct HttpTransport {
     compression: Compression,
     /// Caps `Retry-After`.
     retry_cap: Duration,
+    /// Signs each attempt (X-Ray), when configured.
+    signer: Option<Arc<Signer>>,
+    /// The headers the client adds to every request (content type and encoding, the configured
+    /// ones), as text: what a signature must cover besides `host`. Values are secrets.
+    signed_headers: Vec<(String, String)>,
 }
 
 impl HttpTransport {
@@ -58,6 +66,15 @@ impl HttpTransport {
         } else {
             headers.remove(CONTENT_ENCODING);
         }
+        let signer = config.signing().map(|s| Arc::new(Signer::new(s)));
+        let signed_headers = if signer.is_some() {
+            headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let client = reqwest::Client::builder()
             .default_headers(headers)
             .user_agent(concat!("spanline/", env!("CARGO_PKG_VERSION")))
@@ -73,25 +90,80 @@ impl HttpTransport {
             protocol: config.protocol,
             compression: config.compression,
             retry_cap: config.retry_deadline,
+            signer,
+            signed_headers,
         })
     }
 
-    /// The request body for `req`: protobuf or JSON, gzipped when configured. Built once per
-    /// batch and reused by every attempt.
-    pub(crate) fn body(&self, req: &ExportTraceServiceRequest) -> Result<Bytes, SinkError> {
+    /// The request body for `req`: protobuf or JSON, gzipped when configured, and the size it
+    /// had before compression. Built once per batch and reused by every attempt.
+    pub(crate) fn body(
+        &self,
+        req: &ExportTraceServiceRequest,
+    ) -> Result<(Bytes, usize), SinkError> {
         let raw = match self.protocol {
             Protocol::HttpJson => to_json(req).into_bytes(),
             _ => req.encode_to_vec(),
         };
-        Ok(Bytes::from(match self.compression {
+        let raw_len = raw.len();
+        let body = Bytes::from(match self.compression {
             Compression::None => raw,
             Compression::Gzip => gzip(&raw)?,
-        }))
+        });
+        Ok((body, raw_len))
+    }
+
+    /// The SigV4 headers for one attempt with `body`, when signing is configured: signed now,
+    /// so a retry minutes later carries a fresh date.
+    async fn signature(&self, body: &[u8]) -> Result<Vec<(HeaderName, HeaderValue)>, Outcome> {
+        let Some(signer) = &self.signer else {
+            return Ok(Vec::new());
+        };
+        let headers: Vec<(&str, &str)> = self
+            .signed_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let request = RequestToSign {
+            method: "POST",
+            url: self.url.as_str(),
+            headers: &headers,
+            body,
+        };
+        let added = match signer.sign(request).await {
+            Ok(a) => a,
+            Err(e) if e.is_retryable() => {
+                return Err(Outcome::Retry {
+                    reason: error_chain(&e),
+                    after: None,
+                })
+            }
+            Err(e) => return Err(Outcome::Unsigned(error_chain(&e))),
+        };
+        let mut out = Vec::with_capacity(added.len());
+        for (k, v) in added {
+            let invalid =
+                || Outcome::Unsigned(format!("the signer produced an invalid {k} header"));
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| invalid())?;
+            let mut value = HeaderValue::from_str(&v).map_err(|_| invalid())?;
+            // The signature and the session token stay out of any debug output.
+            value.set_sensitive(true);
+            out.push((name, value));
+        }
+        Ok(out)
     }
 
     /// One POST.
     pub(crate) async fn attempt(&self, body: Bytes) -> Outcome {
-        let resp = match self.client.post(self.url.clone()).body(body).send().await {
+        let signature = match self.signature(&body).await {
+            Ok(s) => s,
+            Err(o) => return o,
+        };
+        let mut request = self.client.post(self.url.clone());
+        for (k, v) in signature {
+            request = request.header(k, v);
+        }
+        let resp = match request.body(body).send().await {
             Ok(r) => r,
             Err(e) => return transport_failure(e),
         };

@@ -2,13 +2,15 @@
 //! backend, over OTLP/HTTP (protobuf or JSON) or OTLP/gRPC.
 //!
 //! Split the vector way: [`encode`] is pure (spans → request, request → JSON, response →
-//! partial success), [`config`] reads the `OTEL_EXPORTER_OTLP_*` variables, `http` and `grpc`
-//! make one attempt each, and this module batches, bounds concurrency and retries with
-//! [`retry`](crate::convert::retry)'s policy.
+//! partial success), [`xray`] is pure (X-Ray's limits: which spans go, trimmed how, in which
+//! requests), [`config`] reads the `OTEL_EXPORTER_OTLP_*` variables, [`sigv4`] signs requests
+//! for AWS, `http` and `grpc` make one attempt each, and this module batches, bounds
+//! concurrency and retries with [`retry`](crate::convert::retry)'s policy.
 //!
-//! `send` splits the spans into requests of at most `max_batch_spans`, keeps at most
-//! `max_concurrency` in flight, retries each until it is accepted, refused (fatal) or
-//! `retry_deadline` has passed, and returns `Ok` only when every request was accepted.
+//! `send` splits the spans into requests of at most `max_batch_spans` (to X-Ray: within its
+//! limits), keeps at most `max_concurrency` in flight, retries each until it is accepted,
+//! refused (fatal) or `retry_deadline` has passed, and returns `Ok` only when every request was
+//! accepted.
 
 #[cfg(feature = "convert")]
 pub mod config;
@@ -19,11 +21,18 @@ mod export;
 mod grpc;
 #[cfg(feature = "convert")]
 mod http;
+#[cfg(feature = "convert")]
+pub mod sigv4;
 #[cfg(all(test, feature = "convert"))]
 mod tests;
+pub mod xray;
 
 #[cfg(feature = "convert")]
-pub use config::{parse_headers, Compression, HeadersError, OtlpConfig, Protocol};
+pub use config::{
+    parse_headers, xray_endpoint, xray_region, Compression, HeadersError, OtlpConfig, Protocol,
+};
 pub use encode::{encode_request, to_json, PartialSuccess};
 #[cfg(feature = "convert")]
 pub use export::*;
+#[cfg(feature = "convert")]
+pub use sigv4::{SigV4, SignError};

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 /// Selects span lines and the Lambda platform lines invocation spans are built from, in every
 /// Lambda log format (plain alphanumeric terms match inside prefixes and JSON alike).
-pub const DEFAULT_FILTER_PATTERN: &str = r#"?SPLN ?START ?END ?REPORT ?"Task timed out" ?"Runtime exited" ?"Process exited" ?"Invoke Error" ?Traceback ?"platform.""#;
+pub const DEFAULT_FILTER_PATTERN: &str = r#"?SPLN ?START ?END ?REPORT ?"Task timed out" ?"Runtime exited" ?"Process exited" ?"Invoke Error" ?Traceback ?"platform." ?startTimeUnixNano"#;
 
 /// How many attempts one request gets before the group fails.
 const MAX_ATTEMPTS: u32 = 10;
@@ -630,6 +630,8 @@ mod tests {
             "REPORT",
             "\"Task timed out\"",
             "\"platform.\"",
+            // Records of `aws/spans` (crate::convert::aws_spans).
+            "startTimeUnixNano",
         ] {
             assert!(
                 DEFAULT_FILTER_PATTERN.contains(&format!("?{term}")),

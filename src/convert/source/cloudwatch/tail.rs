@@ -18,6 +18,10 @@
 //! * the **final** pass, every sweep, over the event time that has just become `overlap` old:
 //!   whatever was ingested at most `overlap` after its timestamp and missed so far.
 //!
+//! Rounds start every interval (at once when the previous one took longer), and a round reads
+//! every group's head before any group's sweep ([`plan_round`]), so that the sweeps' pages do
+//! not hold back the heads: of the groups after them, nor of the next round.
+//!
 //! Each pass moves a cursor and reads each millisecond once (the head a little more), so an
 //! event is returned `1 + head_lag / interval` times by the head, once by the final pass and
 //! once by the late pass when it is on. Event ids are remembered while the final pass has not
@@ -272,6 +276,26 @@ impl Schedule {
     }
 }
 
+/// The reads of one round over every group at `now_ms`, as (group index, read): every group's
+/// head first, then the sweeps (late and final passes) group by group. Read group by group, the
+/// sweep pages of the groups before it (a few requests each, out of the shared budget) would
+/// hold back a group's head by seconds, delaying the events that come on time.
+pub fn plan_round(groups: &mut [GroupPoll], now_ms: i64) -> Vec<(usize, Read)> {
+    let mut heads = Vec::with_capacity(groups.len());
+    let mut sweeps = Vec::new();
+    for (i, g) in groups.iter_mut().enumerate() {
+        for read in g.schedule.plan(now_ms) {
+            if read.pass == Pass::Head {
+                heads.push((i, read));
+            } else {
+                sweeps.push((i, read));
+            }
+        }
+    }
+    heads.extend(sweeps);
+    heads
+}
+
 /// How much longer than `--interval` a round of reads over every group may take before the
 /// budget is said not to keep up: twice the interval, and at least a second more.
 pub fn falls_behind(interval_ms: i64, took_ms: i64) -> bool {
@@ -407,57 +431,67 @@ impl PollSource {
             let mut behind_said: Option<i64> = None;
             loop {
                 let polled_at = crate::convert::time::now_ms();
-                for (i, (group, g)) in poll.groups.iter().zip(groups.iter_mut()).enumerate() {
+                let next_round = tokio::time::Instant::now().checked_add(poll.interval);
+                let mut failed = vec![false; groups.len()];
+                for (i, read) in plan_round(&mut groups, polled_at) {
+                    let (Some(group), Some(g)) = (poll.groups.get(i), groups.get_mut(i)) else {
+                        continue;
+                    };
+                    if failed.get(i).copied().unwrap_or(false) {
+                        // Retried ten times already: the group's other passes wait too.
+                        continue;
+                    }
                     let input = u32::try_from(i).unwrap_or(u32::MAX);
-                    for read in g.schedule.plan(polled_at) {
-                        let query = Query {
-                            start_ms: Some(read.start_ms),
-                            end_ms: read.end_ms,
-                            ..poll.query.clone()
-                        };
-                        let mut pages = Pages::new(&client, group, &query);
-                        let ok = loop {
-                            match pages.next_page(&budget, &progress).await {
-                                Ok(Some(events)) => {
-                                    let taken = g.take(events, polled_at);
-                                    for (limit, n) in taken.counted {
-                                        let ev = SourceEvent::Counted { limit, n };
-                                        if tx.send(ev).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    if let Some(n) = taken.notice {
-                                        let n =
-                                            SourceEvent::Notice(format!("log group {group}: {n}"));
-                                        if tx.send(n).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    for b in page_batches(group, &taken.fresh, input) {
-                                        if tx.send(SourceEvent::Records(b)).await.is_err() {
-                                            return;
-                                        }
+                    let query = Query {
+                        start_ms: Some(read.start_ms),
+                        end_ms: read.end_ms,
+                        ..poll.query.clone()
+                    };
+                    let mut pages = Pages::new(&client, group, &query);
+                    let ok = loop {
+                        match pages.next_page(&budget, &progress).await {
+                            Ok(Some(events)) => {
+                                let taken = g.take(events, polled_at);
+                                for (limit, n) in taken.counted {
+                                    let ev = SourceEvent::Counted { limit, n };
+                                    if tx.send(ev).await.is_err() {
+                                        return;
                                     }
                                 }
-                                Ok(None) => break true,
-                                Err(e) => {
-                                    let n = SourceEvent::Notice(format!(
-                                        "{}; read again next time",
-                                        crate::convert::aws::error_chain(&e)
-                                    ));
+                                if let Some(n) = taken.notice {
+                                    let n = SourceEvent::Notice(format!("log group {group}: {n}"));
                                     if tx.send(n).await.is_err() {
                                         return;
                                     }
-                                    break false;
+                                }
+                                for b in page_batches(group, &taken.fresh, input) {
+                                    if tx.send(SourceEvent::Records(b)).await.is_err() {
+                                        return;
+                                    }
                                 }
                             }
-                        };
-                        if !ok {
-                            // Retried ten times already: the group's other passes wait too.
-                            break;
+                            Ok(None) => break true,
+                            Err(e) => {
+                                let n = SourceEvent::Notice(format!(
+                                    "{}; read again next time",
+                                    crate::convert::aws::error_chain(&e)
+                                ));
+                                if tx.send(n).await.is_err() {
+                                    return;
+                                }
+                                break false;
+                            }
                         }
-                        g.schedule.done(&read);
+                    };
+                    if !ok {
+                        if let Some(f) = failed.get_mut(i) {
+                            *f = true;
+                        }
+                        continue;
                     }
+                    g.schedule.done(&read);
+                }
+                for g in &mut groups {
                     g.polled();
                 }
                 let done_at = crate::convert::time::now_ms();
@@ -483,7 +517,13 @@ impl PollSource {
                         }
                     }
                 }
-                tokio::time::sleep(poll.interval).await;
+                // Rounds start every --interval (at once when one took longer): sleeping a
+                // whole interval after a round that sweeps made long would space the heads by
+                // the interval plus the sweeps.
+                match next_round {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => tokio::time::sleep(poll.interval).await,
+                }
             }
         });
         PollSource { rx, task }

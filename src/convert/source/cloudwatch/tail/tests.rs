@@ -350,6 +350,62 @@ fn events_later_than_the_overlap_are_warned_about_before_the_first_is_lost() {
 }
 
 #[test]
+fn a_round_reads_every_groups_head_before_any_sweep() {
+    let (interval, overlap, now) = (5_000, 120_000, 200_000);
+    let mut groups: Vec<GroupPoll> = (0..3)
+        .map(|_| GroupPoll::new(now - overlap, now, interval, overlap))
+        .collect();
+    let passes = |round: &[(usize, Read)]| -> Vec<(usize, Pass)> {
+        round.iter().map(|(i, r)| (*i, r.pass)).collect()
+    };
+    // Lags that turn the late pass on: a sweep then reads late and final passes per group.
+    let lagged: Vec<Event> = (0..100)
+        .map(|i| Event {
+            ingestion_ms: now - 50_000 + if i < 95 { 0 } else { 20_000 },
+            ..ev(now - 50_000, &i.to_string())
+        })
+        .collect();
+    for g in &mut groups {
+        g.schedule.observe(&lagged, now);
+        assert!(g.schedule.late_pass_on());
+    }
+    let mut t = now;
+    let mut sweeps = 0;
+    while t <= now + 4 * 15_000 {
+        let round = plan_round(&mut groups, t);
+        let heads = round
+            .iter()
+            .take_while(|(_, r)| r.pass == Pass::Head)
+            .count();
+        assert_eq!(heads, 3, "{:?}", passes(&round));
+        // Heads in group order, then each group's sweep reads in pass order.
+        assert_eq!(
+            passes(&round[..3]),
+            [(0, Pass::Head), (1, Pass::Head), (2, Pass::Head)]
+        );
+        if round.len() > 3 {
+            sweeps += 1;
+            assert_eq!(
+                passes(&round[3..]),
+                [
+                    (0, Pass::Late),
+                    (0, Pass::Final),
+                    (1, Pass::Late),
+                    (1, Pass::Final),
+                    (2, Pass::Late),
+                    (2, Pass::Final)
+                ]
+            );
+        }
+        for (i, r) in &round {
+            groups[*i].schedule.done(r);
+        }
+        t += interval;
+    }
+    assert_eq!(sweeps, 4);
+}
+
+#[test]
 fn a_round_slower_than_twice_the_interval_falls_behind() {
     assert!(!falls_behind(5_000, 9_000));
     assert!(falls_behind(5_000, 10_001));
