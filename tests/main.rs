@@ -10,6 +10,7 @@ mod hostile;
 mod lambda;
 mod memory;
 mod model;
+mod otlp_logs;
 mod properties;
 mod reference;
 mod sampling;

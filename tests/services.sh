@@ -193,10 +193,14 @@ EOF
     "$VENV/bin/python" "$STATE/phoenix-launcher.py"
 }
 
+rotel_agent() {
+  "$VENV/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))'
+}
+
 start_rotel() {
   alive rotel && return
   local agent
-  agent=$("$VENV/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')
+  agent=$(rotel_agent)
   [[ -x $agent ]] || die "rotel: no agent binary at $agent"
   launch rotel $ROTEL_GRPC_PORT $ROTEL_HTTP_PORT -- "$agent" start \
     --otlp-grpc-endpoint 127.0.0.1:$ROTEL_GRPC_PORT --otlp-http-endpoint 127.0.0.1:$ROTEL_HTTP_PORT \
@@ -231,6 +235,7 @@ export SPANLINE_TEST_PHOENIX_GRPC=http://127.0.0.1:$PHOENIX_GRPC_PORT
 export SPANLINE_TEST_ROTEL_HTTP=http://127.0.0.1:$ROTEL_HTTP_PORT
 export SPANLINE_TEST_ROTEL_GRPC=http://127.0.0.1:$ROTEL_GRPC_PORT
 export SPANLINE_TEST_PYTHON=$VENV/bin/python
+export SPANLINE_TEST_ROTEL_AGENT=$(rotel_agent)
 EOF
   say "all services healthy in $((SECONDS - t0)) s; source $DIR/env"
 }

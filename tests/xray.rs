@@ -16,12 +16,14 @@
 //! endpoint; the library's sink is used directly where a case needs more than the CLI offers
 //! (OTLP/JSON, more spans than the pipeline puts in one batch).
 
-use crate::support::{run_spanline, scratch, service, Run};
+use crate::support::{hex, run_spanline, scratch, service, Run};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message as _;
 use serde_json::{json, Value};
 use spanline::convert::assemble::{AnyValue, Event, KeyValue, Span, SpanData};
@@ -137,6 +139,13 @@ struct Seen {
     x_amz_date: String,
     raw_len: usize,
     spans: Vec<SeenSpan>,
+    /// The request's path: `/v1/traces`, or `/v1/logs` for CloudWatch Logs' OTLP endpoint.
+    path: String,
+    /// `x-aws-log-group` and `x-aws-log-stream` (logs requests).
+    log_group: Option<String>,
+    log_stream: Option<String>,
+    /// The log records of a logs request: (trace id, span id, severity text, body).
+    records: Vec<(String, String, String, String)>,
 }
 
 struct Endpoint {
@@ -315,6 +324,9 @@ fn handle(
     script: &Mutex<VecDeque<Answer>>,
 ) -> (Seen, Vec<u8>) {
     let host = req.header("host").unwrap_or("");
+    // One endpoint plays both of AWS's: X-Ray's traces and CloudWatch Logs' logs, each signed
+    // for its own service.
+    let logs = req.path.ends_with("/v1/logs");
     let check = json!({
         "method": req.method,
         "url": format!("http://{host}{}", req.path),
@@ -324,7 +336,7 @@ fn handle(
         "secret_key": SECRET_KEY,
         "token": token,
         "region": REGION,
-        "service": "xray",
+        "service": if logs { "logs" } else { "xray" },
     });
     let refused = verifier.lock().expect("lock").check(&check);
     let signed_headers = req
@@ -343,6 +355,10 @@ fn handle(
         x_amz_date: req.header("x-amz-date").unwrap_or("").to_owned(),
         raw_len: 0,
         spans: Vec::new(),
+        path: req.path.clone(),
+        log_group: req.header("x-aws-log-group").map(str::to_owned),
+        log_stream: req.header("x-aws-log-stream").map(str::to_owned),
+        records: Vec::new(),
     };
     if let Some(reason) = refused {
         seen.status = 403;
@@ -366,6 +382,42 @@ fn handle(
         req.body.clone()
     };
     seen.raw_len = raw.len();
+    if logs {
+        let Ok(request) = ExportLogsServiceRequest::decode(raw.as_slice()) else {
+            seen.status = 400;
+            return (
+                seen,
+                aws_error(
+                    "400 Bad Request",
+                    "ValidationException",
+                    "not a logs request",
+                ),
+            );
+        };
+        seen.records = request
+            .resource_logs
+            .iter()
+            .flat_map(|rl| rl.scope_logs.iter())
+            .flat_map(|sl| sl.log_records.iter())
+            .map(|r| {
+                let body = match r.body.as_ref().and_then(|b| b.value.as_ref()) {
+                    Some(any_value::Value::StringValue(s)) => s.clone(),
+                    _ => String::new(),
+                };
+                (
+                    hex(&r.trace_id),
+                    hex(&r.span_id),
+                    r.severity_text.clone(),
+                    body,
+                )
+            })
+            .collect();
+        seen.status = 200;
+        return (
+            seen,
+            response("200 OK", &[("content-type", "application/x-protobuf")], &[]),
+        );
+    }
     let json = seen.content_type.contains("json");
     seen.spans = if json {
         json_spans(&raw)
@@ -659,6 +711,77 @@ fn every_request_to_xray_is_signed_as_botocore_signs_it() {
         "{}",
         r.stderr
     );
+}
+
+/// Issue 13, item 1 with the logs of issue 12: `--logs otlp --xray-region` sends the spans to
+/// X-Ray and the function's log lines to CloudWatch Logs' OTLP endpoint, into the group and
+/// stream the flags name, each request signed for its own service (botocore checks both).
+#[test]
+fn log_lines_go_to_cloudwatch_logs_otlp_endpoint_signed_for_logs() {
+    let endpoint = Endpoint::start(Some(SESSION_TOKEN));
+    let dir = scratch("xray-logs");
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/lambda/logs/checkout.json");
+    let input = input.to_string_lossy().into_owned();
+    let mut env = creds_env(&endpoint, SECRET_KEY);
+    env.push((
+        "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS".into(),
+        endpoint.url.clone(),
+    ));
+    let args = [
+        "convert",
+        &input,
+        "--log-group-name",
+        "/aws/lambda/checkout",
+        "--logs",
+        "otlp",
+        "--xray-region",
+        REGION,
+    ];
+    // CloudWatch Logs writes into an existing group and stream: without them, nothing is sent.
+    let r = run(&dir, &args, &env);
+    assert_eq!(code(&r), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--cloudwatch-log-group"), "{}", r.stderr);
+    assert!(endpoint.seen().is_empty());
+    let mut with_dest = args.to_vec();
+    with_dest.extend([
+        "--cloudwatch-log-group",
+        "spanline-app-logs",
+        "--cloudwatch-log-stream",
+        "checkout",
+    ]);
+    let r = run(&dir, &with_dest, &env);
+    assert_eq!(code(&r), 0, "{}", r.stderr);
+    assert_no_secrets(&r);
+    let seen = endpoint.seen();
+    for s in &seen {
+        assert_eq!(s.refused, None, "{s:?}");
+        assert_eq!(s.status, 200, "{s:?}");
+    }
+    let traces: Vec<&Seen> = seen.iter().filter(|s| s.path == "/v1/traces").collect();
+    let logs: Vec<&Seen> = seen.iter().filter(|s| s.path == "/v1/logs").collect();
+    assert_eq!(traces.iter().map(|s| s.spans.len()).sum::<usize>(), 3);
+    assert_eq!(logs.len(), 1, "{seen:?}");
+    let l = logs[0];
+    assert_eq!(l.log_group.as_deref(), Some("spanline-app-logs"));
+    assert_eq!(l.log_stream.as_deref(), Some("checkout"));
+    // The destination headers are signed with the rest.
+    assert_eq!(
+        l.signed_headers,
+        "content-encoding;content-type;host;x-amz-date;x-amz-security-token;x-aws-log-group;\
+         x-aws-log-stream"
+    );
+    let trace = "5b8efff798038103d269b633813fc60c";
+    assert_eq!(l.records.len(), 4, "{:?}", l.records);
+    assert!(l.records.iter().all(|r| r.0 == trace), "{:?}", l.records);
+    let mut levels: Vec<&str> = l.records.iter().map(|r| r.2.as_str()).collect();
+    levels.sort_unstable();
+    assert_eq!(
+        levels,
+        ["ERROR", "INFO", "WARN", "WARNING"],
+        "{:?}",
+        l.records
+    );
+    assert!(r.stderr.contains("4 log records accepted"), "{}", r.stderr);
 }
 
 #[test]

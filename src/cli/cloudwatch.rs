@@ -251,12 +251,7 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<Exit> {
         end_ms: time_arg("end-time", &args.end_time, now)?,
         filter_pattern: args.groups.pattern(args.opts.logs_on()),
     };
-    let sinks = output::sinks_with_aws(
-        &args.sinks,
-        &args.aws.options(),
-        args.opts.color,
-        Draw::AtEnd,
-    )?;
+    let sinks = output::sinks_with_aws(&args.sinks, &args.aws.options(), &args.opts, Draw::AtEnd)?;
     let (_, region, client) = aws_setup(&args.aws).await;
     let options = args.opts.options(region, Mode::Batch)?;
     let budget = Budget::per_second(args.groups.max_tps);
@@ -308,7 +303,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
     let sinks = output::sinks_with_aws(
         &args.sinks,
         &args.aws.options(),
-        args.opts.color,
+        &args.opts,
         Draw::Following,
     )?;
     let (sdk, region, client) = aws_setup(&args.aws).await;
@@ -451,12 +446,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<Exit> {
         format!("{prefix}/")
     };
     let limits = args.opts.limits()?;
-    let sinks = output::sinks_with_aws(
-        &args.sinks,
-        &args.aws.options(),
-        args.opts.color,
-        Draw::AtEnd,
-    )?;
+    let sinks = output::sinks_with_aws(&args.sinks, &args.aws.options(), &args.opts, Draw::AtEnd)?;
     let (_, region, client) = aws_setup(&args.aws).await;
     let options = args.opts.options(region, Mode::Batch)?;
     let s3_client = args.aws.options().s3_client().await;

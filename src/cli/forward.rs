@@ -205,12 +205,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
             .into_iter()
             .collect()
     } else {
-        output::sinks_with_aws(
-            &args.sinks,
-            &args.aws.options(),
-            args.opts.color,
-            Draw::AtEnd,
-        )?
+        output::sinks_with_aws(&args.sinks, &args.aws.options(), &args.opts, Draw::AtEnd)?
     };
     if !args.dry_run && !sinks.iter().any(|s| s.is_destination()) {
         anyhow::bail!(

@@ -10,7 +10,9 @@
 //! sampling (see [`sampling`]): `SPANLINE_SAMPLE_RATE`, `SPANLINE_KEEP_ERRORS`,
 //! `SPANLINE_KEEP_SLOWER_THAN`, `SPANLINE_SAMPLE_POLICY` (the policy's JSON),
 //! `SPANLINE_SAMPLE_DECISIONS` (`s3://bucket/prefix/`, required with sampling) and
-//! `SPANLINE_SAMPLE_GROUPS` (more log groups to read kept traces back from). Lambda sets
+//! `SPANLINE_SAMPLE_GROUPS` (more log groups to read kept traces back from); `SPANLINE_LOGS`,
+//! `events`, `otlp` (to `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`, else the endpoint's `/v1/logs`) or
+//! `off` (default), as `--logs` (the subscription's filter must then pass every line). Lambda sets
 //! `AWS_LAMBDA_RUNTIME_API`, `AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`,
 //! `AWS_LAMBDA_FUNCTION_VERSION` and `AWS_REGION`.
 
@@ -86,10 +88,30 @@ async fn configure() -> anyhow::Result<Handler<OtlpSink>> {
             config.headers.push((k, v));
         }
     }
+    let logs = match env_var("SPANLINE_LOGS").as_deref().map(str::trim) {
+        None | Some("off") => spanline::convert::Logs::Off,
+        Some("events") => spanline::convert::Logs::Events,
+        Some("otlp") => {
+            let endpoint = config.logs_endpoint_from_env(env_var).with_context(|| {
+                format!(
+                    "SPANLINE_LOGS=otlp: no OTLP logs endpoint for {}: set \
+                     OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                    config.endpoint_redacted()
+                )
+            })?;
+            config.logs = Some(spanline::convert::sink::otlp::LogsTarget::new(endpoint));
+            spanline::convert::Logs::Otlp
+        }
+        Some(other) => anyhow::bail!(
+            "SPANLINE_LOGS {:?}: expected events, otlp or off",
+            spanline::convert::printable::Visible(other)
+        ),
+    };
     config.validate()?;
     let endpoint = config.endpoint_redacted();
     let protocol = config.protocol.name();
     let mut handler = Handler::new(OtlpSink::new(config)?);
+    handler.logs = logs;
     handler.region = env_var("AWS_REGION").or_else(|| env_var("AWS_DEFAULT_REGION"));
     if let Some(rules) = env_var("SPANLINE_SERVICE") {
         handler.services = ServiceMap::parse(rules.split(',').map(str::trim))

@@ -97,9 +97,11 @@ pub struct ConvertOpts {
     max_inflated: String,
     /// The function's other log lines (application logs, tracebacks, the runtime's errors):
     /// `events` puts each on the span that was active when it was written (the invocation span
-    /// otherwise) as a `log` event, and draws the error and warning lines under their span in
-    /// the terminal; `off` counts them as other lines. `read`, `tail` and `forward` then read
-    /// every line of the groups, not only span and platform lines.
+    /// otherwise) as a `log` event; `otlp` sends each as an OTLP log record with that span's
+    /// trace and span id to the OTLP endpoint's logs endpoint (--otlp-logs-endpoint; with
+    /// --xray-region, CloudWatch Logs'); both draw the error and warning lines under their span
+    /// in the terminal; `off` counts them as other lines. With `events` or `otlp`, `read`, `tail`
+    /// and `forward` read every line of the groups, not only span and platform lines.
     #[arg(long, value_enum, default_value = "off")]
     logs: LogsArg,
     #[command(flatten)]
@@ -111,6 +113,8 @@ pub struct ConvertOpts {
 enum LogsArg {
     /// As span events.
     Events,
+    /// As OTLP log records, to the OTLP endpoints' logs endpoint.
+    Otlp,
     /// Not at all.
     Off,
 }
@@ -203,9 +207,14 @@ pub fn parse_size(flag: &str, v: &str) -> anyhow::Result<u64> {
 }
 
 impl ConvertOpts {
-    /// Whether the function's log lines go on the spans.
+    /// Whether the function's log lines are read (as events or records).
     fn logs_on(&self) -> bool {
-        self.logs == LogsArg::Events
+        self.logs != LogsArg::Off
+    }
+
+    /// Whether the function's log lines go to an OTLP logs endpoint.
+    fn logs_otlp(&self) -> bool {
+        self.logs == LogsArg::Otlp
     }
 
     /// The input limits.
@@ -231,10 +240,10 @@ impl ConvertOpts {
             } else {
                 MarkerPlacement::Start
             },
-            logs: if self.logs_on() {
-                spanline::convert::Logs::Events
-            } else {
-                spanline::convert::Logs::Off
+            logs: match self.logs {
+                LogsArg::Events => spanline::convert::Logs::Events,
+                LogsArg::Otlp => spanline::convert::Logs::Otlp,
+                LogsArg::Off => spanline::convert::Logs::Off,
             },
             ..spanline::convert::Config::default()
         })
@@ -424,7 +433,7 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<Exit> {
         .into_iter()
         .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
     let limits = opts.limits()?;
-    let sinks = output::sinks_with_aws(&sink_args, &aws.options(), opts.color, Draw::AtEnd)?;
+    let sinks = output::sinks_with_aws(&sink_args, &aws.options(), &opts, Draw::AtEnd)?;
     let options = opts.options(aws.region.clone(), pipeline::Mode::Batch)?;
     let progress = progress_bar(&local);
     let bar = progress.clone();

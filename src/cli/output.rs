@@ -8,7 +8,9 @@ use spanline::convert::aws::AwsOptions;
 use spanline::convert::pipeline::{Outcome, Report, RunEvent};
 use spanline::convert::printable::Visible;
 use spanline::convert::sink::file::FileSink;
-use spanline::convert::sink::otlp::{Compression, OtlpConfig, OtlpSink, Protocol, SigV4};
+use spanline::convert::sink::otlp::{
+    Compression, LogsTarget, OtlpConfig, OtlpSink, Protocol, SigV4,
+};
 use spanline::convert::sink::terminal::{Style, TerminalSink};
 use spanline::convert::sink::zipkin::{ZipkinConfig, ZipkinSink};
 use spanline::convert::sink::{AnySink, SinkError};
@@ -51,6 +53,19 @@ pub struct SinkArgs {
     /// An --otlp-endpoint on xray.REGION.amazonaws.com is signed the same way.
     #[arg(long = "xray-region", value_name = "REGION")]
     xray_region: Option<String>,
+    /// With `--logs otlp`: the OTLP logs URL (HTTP: the full URL; gRPC: the server). Default:
+    /// OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, else the --otlp-endpoint (or
+    /// OTEL_EXPORTER_OTLP_ENDPOINT) base URL with `/v1/logs`.
+    #[arg(long = "otlp-logs-endpoint", value_name = "URL")]
+    otlp_logs_endpoint: Option<String>,
+    /// With `--xray-region` and `--logs otlp`: the log group CloudWatch Logs' OTLP endpoint
+    /// (https://logs.REGION.amazonaws.com/v1/logs, or AWS_ENDPOINT_URL_CLOUDWATCH_LOGS) writes
+    /// the log records into. It and the stream must exist.
+    #[arg(long = "cloudwatch-log-group", value_name = "NAME")]
+    cloudwatch_log_group: Option<String>,
+    /// With `--xray-region` and `--logs otlp`: the log stream of --cloudwatch-log-group.
+    #[arg(long = "cloudwatch-log-stream", value_name = "NAME")]
+    cloudwatch_log_stream: Option<String>,
     /// Zipkin v2 endpoint, e.g. http://127.0.0.1:9411/api/v2/spans (default:
     /// OTEL_EXPORTER_ZIPKIN_ENDPOINT).
     #[arg(long = "zipkin-endpoint", value_name = "URL")]
@@ -81,6 +96,10 @@ fn env_var(k: &str) -> Option<String> {
 /// an emulator, which has no OTLP endpoint.
 const XRAY_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_XRAY";
 
+/// The variable that points CloudWatch Logs elsewhere, as for every AWS SDK; its OTLP logs
+/// endpoint is on the same host (a base URL, `/v1/logs` appended).
+const LOGS_ENDPOINT_VAR: &str = "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS";
+
 /// The retry deadline flag, parsed.
 fn retry_deadline(args: &SinkArgs) -> anyhow::Result<Option<std::time::Duration>> {
     let Some(d) = &args.retry_deadline else {
@@ -95,7 +114,11 @@ fn retry_deadline(args: &SinkArgs) -> anyhow::Result<Option<std::time::Duration>
 /// The X-Ray sink's configuration (`--xray-region`): X-Ray's endpoint or
 /// [`XRAY_ENDPOINT_VAR`], signed as `aws` says (its profile); none of the `OTEL_EXPORTER_OTLP_*`
 /// settings, which belong to the other OTLP backend (its headers must not go to AWS).
-fn xray_config(args: &SinkArgs, aws: &AwsOptions) -> anyhow::Result<Option<OtlpConfig>> {
+fn xray_config(
+    args: &SinkArgs,
+    aws: &AwsOptions,
+    logs: bool,
+) -> anyhow::Result<Option<OtlpConfig>> {
     let Some(region) = &args.xray_region else {
         return Ok(None);
     };
@@ -111,12 +134,39 @@ fn xray_config(args: &SinkArgs, aws: &AwsOptions) -> anyhow::Result<Option<OtlpC
     }
     config.allow_insecure = args.allow_insecure
         || spanline::convert::sink::otlp::config::allow_insecure_from_env(env_var)?;
+    if logs {
+        let (Some(group), Some(stream)) = (&args.cloudwatch_log_group, &args.cloudwatch_log_stream)
+        else {
+            anyhow::bail!(
+                "--logs otlp with --xray-region sends the log records to CloudWatch Logs' OTLP \
+                 endpoint, which writes into an existing log group and stream: give \
+                 --cloudwatch-log-group and --cloudwatch-log-stream"
+            );
+        };
+        let mut target = LogsTarget::cloudwatch(
+            region.trim(),
+            env_var(LOGS_ENDPOINT_VAR).as_deref(),
+            group,
+            stream,
+        )
+        .with_context(|| format!("--xray-region {:?}", Visible(region)))?;
+        target.sigv4 = target
+            .sigv4
+            .take()
+            .map(|s| s.with_profile(aws.profile.clone()));
+        config.logs = Some(target);
+    }
     config.validate()?;
     Ok(Some(config))
 }
 
 /// Builds the OTLP configuration: environment first, flags on top (flag > env > default).
-fn otlp_config(args: &SinkArgs, aws: &AwsOptions) -> anyhow::Result<Option<OtlpConfig>> {
+/// With `logs`, log records go to the logs endpoint the flags or the variables name.
+fn otlp_config(
+    args: &SinkArgs,
+    aws: &AwsOptions,
+    logs: bool,
+) -> anyhow::Result<Option<OtlpConfig>> {
     let from_env = env_var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
         || env_var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
     if args.otlp_endpoint.is_none() && !from_env {
@@ -133,6 +183,24 @@ fn otlp_config(args: &SinkArgs, aws: &AwsOptions) -> anyhow::Result<Option<OtlpC
             Protocol::Grpc => e.clone(),
             _ => format!("{}/v1/traces", e.trim_end_matches('/')),
         };
+    }
+    if logs {
+        let endpoint = match (&args.otlp_logs_endpoint, &args.otlp_endpoint) {
+            (Some(l), _) => Some(l.clone()),
+            (None, Some(e)) => Some(match config.protocol {
+                Protocol::Grpc => e.clone(),
+                _ => format!("{}/v1/logs", e.trim_end_matches('/')),
+            }),
+            (None, None) => config.logs_endpoint_from_env(env_var),
+        };
+        let endpoint = endpoint.with_context(|| {
+            format!(
+                "--logs otlp: no OTLP logs endpoint for the traces endpoint {}: give \
+                 --otlp-logs-endpoint (or OTEL_EXPORTER_OTLP_LOGS_ENDPOINT)",
+                config.endpoint_redacted()
+            )
+        })?;
+        config.logs = Some(LogsTarget::new(endpoint));
     }
     for h in &args.otlp_headers {
         let (k, v) = h
@@ -185,12 +253,21 @@ fn otlp_sink(config: OtlpConfig) -> anyhow::Result<AnySink> {
 pub fn sinks_with_aws(
     args: &SinkArgs,
     aws: &AwsOptions,
-    color: Color,
+    opts: &super::ConvertOpts,
     draw: Draw,
 ) -> anyhow::Result<Vec<AnySink>> {
+    let color = opts.color;
+    let logs = opts.logs_otlp();
     let mut out = Vec::new();
-    let otlp = otlp_config(args, aws)?;
-    let xray = xray_config(args, aws)?;
+    let otlp = otlp_config(args, aws, logs)?;
+    let xray = xray_config(args, aws, logs)?;
+    if logs && otlp.is_none() && xray.is_none() {
+        anyhow::bail!(
+            "--logs otlp sends the log lines to an OTLP logs endpoint: give --otlp-endpoint (or \
+             OTEL_EXPORTER_OTLP_ENDPOINT) or --xray-region; --logs events puts them on the spans \
+             for every output"
+        );
+    }
     if let (Some(o), Some(_)) = (&otlp, &xray) {
         if spanline::convert::sink::otlp::xray_region(&o.endpoint).is_some() {
             anyhow::bail!(
@@ -297,8 +374,16 @@ pub fn finish(report: &Report, what: &str, strict: bool) -> Exit {
         eprintln!("spanline: {}", s.line());
     }
     for s in report.sinks.iter().filter(|s| s.destination) {
+        let logs = if s.logs_accepted + s.logs_rejected > 0 {
+            format!(
+                ", {} log records accepted, {} rejected",
+                s.logs_accepted, s.logs_rejected
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "spanline: {}: {} spans accepted, {} rejected, at most {} attempts per batch",
+            "spanline: {}: {} spans accepted, {} rejected{logs}, at most {} attempts per batch",
             s.name,
             s.accepted,
             s.rejected,
@@ -308,7 +393,11 @@ pub fn finish(report: &Report, what: &str, strict: bool) -> Exit {
     if let Some(code) = failed {
         return code;
     }
-    if report.sinks.iter().any(|s| s.rejected > 0) {
+    if report
+        .sinks
+        .iter()
+        .any(|s| s.rejected > 0 || s.logs_rejected > 0)
+    {
         return Exit::Refused;
     }
     if report.inputs_failed > 0 {

@@ -398,6 +398,8 @@ pub struct Handler<S> {
     pub deadline_margin: std::time::Duration,
     /// Tail-based sampling across deliveries (`None`: every span is sent).
     pub sampling: Option<LambdaSampling>,
+    /// What becomes of the function's other log lines (`SPANLINE_LOGS`).
+    pub logs: crate::convert::Logs,
 }
 
 /// How one record of the event was read.
@@ -524,6 +526,7 @@ where
             limits: Limits::default(),
             deadline_margin: std::time::Duration::from_millis(1500),
             sampling: None,
+            logs: crate::convert::Logs::Off,
         }
     }
 
@@ -651,6 +654,7 @@ where
         let converter = crate::convert::Config {
             region: self.region.clone(),
             services: self.services.clone(),
+            logs: self.logs,
             ..crate::convert::Config::default()
         };
         let options = Options {
@@ -868,6 +872,7 @@ where
             let mut conv = crate::convert::Converter::new(crate::convert::Config {
                 region: self.region.clone(),
                 services: self.services.clone(),
+                logs: self.logs,
                 ..crate::convert::Config::default()
             });
             let mut records = records;

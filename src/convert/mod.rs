@@ -59,7 +59,7 @@ pub struct Summary {
     pub malformed: BTreeMap<&'static str, u64>,
     /// Bounds that were reached, by name: what happened at each is in the README ("Limits").
     pub limits: BTreeMap<&'static str, u64>,
-    /// The function's log lines put on spans as events (`--logs events`).
+    /// The function's log lines put on spans (`--logs events` or `otlp`).
     pub log_lines: u64,
     /// Log lines of no invocation being assembled (not put on a span).
     pub logs_unplaced: u64,
@@ -245,6 +245,9 @@ pub enum Logs {
     /// Put on the span that was active when they were written (same request id, inside the
     /// span's time; else the invocation span) as `log` events with `message` and `level`.
     Events,
+    /// Kept beside the span they were written under as [`assemble::SpanLog`]s, for an OTLP
+    /// logs sink to send as log records with the span's trace and span id.
+    Otlp,
 }
 
 /// A request id as a line names it: inline ([`RequestId`]), its text kept aside only when it
@@ -363,7 +366,7 @@ enum Item {
     },
     /// A Lambda platform line.
     Platform { event: PlatformEvent, t_ms: i64 },
-    /// One of the function's log lines ([`Logs::Events`]).
+    /// One of the function's log lines ([`Logs::Events`], [`Logs::Otlp`]).
     Log {
         line: assemble::LogLine,
         named: Option<RequestName>,
@@ -526,7 +529,7 @@ impl Parser {
         out: &mut dyn FnMut(Item),
     ) {
         counts.records += 1;
-        let logs = self.config.logs == Logs::Events;
+        let logs = self.config.logs != Logs::Off;
         if !logs && surely_foreign(rec.message) {
             counts.foreign += 1;
             return;
@@ -860,9 +863,11 @@ impl Default for Converter {
 impl Converter {
     /// A converter set up by `config`.
     pub fn new(config: Config) -> Self {
+        let mut assembler = Assembler::new(config.limits);
+        assembler.keep_logs_as_records(config.logs == Logs::Otlp);
         Converter {
             summary: Summary::default(),
-            assembler: Assembler::new(config.limits),
+            assembler,
             parser: Parser::new(&config),
             config,
             streams: Streams::default(),

@@ -260,6 +260,10 @@ pub struct SinkReport {
     pub max_attempts: u32,
     /// Sends repeated after a failure.
     pub retries: u64,
+    /// Log records it accepted (`--logs otlp`).
+    pub logs_accepted: u64,
+    /// Log records it rejected (OTLP partial success).
+    pub logs_rejected: u64,
 }
 
 /// How a run ended.
@@ -868,6 +872,8 @@ async fn deliver<C: Committer>(
                             let r = &mut out.sinks[i];
                             r.accepted += d.accepted;
                             r.rejected += d.rejected;
+                            r.logs_accepted += d.logs_accepted;
+                            r.logs_rejected += d.logs_rejected;
                             r.max_attempts = r.max_attempts.max(d.attempts);
                             r.retries += u64::from(d.attempts.saturating_sub(1));
                             if let Some(m) = &d.message {

@@ -20,7 +20,7 @@ pub mod invocation;
 pub mod span;
 
 pub use invocation::Invocation;
-pub use span::{AnyValue, Event, KeyValue, LineFacts, Link, Resource, Span, SpanData};
+pub use span::{AnyValue, Event, KeyValue, LineFacts, Link, Resource, Span, SpanData, SpanLog};
 
 use crate::span_line::{SpanId, StatusCode, TraceId};
 use invocation::{build, TraceSource};
@@ -214,7 +214,7 @@ pub struct Counters {
     pub incomplete_at_end: u64,
     /// Open spans dropped at the end of a delivery because their invocation had not ended.
     pub open_left: u64,
-    /// Log lines put on a span as an event.
+    /// Log lines put on a span (as an event, or kept beside it as a record).
     pub log_lines: u64,
     /// Log lines of no invocation being assembled (outside one, or after its REPORT): not put
     /// on a span.
@@ -234,6 +234,10 @@ pub const MAX_LOG_MESSAGE: usize = 2048;
 
 /// Most bytes of log lines held for invocations not finished yet.
 pub const MAX_LOG_BYTES: usize = 8 << 20;
+
+/// Most log lines of one invocation kept as records for an OTLP logs sink (`--logs otlp`):
+/// they do not weigh on a span's size, so the bound is the invocation's, not the span's.
+pub const MAX_LOG_RECORDS: usize = 1024;
 
 /// One of the function's own log lines (not a span line, not a platform line), held with its
 /// invocation until it can be put on the span that was active when it was written.
@@ -255,8 +259,19 @@ impl LogLine {
 
 /// Puts `logs` on the spans they were written under: each on the span of `own` whose time
 /// range holds it and that started last (the innermost), else on `fallback` (the invocation
-/// span); at most [`MAX_LOG_EVENTS`] per span. Returns (put, dropped).
-fn attach_logs(logs: Vec<LogLine>, own: &mut [Span], fallback: Option<&mut Span>) -> (u64, u64) {
+/// span): as `log` events, at most [`MAX_LOG_EVENTS`] per span, or with `as_records` as
+/// [`SpanLog`]s beside the span (at most [`MAX_LOG_RECORDS`] per span). Returns (put, dropped).
+fn attach_logs(
+    logs: Vec<LogLine>,
+    own: &mut [Span],
+    fallback: Option<&mut Span>,
+    as_records: bool,
+) -> (u64, u64) {
+    let cap = if as_records {
+        MAX_LOG_RECORDS
+    } else {
+        MAX_LOG_EVENTS
+    };
     let (mut put, mut dropped) = (0, 0);
     let mut counts = vec![0usize; own.len() + 1];
     let mut fallback = fallback;
@@ -281,11 +296,20 @@ fn attach_logs(logs: Vec<LogLine>, own: &mut [Span], fallback: Option<&mut Span>
                 }
             },
         };
-        if counts[slot] >= MAX_LOG_EVENTS {
+        if counts[slot] >= cap {
             dropped += 1;
             continue;
         }
         counts[slot] += 1;
+        if as_records {
+            span.push_log(SpanLog {
+                time_unix_nano: t_ns,
+                level: l.level.unwrap_or_default(),
+                message: l.message,
+            });
+            put += 1;
+            continue;
+        }
         let level = l.level.as_deref().unwrap_or("");
         let mut attrs: Vec<(&str, &str)> = vec![("message", &l.message)];
         if !level.is_empty() {
@@ -441,6 +465,8 @@ pub struct Assembler {
     held: usize,
     /// Bytes of log lines held ([`LogLine`]).
     log_bytes: usize,
+    /// Log lines are kept as [`SpanLog`]s (`--logs otlp`), not put on spans as events.
+    logs_as_records: bool,
     ready: Vec<Span>,
     unplaced: Vec<Invocation>,
     /// What it counted.
@@ -470,6 +496,7 @@ impl Assembler {
             due_waiting: BinaryHeap::new(),
             held: 0,
             log_bytes: 0,
+            logs_as_records: false,
             ready: Vec::new(),
             unplaced: Vec::new(),
             counters: Counters::default(),
@@ -663,6 +690,12 @@ impl Assembler {
         }
     }
 
+    /// Keeps log lines beside their spans as [`SpanLog`]s for an OTLP logs sink (`true`,
+    /// `--logs otlp`) instead of putting them on the spans as `log` events.
+    pub fn keep_logs_as_records(&mut self, on: bool) {
+        self.logs_as_records = on;
+    }
+
     /// One of the function's log lines, of the invocation `request` (`None`: outside any).
     pub fn push_log(&mut self, line: LogLine, request: Option<RequestRef<'_>>) {
         let Some(r) = request.filter(|r| !self.finished.contains(&r.key)) else {
@@ -675,8 +708,13 @@ impl Assembler {
             return;
         }
         let t = line.t_ms;
+        let per_request = if self.logs_as_records {
+            MAX_LOG_RECORDS
+        } else {
+            4 * MAX_LOG_EVENTS
+        };
         let req = self.request_entry(r, t);
-        if req.logs.len() >= 4 * MAX_LOG_EVENTS {
+        if req.logs.len() >= per_request {
             self.counters.logs_dropped += 1;
             return;
         }
@@ -799,7 +837,7 @@ impl Assembler {
         }
         if !req.inv.is_worth_a_span() && first_unfinished == own.len() {
             // An END alone says nothing worth a span.
-            let (put, dropped) = attach_logs(logs, &mut own, None);
+            let (put, dropped) = attach_logs(logs, &mut own, None, self.logs_as_records);
             self.counters.log_lines += put;
             self.counters.logs_dropped += dropped;
             self.ready.extend(own);
@@ -824,7 +862,8 @@ impl Assembler {
             own.retain(|s| !phantoms.contains(&(s.trace_id, s.span_id)));
         }
         if !logs.is_empty() {
-            let (put, dropped) = attach_logs(logs, &mut own, built.spans.last_mut());
+            let (put, dropped) =
+                attach_logs(logs, &mut own, built.spans.last_mut(), self.logs_as_records);
             self.counters.log_lines += put;
             self.counters.logs_dropped += dropped;
         }
@@ -1133,7 +1172,7 @@ mod tests {
             log(60, "WARN", "in the handler"),
             log(110, "INFO", "after"),
         ];
-        let (put, dropped) = attach_logs(logs, &mut own, Some(&mut inv));
+        let (put, dropped) = attach_logs(logs, &mut own, Some(&mut inv), false);
         assert_eq!((put, dropped), (4, 0));
         assert_eq!(log_messages(&own[1]), ["in the child"]);
         assert_eq!(log_messages(&own[0]), ["in the handler"]);
@@ -1152,9 +1191,48 @@ mod tests {
         let logs = (0..MAX_LOG_EVENTS as i64 + 5)
             .map(|i| log(i, "INFO", "x"))
             .collect();
-        let (put, dropped) = attach_logs(logs, &mut own, None);
+        let (put, dropped) = attach_logs(logs, &mut own, None, false);
         assert_eq!((put, dropped), (MAX_LOG_EVENTS as u64, 5));
         assert_eq!(log_messages(&own[0]).len(), MAX_LOG_EVENTS);
+    }
+
+    #[test]
+    fn log_records_stay_beside_the_span_and_leave_its_fields_alone() {
+        let mut own = vec![timed(2, Some(1), 10, 100), timed(3, Some(2), 20, 50)];
+        let mut inv = timed(1, None, 0, 120);
+        let before = own[1].encoded_fields().to_vec();
+        let logs = vec![
+            log(30, "ERROR", "in the child"),
+            LogLine {
+                t_ms: 110,
+                level: None,
+                message: "after".into(),
+            },
+        ];
+        let (put, dropped) = attach_logs(logs, &mut own, Some(&mut inv), true);
+        assert_eq!((put, dropped), (2, 0));
+        assert_eq!(
+            own[1].logs(),
+            [SpanLog {
+                time_unix_nano: 30_000_000,
+                level: "ERROR".into(),
+                message: "in the child".into(),
+            }]
+        );
+        assert_eq!(inv.logs()[0].message.as_ref(), "after");
+        assert_eq!(inv.logs()[0].level.as_ref(), "");
+        // No events: the span's encoded fields are what they were.
+        assert_eq!(own[1].encoded_fields(), before.as_slice());
+        assert!(own[1].heap_size() > before.len());
+        // Records are bounded per span too, at a higher bound than events.
+        let mut one = vec![timed(4, None, 0, 100)];
+        let many = (0..MAX_LOG_RECORDS as i64 + 3)
+            .map(|i| log(i % 100, "INFO", "x"))
+            .collect();
+        assert_eq!(
+            attach_logs(many, &mut one, None, true),
+            (MAX_LOG_RECORDS as u64, 3)
+        );
     }
 
     #[test]

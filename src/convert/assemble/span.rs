@@ -244,6 +244,22 @@ pub struct Span {
     body: Box<[u8]>,
     /// Where the status message starts in `body`.
     proto_len: u32,
+    /// The function's log lines written under this span, kept for an OTLP logs sink
+    /// (`--logs otlp`); empty otherwise (no allocation).
+    logs: Box<[SpanLog]>,
+}
+
+/// One of the function's log lines, kept beside the span it was written under for an OTLP logs
+/// sink (`--logs otlp`): the sink sends it as a `LogRecord` with the span's trace and span id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpanLog {
+    /// When it was written, ns since the epoch.
+    pub time_unix_nano: u64,
+    /// Its level as the runtime or the JSON log format wrote it (`ERROR`, `WARN`, …); empty
+    /// when it named none.
+    pub level: Box<str>,
+    /// The message.
+    pub message: Box<str>,
 }
 
 /// What writing a span line's body found out besides the body.
@@ -547,6 +563,7 @@ impl Span {
             input: 0,
             body: Box::from(&body[..]),
             proto_len: u32::try_from(msg_at).unwrap_or(u32::MAX),
+            logs: Box::default(),
         }
     }
 
@@ -576,6 +593,7 @@ impl Span {
             input: 0,
             body,
             proto_len,
+            logs: Box::default(),
         }
     }
 
@@ -603,6 +621,7 @@ impl Span {
             input: 0,
             body,
             proto_len,
+            logs: Box::default(),
         }
     }
 
@@ -681,6 +700,23 @@ impl Span {
     /// Heap bytes this span holds on its own (its resource is shared), for memory accounting.
     pub fn heap_size(&self) -> usize {
         self.body.len()
+            + self
+                .logs
+                .iter()
+                .map(|l| std::mem::size_of::<SpanLog>() + l.level.len() + l.message.len())
+                .sum::<usize>()
+    }
+
+    /// The function's log lines kept beside this span (`--logs otlp`).
+    pub fn logs(&self) -> &[SpanLog] {
+        &self.logs
+    }
+
+    /// Keeps one of the function's log lines beside this span (`--logs otlp`).
+    pub fn push_log(&mut self, log: SpanLog) {
+        let mut logs = std::mem::take(&mut self.logs).into_vec();
+        logs.push(log);
+        self.logs = logs.into_boxed_slice();
     }
 
     /// Every field, owned.

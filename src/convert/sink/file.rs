@@ -126,6 +126,7 @@ impl Sink for FileSink {
             rejected: 0,
             message: None,
             attempts: 1,
+            ..Default::default()
         })
     }
 

@@ -43,6 +43,10 @@ pub struct Delivery {
     pub message: Option<String>,
     /// Attempts made (1 when the first try succeeded).
     pub attempts: u32,
+    /// Log records the backend accepted (an OTLP sink with logs, `--logs otlp`).
+    pub logs_accepted: u64,
+    /// Log records the backend rejected (OTLP partial success).
+    pub logs_rejected: u64,
 }
 
 /// Why spans could not be delivered.
@@ -165,6 +169,7 @@ impl Sink for MemorySink {
             rejected: 0,
             message: None,
             attempts: 1,
+            ..Delivery::default()
         })
     }
 
@@ -191,6 +196,7 @@ impl Sink for DiscardSink {
             rejected: 0,
             message: None,
             attempts: 1,
+            ..Delivery::default()
         })
     }
 

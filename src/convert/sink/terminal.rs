@@ -353,6 +353,25 @@ fn warning_log(e: &crate::convert::assemble::Event) -> Option<(&str, &str)> {
     warn.then(|| (level, attr("message").unwrap_or("")))
 }
 
+/// The span's fields, with the log lines kept beside it (`--logs otlp`) as the `log` events
+/// `--logs events` would have put on it, so both draw the same.
+fn data_with_logs(s: &crate::convert::assemble::Span) -> Span {
+    use crate::convert::assemble::{Event, KeyValue};
+    let mut d = s.data();
+    d.events.extend(s.logs().iter().map(|l| {
+        let mut attributes = vec![KeyValue::str("message", l.message.to_string())];
+        if !l.level.is_empty() {
+            attributes.push(KeyValue::str("level", l.level.to_string()));
+        }
+        Event {
+            time_unix_nano: l.time_unix_nano,
+            name: "log".to_owned(),
+            attributes,
+        }
+    }));
+    d
+}
+
 /// What the terminal sink holds for one trace.
 #[derive(Debug)]
 struct Held {
@@ -445,7 +464,7 @@ impl TerminalSink {
                 }
             }
         }
-        let data: Vec<Span> = h.spans.iter().map(|s| s.data()).collect();
+        let data: Vec<Span> = h.spans.iter().map(data_with_logs).collect();
         let mut text = render_trace(&data, self.style);
         if h.drawn_before {
             if let Some(nl) = text.find('\n') {
@@ -522,6 +541,7 @@ impl super::Sink for TerminalSink {
             rejected: 0,
             message: None,
             attempts: 1,
+            ..Default::default()
         })
     }
 

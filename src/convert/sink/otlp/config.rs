@@ -95,6 +95,98 @@ pub struct OtlpConfig {
     /// default credential chain. Signing for the service `xray` also applies X-Ray's limits
     /// before sending ([`super::xray`]).
     pub sigv4: Option<SigV4>,
+    /// Where the function's log lines go as OTLP log records (`--logs otlp`); `None`: spans
+    /// only.
+    pub logs: Option<LogsTarget>,
+}
+
+/// The OTLP logs endpoint of an [`OtlpConfig`] (`--logs otlp`): the log records kept beside the
+/// spans ([`crate::convert::assemble::SpanLog`]) go there after the spans, with the
+/// configuration's protocol, compression, headers, timeout and retries.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LogsTarget {
+    /// For HTTP the logs URL (`…/v1/logs`), for gRPC the server's base URL.
+    pub endpoint: String,
+    /// Headers sent to the logs endpoint only, after the configuration's (CloudWatch Logs'
+    /// `x-aws-log-group` and `x-aws-log-stream`). Values are secrets like the others.
+    pub headers: Vec<(String, String)>,
+    /// How requests to the logs endpoint are signed; `None`: as [`OtlpConfig::signing`] says
+    /// for that endpoint (CloudWatch Logs' own endpoint is signed for `logs`).
+    pub sigv4: Option<SigV4>,
+    /// Most records in one request.
+    pub max_records: usize,
+    /// Most bytes of one request before compression (CloudWatch Logs: 1 MB); a larger one is
+    /// halved until it fits.
+    pub max_request_bytes: Option<usize>,
+}
+
+/// Default records per logs request (the spec's `OTEL_BLRP_MAX_EXPORT_BATCH_SIZE`).
+pub const DEFAULT_MAX_BATCH_LOGS: usize = 512;
+
+/// CloudWatch Logs' OTLP endpoint limits (AWS CloudWatch user guide, "OTLP Endpoints"):
+/// 10,000 log events and 1 MB uncompressed per request.
+pub const CLOUDWATCH_LOGS_MAX_RECORDS: usize = 10_000;
+/// See [`CLOUDWATCH_LOGS_MAX_RECORDS`].
+pub const CLOUDWATCH_LOGS_MAX_REQUEST_BYTES: usize = 1_000_000;
+
+/// The signing name of CloudWatch Logs.
+pub const LOGS_SERVICE: &str = "logs";
+
+impl LogsTarget {
+    /// Log records to `endpoint` (a full URL for HTTP, the server for gRPC).
+    pub fn new(endpoint: impl Into<String>) -> LogsTarget {
+        LogsTarget {
+            endpoint: endpoint.into(),
+            headers: Vec::new(),
+            sigv4: None,
+            max_records: DEFAULT_MAX_BATCH_LOGS,
+            max_request_bytes: None,
+        }
+    }
+
+    /// CloudWatch Logs' OTLP endpoint in `region` (`endpoint`: another base URL for it, a VPC
+    /// endpoint or a test server; `/v1/logs` is appended), writing into `group` and `stream`,
+    /// which must exist; signed for `logs`; within its limits.
+    pub fn cloudwatch(
+        region: &str,
+        endpoint: Option<&str>,
+        group: &str,
+        stream: &str,
+    ) -> Result<LogsTarget, SinkError> {
+        if !is_region(region) {
+            return Err(SinkError::Config(format!(
+                "CloudWatch Logs Region {:?}: expected a Region such as us-east-1",
+                crate::convert::printable::visible(region)
+            )));
+        }
+        let endpoint = match endpoint {
+            Some(base) => http_signal_url(base.trim(), "logs"),
+            None => cloudwatch_logs_endpoint(region),
+        };
+        validate_endpoint(&endpoint)?;
+        Ok(LogsTarget {
+            endpoint,
+            headers: vec![
+                ("x-aws-log-group".to_owned(), group.to_owned()),
+                ("x-aws-log-stream".to_owned(), stream.to_owned()),
+            ],
+            sigv4: Some(SigV4::logs(region)),
+            max_records: CLOUDWATCH_LOGS_MAX_RECORDS,
+            max_request_bytes: Some(CLOUDWATCH_LOGS_MAX_REQUEST_BYTES),
+        })
+    }
+}
+
+/// CloudWatch Logs' OTLP logs URL in `region`: `https://logs.<region>.amazonaws.com/v1/logs`
+/// (`amazonaws.com.cn` in the China Regions).
+pub fn cloudwatch_logs_endpoint(region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://logs.{region}.{suffix}/v1/logs")
 }
 
 /// The environment variable that sets `allow_insecure` (`true` or `false`).
@@ -123,6 +215,7 @@ impl Default for OtlpConfig {
             backoff: Backoff::default(),
             allow_insecure: false,
             sigv4: None,
+            logs: None,
         }
     }
 }
@@ -146,6 +239,7 @@ impl fmt::Debug for OtlpConfig {
             .field("backoff", &self.backoff)
             .field("allow_insecure", &self.allow_insecure)
             .field("sigv4", &self.sigv4)
+            .field("logs", &self.logs.as_ref().map(|l| redact_url(&l.endpoint)))
             .finish()
     }
 }
@@ -233,6 +327,12 @@ impl OtlpConfig {
 
     /// Checks the settings `from_env` cannot check for fields set by hand.
     pub fn validate(&self) -> Result<(), SinkError> {
+        if let Some(logs) = self.logs_config() {
+            logs.validate().map_err(|e| match e {
+                SinkError::Config(m) => SinkError::Config(format!("logs: {m}")),
+                other => other,
+            })?;
+        }
         validate_endpoint(&self.endpoint)?;
         if self.max_batch_spans == 0 {
             return Err(SinkError::Config(
@@ -292,11 +392,54 @@ impl OtlpConfig {
     }
 
     /// How requests are signed: [`OtlpConfig::sigv4`] when set, else X-Ray's signing when the
-    /// endpoint is X-Ray's, else not at all.
+    /// endpoint is X-Ray's (CloudWatch Logs' for its OTLP endpoint), else not at all.
     pub fn signing(&self) -> Option<SigV4> {
         self.sigv4
             .clone()
             .or_else(|| xray_region(&self.endpoint).map(SigV4::xray))
+            .or_else(|| aws_region(&self.endpoint, "logs").map(SigV4::logs))
+    }
+
+    /// The configuration of requests to the logs endpoint, when there is one: this one with
+    /// the target's endpoint, its headers added, its signing, no logs target of its own.
+    pub fn logs_config(&self) -> Option<OtlpConfig> {
+        let target = self.logs.as_ref()?;
+        let mut c = self.clone();
+        c.logs = None;
+        c.endpoint = target.endpoint.clone();
+        for (k, v) in &target.headers {
+            c.headers.retain(|(old, _)| !old.eq_ignore_ascii_case(k));
+            c.headers.push((k.clone(), v.clone()));
+        }
+        // The traces endpoint's signing (X-Ray's) is not the logs endpoint's.
+        c.sigv4 = match (&target.sigv4, &self.sigv4) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(s)) if s.service != super::sigv4::XRAY_SERVICE => Some(s.clone()),
+            _ => None,
+        };
+        c.max_batch_spans = target.max_records.max(1);
+        Some(c)
+    }
+
+    /// The logs endpoint the OTLP variables name for this configuration (`--logs otlp`):
+    /// `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` as is, else for gRPC the traces endpoint (one
+    /// server takes both), else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/logs`, else the traces
+    /// URL with `/v1/traces` replaced by `/v1/logs`; `None` when none of these applies (a
+    /// traces URL of another shape).
+    pub fn logs_endpoint_from_env(&self, get: impl Fn(&str) -> Option<String>) -> Option<String> {
+        if let Some(e) = get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").filter(|v| !v.trim().is_empty()) {
+            return Some(e.trim().to_owned());
+        }
+        if self.protocol == Protocol::Grpc {
+            return Some(self.endpoint.clone());
+        }
+        if let Some(base) = get("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()) {
+            return Some(http_signal_url(base.trim(), "logs"));
+        }
+        let mut u = reqwest::Url::parse(&self.endpoint).ok()?;
+        let path = u.path().strip_suffix("/v1/traces")?.to_owned();
+        u.set_path(&format!("{path}/v1/logs"));
+        Some(u.to_string())
     }
 
     /// A configuration that sends to X-Ray's OTLP endpoint in `region` (`endpoint`: another
@@ -351,9 +494,15 @@ pub fn xray_endpoint(region: &str) -> String {
 /// The Region of an X-Ray endpoint URL (`https://xray.<region>.amazonaws.com[.cn]/…`), `None`
 /// for any other URL.
 pub fn xray_region(endpoint: &str) -> Option<String> {
+    aws_region(endpoint, "xray")
+}
+
+/// The Region of an AWS endpoint URL of `service` (`https://<service>.<region>.amazonaws.com[.cn]/…`),
+/// `None` for any other URL.
+fn aws_region(endpoint: &str, service: &str) -> Option<String> {
     let url = reqwest::Url::parse(endpoint).ok()?;
     let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
-    let rest = host.strip_prefix("xray.")?;
+    let rest = host.strip_prefix(service)?.strip_prefix('.')?;
     let region = rest
         .strip_suffix(".amazonaws.com")
         .or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
@@ -363,14 +512,19 @@ pub fn xray_region(endpoint: &str) -> Option<String> {
 /// `base` + `v1/traces`, with exactly one `/` between them (spec: "…/v1/traces relative to the
 /// base URL"; a base with a path keeps it).
 fn http_traces_url(base: &str) -> String {
+    http_signal_url(base, "traces")
+}
+
+/// `base` + `v1/<signal>`, as [`http_traces_url`].
+fn http_signal_url(base: &str, signal: &str) -> String {
     match reqwest::Url::parse(base) {
         Ok(mut u) => {
             let path = u.path().trim_end_matches('/').to_owned();
-            u.set_path(&format!("{path}/v1/traces"));
+            u.set_path(&format!("{path}/v1/{signal}"));
             u.to_string()
         }
         // Reported by `validate_endpoint` with the original text.
-        Err(_) => format!("{}/v1/traces", base.trim_end_matches('/')),
+        Err(_) => format!("{}/v1/{signal}", base.trim_end_matches('/')),
     }
 }
 

@@ -220,7 +220,7 @@ pub fn encode_request(spans: &[Span]) -> ExportTraceServiceRequest {
 /// default values, and OTLP/JSON receivers built on strict protobuf JSON parsers (MLflow's
 /// Python `json_format`) reject unknown field names, so defaults are pruned here, except
 /// inside `AnyValue`, where the member present *is* the value (`{"intValue":"0"}`).
-pub fn to_json(req: &ExportTraceServiceRequest) -> String {
+pub fn to_json<R: serde::Serialize>(req: &R) -> String {
     match serde_json::to_value(req) {
         Ok(mut v) => {
             prune(&mut v);
@@ -237,8 +237,9 @@ fn prune(v: &mut Value) {
     match v {
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
-                if k == "value" {
-                    // `KeyValue.value` is the only field named `value` in the trace protos.
+                if k == "value" || k == "body" {
+                    // `KeyValue.value` and `LogRecord.body` are the only fields of these names
+                    // in the trace and logs protos, and both are `AnyValue`s.
                     prune_any_value(child);
                 } else {
                     prune(child);
@@ -321,7 +322,11 @@ pub fn decode_response_json(body: &[u8]) -> Result<PartialSuccess, serde_json::E
     let Some(p) = v.get("partialSuccess").filter(|p| p.is_object()) else {
         return Ok(PartialSuccess::default());
     };
-    let rejected = match p.get("rejectedSpans") {
+    // `rejectedLogRecords` in a logs response.
+    let count = p
+        .get("rejectedSpans")
+        .or_else(|| p.get("rejectedLogRecords"));
+    let rejected = match count {
         Some(Value::String(s)) => s.trim().parse::<u64>().unwrap_or(0),
         Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
         _ => 0,

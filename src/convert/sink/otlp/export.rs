@@ -6,6 +6,7 @@
 use super::config::OtlpConfig;
 use super::config::Protocol;
 use super::encode::{encode_request, PartialSuccess};
+use super::logs::{log_items, logs_request};
 use super::sigv4::XRAY_SERVICE;
 use super::xray::{self, XrayLimits, XRAY_LIMITS};
 use super::{grpc, http};
@@ -13,6 +14,7 @@ use crate::convert::assemble::Span;
 use crate::convert::printable::visible;
 use crate::convert::retry::{instant_after, Backoff};
 use crate::convert::sink::{Delivery, Sink, SinkError};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
@@ -59,19 +61,23 @@ enum Transport {
     Grpc(Box<grpc::GrpcTransport>),
 }
 
+/// One export request, of either signal.
+#[derive(Clone, Debug)]
+pub(crate) enum Request {
+    Traces(ExportTraceServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
 /// One batch, encoded once for every attempt.
 enum Payload {
     Http(Bytes),
-    Grpc(ExportTraceServiceRequest),
+    Grpc(Request),
 }
 
 impl Transport {
     /// The payload of `req`, and the size of an HTTP body before compression (`None` for
-    /// gRPC, which X-Ray does not take).
-    fn payload(
-        &self,
-        req: ExportTraceServiceRequest,
-    ) -> Result<(Payload, Option<usize>), SinkError> {
+    /// gRPC, which neither of AWS's endpoints takes).
+    fn payload(&self, req: Request) -> Result<(Payload, Option<usize>), SinkError> {
         match self {
             Transport::Http(t) => {
                 let (body, raw_len) = t.body(&req)?;
@@ -79,6 +85,15 @@ impl Transport {
             }
             Transport::Grpc(_) => Ok((Payload::Grpc(req), None)),
         }
+    }
+
+    fn new(config: &OtlpConfig) -> Result<Transport, SinkError> {
+        Ok(match config.protocol {
+            Protocol::Grpc => Transport::Grpc(Box::new(grpc::GrpcTransport::new(config)?)),
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                Transport::Http(http::HttpTransport::new(config)?)
+            }
+        })
     }
 
     async fn attempt(&self, payload: &Payload) -> Outcome {
@@ -96,6 +111,9 @@ impl Transport {
 
 /// What the batches of one `send` share. Deliberately not `Debug`: it holds the secrets.
 struct Exporter {
+    /// Log records: most in one request, most bytes in one request before compression.
+    max_records: usize,
+    max_request_bytes: Option<usize>,
     transport: Transport,
     /// The endpoint without credentials, for errors.
     endpoint: String,
@@ -111,6 +129,8 @@ struct Exporter {
 #[derive(Clone)]
 pub struct OtlpSink {
     exporter: Option<Arc<Exporter>>,
+    /// Where log records go (`--logs otlp`), when configured.
+    logs: Option<Arc<Exporter>>,
     config: Arc<OtlpConfig>,
     /// X-Ray's limits, applied before sending, when the requests are signed for X-Ray.
     xray: Option<XrayLimits>,
@@ -133,27 +153,18 @@ impl OtlpSink {
     /// this needs no runtime and no reachable endpoint.
     pub fn new(config: OtlpConfig) -> Result<OtlpSink, SinkError> {
         config.validate()?;
-        let transport = match config.protocol {
-            Protocol::Grpc => Transport::Grpc(Box::new(grpc::GrpcTransport::new(&config)?)),
-            Protocol::HttpProtobuf | Protocol::HttpJson => {
-                Transport::Http(http::HttpTransport::new(&config)?)
-            }
-        };
-        let secrets = secret_forms(&config.headers);
         let xray = config
             .signing()
             .filter(|s| s.service == XRAY_SERVICE)
             .map(|_| XRAY_LIMITS);
-        let exporter = Exporter {
-            transport,
-            endpoint: config.endpoint_redacted(),
-            secrets,
-            timeout: config.timeout,
-            retry_deadline: config.retry_deadline,
-            backoff: Backoff::new(config.backoff.base, config.backoff.cap),
+        let exporter = Exporter::new(&config, None)?;
+        let logs = match (config.logs_config(), &config.logs) {
+            (Some(c), Some(target)) => Some(Arc::new(Exporter::new(&c, Some(target))?)),
+            _ => None,
         };
         Ok(OtlpSink {
             exporter: Some(Arc::new(exporter)),
+            logs,
             config: Arc::new(config),
             xray,
             limits: Arc::default(),
@@ -195,6 +206,7 @@ impl Sink for OtlpSink {
             return Err(SinkError::Config("send after shutdown".into()));
         };
         let mut delivery = Delivery::default();
+        let original = spans;
         let max_batch = self.config.max_batch_spans.max(1);
         let prepared;
         let (spans, mut batches): (&[Span], VecDeque<Range<usize>>) = match &self.xray {
@@ -219,7 +231,9 @@ impl Sink for OtlpSink {
                     break;
                 };
                 let batch = &spans[range.clone()];
-                let (payload, raw_len) = exporter.transport.payload(encode_request(batch))?;
+                let (payload, raw_len) = exporter
+                    .transport
+                    .payload(Request::Traces(encode_request(batch)))?;
                 // The plan sized requests by their protobuf; an OTLP/JSON body is larger. One
                 // over the endpoint's limit is halved until it fits.
                 if let (Some(limits), Some(raw)) = (&self.xray, raw_len) {
@@ -270,18 +284,69 @@ impl Sink for OtlpSink {
                 }
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(delivery),
+        if let Some(e) = failure {
+            return Err(e);
         }
+        // The log records after the spans: a failure sends both again, and a backend keys the
+        // spans by id, not the records.
+        if let Some(logs) = &self.logs {
+            let (accepted, rejected, message) = send_logs(logs, original).await?;
+            delivery.logs_accepted = accepted;
+            delivery.logs_rejected = rejected;
+            if let Some(m) = message {
+                delivery.message = Some(match delivery.message.take() {
+                    Some(prev) => format!("{prev}; logs: {m}"),
+                    None => format!("logs: {m}"),
+                });
+            }
+        }
+        Ok(delivery)
     }
 
     async fn shutdown(&mut self) -> Result<(), SinkError> {
         // Nothing is buffered between sends; dropping the client closes its connections once
         // the last clone goes.
         self.exporter = None;
+        self.logs = None;
         Ok(())
     }
+}
+
+/// Sends the log records kept beside `spans` to the logs endpoint, one request at a time, at
+/// most `max_records` each and, when the endpoint has a byte limit, halved until each fits.
+/// Returns the records accepted, rejected and the backend's message.
+async fn send_logs(ex: &Exporter, spans: &[Span]) -> Result<(u64, u64, Option<String>), SinkError> {
+    let items = log_items(spans);
+    let mut batches: VecDeque<Range<usize>> = (0..items.len())
+        .step_by(ex.max_records.max(1))
+        .map(|i| i..(i + ex.max_records.max(1)).min(items.len()))
+        .collect();
+    let (mut accepted, mut rejected, mut message) = (0u64, 0u64, None::<String>);
+    while let Some(range) = batches.pop_front() {
+        let request = logs_request(&items[range.clone()]);
+        let (payload, raw_len) = ex.transport.payload(Request::Logs(request))?;
+        if let (Some(max), Some(raw)) = (ex.max_request_bytes, raw_len) {
+            if raw > max && range.len() > 1 {
+                let mid = range.start + range.len() / 2;
+                batches.push_front(mid..range.end);
+                batches.push_front(range.start..mid);
+                continue;
+            }
+        }
+        let a = export_batch(ex, payload).await?;
+        let n = range.len() as u64;
+        accepted += n.saturating_sub(a.partial.rejected);
+        rejected += a.partial.rejected;
+        if let Some(m) = a.partial.message {
+            if message.as_deref() != Some(m.as_str()) {
+                message = Some(match message.take() {
+                    Some(prev) => format!("{prev}; {m}"),
+                    None => m,
+                });
+            }
+        }
+    }
+    Ok((accepted, rejected, message))
 }
 
 /// One batch's result.
@@ -373,6 +438,22 @@ async fn export_batch(ex: &Exporter, payload: Payload) -> Result<Accepted, SinkE
 }
 
 impl Exporter {
+    fn new(
+        config: &OtlpConfig,
+        logs: Option<&super::config::LogsTarget>,
+    ) -> Result<Exporter, SinkError> {
+        Ok(Exporter {
+            transport: Transport::new(config)?,
+            endpoint: config.endpoint_redacted(),
+            secrets: secret_forms(&config.headers),
+            timeout: config.timeout,
+            retry_deadline: config.retry_deadline,
+            backoff: Backoff::new(config.backoff.base, config.backoff.cap),
+            max_records: logs.map_or(0, |l| l.max_records.max(1)),
+            max_request_bytes: logs.and_then(|l| l.max_request_bytes),
+        })
+    }
+
     /// Makes server-supplied text printable: removes header values (some servers echo request
     /// headers in error pages, in any case and percent-encoded), makes control characters
     /// visible, then truncates it to [`MAX_ERROR_BODY`]. Scrubbing comes first so a secret cut

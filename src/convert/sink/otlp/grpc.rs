@@ -1,13 +1,15 @@
-//! OTLP/gRPC transport over tonic's generated `TraceServiceClient`: one attempt in, one
-//! [`Outcome`] out. Retrying is the caller's job (`super::export_batch`).
+//! OTLP/gRPC transport over tonic's generated `TraceServiceClient` and `LogsServiceClient`:
+//! one attempt in, one [`Outcome`] out. Retrying is the caller's job (`super::export_batch`).
 
 use super::config::{Compression, OtlpConfig};
 use super::encode::{grpc_retry_delay, partial_success_of};
+use super::export::Request;
+use super::logs::partial_success_of_logs;
 use super::Outcome;
 use crate::convert::retry::{classify_grpc, Verdict};
 use crate::convert::sink::SinkError;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tonic::codec::CompressionEncoding;
@@ -21,7 +23,7 @@ pub(crate) struct GrpcTransport {
     endpoint: Endpoint,
     /// Created on first use: a tonic `Channel` spawns its worker task, so it needs the runtime
     /// `send` runs on, which `OtlpSink::new` may not have. Shared by clones.
-    client: Arc<OnceLock<TraceServiceClient<Channel>>>,
+    channel: Arc<OnceLock<Channel>>,
     metadata: MetadataMap,
     compression: Compression,
     timeout: Duration,
@@ -62,7 +64,7 @@ impl GrpcTransport {
         }
         Ok(GrpcTransport {
             endpoint,
-            client: Arc::new(OnceLock::new()),
+            channel: Arc::new(OnceLock::new()),
             metadata,
             compression: config.compression,
             timeout: config.timeout,
@@ -70,26 +72,49 @@ impl GrpcTransport {
         })
     }
 
-    fn client(&self) -> TraceServiceClient<Channel> {
-        self.client
-            .get_or_init(|| {
-                let client = TraceServiceClient::new(self.endpoint.connect_lazy())
-                    .accept_compressed(CompressionEncoding::Gzip);
-                match self.compression {
-                    Compression::Gzip => client.send_compressed(CompressionEncoding::Gzip),
-                    Compression::None => client,
-                }
-            })
+    fn channel(&self) -> Channel {
+        self.channel
+            .get_or_init(|| self.endpoint.connect_lazy())
             .clone()
     }
 
-    /// One `Export` call.
-    pub(crate) async fn attempt(&self, req: ExportTraceServiceRequest) -> Outcome {
-        let mut request = tonic::Request::new(req);
+    /// `message` with the configured metadata and the timeout.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
         *request.metadata_mut() = self.metadata.clone();
         request.set_timeout(self.timeout);
-        let status = match self.client().export(request).await {
-            Ok(resp) => return Outcome::Accepted(partial_success_of(resp.into_inner())),
+        request
+    }
+
+    /// One `Export` call of the traces or the logs service.
+    pub(crate) async fn attempt(&self, req: Request) -> Outcome {
+        let gzip = self.compression == Compression::Gzip;
+        let result = match req {
+            Request::Traces(r) => {
+                let mut client = TraceServiceClient::new(self.channel())
+                    .accept_compressed(CompressionEncoding::Gzip);
+                if gzip {
+                    client = client.send_compressed(CompressionEncoding::Gzip);
+                }
+                client
+                    .export(self.request(r))
+                    .await
+                    .map(|resp| partial_success_of(resp.into_inner()))
+            }
+            Request::Logs(r) => {
+                let mut client = LogsServiceClient::new(self.channel())
+                    .accept_compressed(CompressionEncoding::Gzip);
+                if gzip {
+                    client = client.send_compressed(CompressionEncoding::Gzip);
+                }
+                client
+                    .export(self.request(r))
+                    .await
+                    .map(|resp| partial_success_of_logs(resp.into_inner()))
+            }
+        };
+        let status = match result {
+            Ok(partial) => return Outcome::Accepted(partial),
             Err(status) => status,
         };
         let code = status.code();

@@ -4,11 +4,11 @@
 
 use super::config::{Compression, OtlpConfig, Protocol};
 use super::encode::{decode_response_json, decode_response_proto, to_json};
+use super::export::Request;
 use super::sigv4::{RequestToSign, Signer};
 use super::Outcome;
 use crate::convert::retry::{classify_http, parse_retry_after, Verdict};
 use crate::convert::sink::SinkError;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::bytes::Bytes;
 use prost::Message as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Largest response body read: OTLP responses are tiny, an error page should not be slurped.
 const MAX_RESPONSE: usize = 64 * 1024;
 
-/// Sends request bodies to one OTLP/HTTP traces URL.
+/// Sends request bodies to one OTLP/HTTP URL (traces or logs).
 #[derive(Clone)]
 pub(crate) struct HttpTransport {
     client: reqwest::Client,
@@ -97,13 +97,12 @@ impl HttpTransport {
 
     /// The request body for `req`: protobuf or JSON, gzipped when configured, and the size it
     /// had before compression. Built once per batch and reused by every attempt.
-    pub(crate) fn body(
-        &self,
-        req: &ExportTraceServiceRequest,
-    ) -> Result<(Bytes, usize), SinkError> {
-        let raw = match self.protocol {
-            Protocol::HttpJson => to_json(req).into_bytes(),
-            _ => req.encode_to_vec(),
+    pub(crate) fn body(&self, req: &Request) -> Result<(Bytes, usize), SinkError> {
+        let raw = match (self.protocol, req) {
+            (Protocol::HttpJson, Request::Traces(r)) => to_json(r).into_bytes(),
+            (Protocol::HttpJson, Request::Logs(r)) => to_json(r).into_bytes(),
+            (_, Request::Traces(r)) => r.encode_to_vec(),
+            (_, Request::Logs(r)) => r.encode_to_vec(),
         };
         let raw_len = raw.len();
         let body = Bytes::from(match self.compression {

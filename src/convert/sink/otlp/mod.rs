@@ -1,6 +1,9 @@
 //! The OTLP sink: spans → `ExportTraceServiceRequest`s → an OpenTelemetry collector or
 //! backend, over OTLP/HTTP (protobuf or JSON) or OTLP/gRPC.
 //!
+//! With a [`LogsTarget`] (`--logs otlp`) the sink also sends the function's log lines kept
+//! beside the spans as `ExportLogsServiceRequest`s ([`logs`]), after the spans of each send.
+//!
 //! Split the vector way: [`encode`] is pure (spans → request, request → JSON, response →
 //! partial success), [`xray`] is pure (X-Ray's limits: which spans go, trimmed how, in which
 //! requests), [`config`] reads the `OTEL_EXPORTER_OTLP_*` variables, [`sigv4`] signs requests
@@ -22,6 +25,8 @@ mod grpc;
 #[cfg(feature = "convert")]
 mod http;
 #[cfg(feature = "convert")]
+pub mod logs;
+#[cfg(feature = "convert")]
 pub mod sigv4;
 #[cfg(all(test, feature = "convert"))]
 mod tests;
@@ -29,7 +34,8 @@ pub mod xray;
 
 #[cfg(feature = "convert")]
 pub use config::{
-    parse_headers, xray_endpoint, xray_region, Compression, HeadersError, OtlpConfig, Protocol,
+    cloudwatch_logs_endpoint, parse_headers, xray_endpoint, xray_region, Compression, HeadersError,
+    LogsTarget, OtlpConfig, Protocol,
 };
 pub use encode::{encode_request, to_json, PartialSuccess};
 #[cfg(feature = "convert")]

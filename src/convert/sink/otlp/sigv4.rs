@@ -55,6 +55,17 @@ impl SigV4 {
         }
     }
 
+    /// Signing for CloudWatch Logs (its OTLP logs endpoint) in `region`, with the default
+    /// credential chain.
+    pub fn logs(region: impl Into<String>) -> SigV4 {
+        SigV4 {
+            region: region.into(),
+            service: super::config::LOGS_SERVICE.to_owned(),
+            profile: None,
+            credentials: None,
+        }
+    }
+
     /// With a named profile of the shared config files.
     pub fn with_profile(mut self, profile: Option<String>) -> SigV4 {
         self.profile = profile;

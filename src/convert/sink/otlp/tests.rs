@@ -256,7 +256,8 @@ async fn http_503_then_200_is_retried() {
             accepted: 3,
             rejected: 0,
             message: None,
-            attempts: 2
+            attempts: 2,
+            ..Default::default()
         }
     );
     let got = srv.received();
@@ -417,7 +418,8 @@ async fn http_protobuf_partial_success_is_reported() {
             accepted: 3,
             rejected: 2,
             message: Some("2 spans too old".into()),
-            attempts: 1
+            attempts: 1,
+            ..Default::default()
         }
     );
 }
@@ -721,7 +723,8 @@ async fn grpc_unavailable_then_ok_is_retried_and_delivered() {
             accepted: 3,
             rejected: 0,
             message: None,
-            attempts: 2
+            attempts: 2,
+            ..Default::default()
         }
     );
     let calls = calls.lock().unwrap();
@@ -996,4 +999,169 @@ async fn grpc_to_an_http1_server_is_unreachable_not_rejected() {
     assert!(matches!(e, SinkError::Exhausted { .. }), "{e:?}");
     assert!(e.is_retryable(), "{e}");
     assert_no_secret(&e);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log records (`--logs otlp`)
+
+/// `spans(n)` with `per_span` log records of `message_len` bytes on each.
+fn spans_with_logs(n: usize, per_span: usize, message_len: usize) -> Vec<Span> {
+    let mut out = spans(n);
+    for (i, s) in out.iter_mut().enumerate() {
+        for j in 0..per_span {
+            s.push_log(crate::convert::assemble::SpanLog {
+                time_unix_nano: 1_700_000_000_000_500_000 + j as u64,
+                level: "ERROR".into(),
+                message: format!("{i}-{j}-{}", "x".repeat(message_len)).into(),
+            });
+        }
+    }
+    out
+}
+
+fn logs_config(srv: &Scripted) -> OtlpConfig {
+    let mut c = config(srv.url());
+    c.logs = Some(LogsTarget::new(format!("http://{}/v1/logs", srv.addr)));
+    c
+}
+
+fn decode_logs(r: &Received) -> Vec<(Vec<u8>, Vec<u8>, i32, String)> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    ExportLogsServiceRequest::decode(r.body.as_slice())
+        .expect("a logs request")
+        .resource_logs
+        .into_iter()
+        .flat_map(|rl| rl.scope_logs)
+        .flat_map(|sl| sl.log_records)
+        .map(|lr| {
+            let body = match lr.body.and_then(|b| b.value) {
+                Some(Value::StringValue(s)) => s,
+                other => format!("{other:?}"),
+            };
+            (lr.trace_id, lr.span_id, lr.severity_number, body)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn log_records_follow_their_spans_and_partial_rejections_are_counted() {
+    let partial = Step::Reply(
+        200,
+        vec![("content-type", "application/json".into())],
+        br#"{"partialSuccess":{"rejectedLogRecords":"1","errorMessage":"1 too old"}}"#.to_vec(),
+    );
+    let srv = scripted(vec![ok(), partial]).await;
+    let mut sink = OtlpSink::new(logs_config(&srv)).unwrap();
+    let d = sink.send(&spans_with_logs(2, 1, 3)).await.unwrap();
+    assert_eq!((d.accepted, d.logs_accepted, d.logs_rejected), (2, 1, 1));
+    assert_eq!(d.message.as_deref(), Some("logs: 1 too old"));
+    let got = srv.received();
+    assert_eq!(got.len(), 2, "the spans, then the records");
+    ExportTraceServiceRequest::decode(got[0].body.as_slice()).expect("spans first");
+    let records = decode_logs(&got[1]);
+    assert_eq!(
+        records,
+        [
+            (vec![0x4b; 16], vec![1; 8], 17, "0-0-xxx".to_owned()),
+            (vec![0x4b; 16], vec![2; 8], 17, "1-0-xxx".to_owned()),
+        ]
+    );
+    // The configured headers go to the logs endpoint too.
+    assert_eq!(
+        got[1].header("authorization"),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
+    // Spans without records send no logs request.
+    let srv = scripted(vec![ok()]).await;
+    let mut sink = OtlpSink::new(logs_config(&srv)).unwrap();
+    let d = sink.send(&spans(2)).await.unwrap();
+    assert_eq!((d.accepted, d.logs_accepted), (2, 0));
+    assert_eq!(srv.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_logs_request_fails_the_send() {
+    let srv = scripted(vec![ok(), status(400, "bad logs")]).await;
+    let mut sink = OtlpSink::new(logs_config(&srv)).unwrap();
+    let e = sink.send(&spans_with_logs(1, 2, 3)).await.unwrap_err();
+    assert!(matches!(e, SinkError::Fatal { .. }), "{e}");
+    assert!(e.to_string().contains("bad logs"), "{e}");
+    assert!(e.to_string().contains("/v1/logs"), "{e}");
+    assert_no_secret(&e);
+}
+
+#[tokio::test]
+async fn logs_requests_are_cut_at_max_records_and_halved_to_fit_the_byte_limit() {
+    let srv = scripted(vec![ok()]).await;
+    let mut c = logs_config(&srv);
+    if let Some(t) = c.logs.as_mut() {
+        t.max_records = 5;
+        t.max_request_bytes = Some(700);
+    }
+    let mut sink = OtlpSink::new(c).unwrap();
+    // 12 records of ~110 bytes each: 5, 5, 2 by count; 700 bytes halve the fives.
+    let d = sink.send(&spans_with_logs(3, 4, 100)).await.unwrap();
+    assert_eq!(d.logs_accepted, 12);
+    let got = srv.received();
+    let logs: Vec<&Received> = got.iter().skip(1).collect();
+    assert!(logs.len() > 3, "{} requests", logs.len());
+    let mut bodies = Vec::new();
+    for r in &logs {
+        assert!(r.body.len() <= 700, "{} bytes", r.body.len());
+        bodies.extend(decode_logs(r).into_iter().map(|x| x.3));
+    }
+    let mut want: Vec<String> = (0..3)
+        .flat_map(|i| (0..4).map(move |j| format!("{i}-{j}-{}", "x".repeat(100))))
+        .collect();
+    want.sort();
+    bodies.sort();
+    assert_eq!(bodies, want, "every record once");
+}
+
+#[test]
+fn logs_endpoints_from_the_environment() {
+    let c = OtlpConfig {
+        endpoint: "http://collector:4318/v1/traces".into(),
+        ..OtlpConfig::default()
+    };
+    let none = |_: &str| None;
+    assert_eq!(
+        c.logs_endpoint_from_env(none).as_deref(),
+        Some("http://collector:4318/v1/logs")
+    );
+    let logs = |k: &str| (k == "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").then(|| "http://l/x".into());
+    assert_eq!(
+        c.logs_endpoint_from_env(logs).as_deref(),
+        Some("http://l/x")
+    );
+    let base = |k: &str| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://b/otlp".into());
+    assert_eq!(
+        c.logs_endpoint_from_env(base).as_deref(),
+        Some("http://b/otlp/v1/logs")
+    );
+    let odd = OtlpConfig {
+        endpoint: "http://collector:4318/traces".into(),
+        ..OtlpConfig::default()
+    };
+    assert_eq!(odd.logs_endpoint_from_env(none), None);
+    let grpc = OtlpConfig {
+        endpoint: "http://collector:4317".into(),
+        protocol: Protocol::Grpc,
+        ..OtlpConfig::default()
+    };
+    assert_eq!(
+        grpc.logs_endpoint_from_env(none).as_deref(),
+        Some("http://collector:4317")
+    );
+    // CloudWatch Logs' endpoint is signed for `logs` in its Region, with its headers.
+    let t = LogsTarget::cloudwatch("eu-west-1", None, "g", "s").unwrap();
+    assert_eq!(t.endpoint, "https://logs.eu-west-1.amazonaws.com/v1/logs");
+    assert_eq!(t.sigv4.as_ref().map(|s| s.service.as_str()), Some("logs"));
+    let mut x = OtlpConfig::xray("eu-west-1", None).unwrap();
+    x.logs = Some(t);
+    let lc = x.logs_config().unwrap();
+    assert_eq!(lc.signing().map(|s| s.service), Some("logs".to_owned()));
+    assert!(lc.headers.contains(&("x-aws-log-group".into(), "g".into())));
+    assert!(LogsTarget::cloudwatch("EU", None, "g", "s").is_err());
 }
