@@ -666,3 +666,66 @@ fn sampled_deliveries_send_every_span_of_a_kept_trace_and_nothing_of_a_dropped_o
         .chain(&third)
         .any(|(t, _)| *t == quiet_t));
 }
+
+/// `SPANLINE_LOGS`: the function's other lines of a delivered invocation go on its span as
+/// `log` events (`events`) or beside it as records for the OTLP logs endpoint (`otlp`);
+/// `off` counts them as other lines.
+#[test]
+fn invocation_log_lines_ride_on_their_span_as_events_or_records() {
+    let request = "33333333-aaaa-4bbb-8ccc-000000000003";
+    let at = 1_700_000_000_000i64;
+    let events = vec![
+        (at, format!("START RequestId: {request} Version: $LATEST")),
+        (
+            at + 2,
+            format!("[ERROR]\t2023-11-14T22:13:20.002Z\t{request}\tpayment failed"),
+        ),
+        (
+            at + 3,
+            format!("END RequestId: {request}"),
+        ),
+        (
+            at + 3,
+            format!("REPORT RequestId: {request}\tDuration: 3.00 ms\tBilled Duration: 3 ms\tMemory Size: 128 MB\tMax Memory Used: 70 MB\t"),
+        ),
+    ];
+    let p = payload_at("/aws/lambda/orders", &events);
+    let mut seen = Vec::new();
+    for logs in [
+        crate::convert::Logs::Off,
+        crate::convert::Logs::Events,
+        crate::convert::Logs::Otlp,
+    ] {
+        let sink = MemorySink::default();
+        let mut h = handler(sink.clone());
+        h.logs = logs;
+        let (_, r) = block(h.handle(subscription_event(&p), None));
+        assert_eq!(r.unwrap(), Value::Null);
+        let spans = sink.spans();
+        assert_eq!(spans.len(), 1, "{logs:?}: the invocation span");
+        let events = spans[0]
+            .data()
+            .events
+            .iter()
+            .filter(|e| e.name == "log")
+            .count();
+        let records: Vec<String> = spans[0]
+            .logs()
+            .iter()
+            .map(|l| format!("{} {}", l.level, l.message))
+            .collect();
+        seen.push((logs, events, records));
+    }
+    assert_eq!(
+        seen,
+        [
+            (crate::convert::Logs::Off, 0, vec![]),
+            (crate::convert::Logs::Events, 1, vec![]),
+            (
+                crate::convert::Logs::Otlp,
+                0,
+                vec!["ERROR payment failed".to_owned()]
+            ),
+        ]
+    );
+}
