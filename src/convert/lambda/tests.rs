@@ -680,10 +680,9 @@ fn invocation_log_lines_ride_on_their_span_as_events_or_records() {
             at + 2,
             format!("[ERROR]\t2023-11-14T22:13:20.002Z\t{request}\tpayment failed"),
         ),
-        (
-            at + 3,
-            format!("END RequestId: {request}"),
-        ),
+        // A root span (op9) over at+2..at+3 ms: the invocation's trace, and the line's span.
+        (at + 3, traced_line(5, 9, None, at + 3, false)),
+        (at + 3, format!("END RequestId: {request}")),
         (
             at + 3,
             format!("REPORT RequestId: {request}\tDuration: 3.00 ms\tBilled Duration: 3 ms\tMemory Size: 128 MB\tMax Memory Used: 70 MB\t"),
@@ -702,14 +701,13 @@ fn invocation_log_lines_ride_on_their_span_as_events_or_records() {
         let (_, r) = block(h.handle(subscription_event(&p), None));
         assert_eq!(r.unwrap(), Value::Null);
         let spans = sink.spans();
-        assert_eq!(spans.len(), 1, "{logs:?}: the invocation span");
-        let events = spans[0]
-            .data()
-            .events
+        assert_eq!(spans.len(), 2, "{logs:?}: the span and the invocation's");
+        let op = spans
             .iter()
-            .filter(|e| e.name == "log")
-            .count();
-        let records: Vec<String> = spans[0]
+            .find(|s| s.name() == "op9")
+            .expect("the function's span");
+        let events = op.data().events.iter().filter(|e| e.name == "log").count();
+        let records: Vec<String> = op
             .logs()
             .iter()
             .map(|l| format!("{} {}", l.level, l.message))
