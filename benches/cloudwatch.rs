@@ -327,10 +327,7 @@ async fn read_row(
         client,
         Budget::per_second(5.0),
         progress,
-        vec![GroupRange {
-            group: group.to_owned(),
-            query,
-        }],
+        vec![GroupRange::new(group, query)],
         1,
     );
     let report = pipeline::run(

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, modules per area (ripgrep's layout).
 
+mod accounts;
 mod article;
 mod cloudwatch;
 mod conformance;

@@ -8,8 +8,7 @@ use spanline::convert::aws::AwsOptions;
 use spanline::convert::pipeline::{self, Mode, NoCommit};
 use spanline::convert::source::cloudwatch::budget::Budget;
 use spanline::convert::source::cloudwatch::filter::{
-    resolve_groups, FilterSource, GroupRange, GroupSelection, Progress, Query,
-    DEFAULT_FILTER_PATTERN,
+    resolve_groups, FilterSource, GroupSelection, Progress, Query, DEFAULT_FILTER_PATTERN,
 };
 use spanline::convert::source::cloudwatch::tail::{Poll, PollSource};
 use spanline::convert::time::{now_ms, parse_duration_ms, parse_time};
@@ -27,9 +26,10 @@ pub struct AwsArgs {
     #[arg(long)]
     pub profile: Option<String>,
     /// AWS Region (default: AWS_REGION, the profile's region); also recorded as
-    /// `cloud.region` on invocation spans.
-    #[arg(long, env = "AWS_REGION")]
-    pub region: Option<String>,
+    /// `cloud.region` on invocation spans. `read` and `forward` take it more than once: each
+    /// Region is read (with each --role-arn).
+    #[arg(long, env = "AWS_REGION", value_name = "REGION")]
+    pub region: Vec<String>,
     /// Endpoint URL for every AWS call, e.g. a local emulator (default: AWS_ENDPOINT_URL and
     /// the service-specific AWS_ENDPOINT_URL_* variables).
     #[arg(long = "endpoint-url", value_name = "URL")]
@@ -37,13 +37,28 @@ pub struct AwsArgs {
 }
 
 impl AwsArgs {
-    /// The options the library takes.
+    /// The options the library takes (the first Region).
     pub fn options(&self) -> AwsOptions {
         AwsOptions {
             profile: self.profile.clone(),
-            region: self.region.clone(),
+            region: self.first_region(),
             endpoint_url: self.endpoint_url.clone(),
         }
+    }
+
+    /// The first --region, if any.
+    pub fn first_region(&self) -> Option<String> {
+        self.region.first().map(|r| r.trim().to_owned())
+    }
+
+    /// Refuses more than one --region for a command that reads one Region (`what`).
+    pub fn one_region(&self, what: &str) -> anyhow::Result<()> {
+        if self.region.len() > 1 {
+            anyhow::bail!(
+                "{what} reads one Region: give --region once (read and forward take several)"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -135,6 +150,8 @@ pub struct ReadArgs {
     #[command(flatten)]
     aws: AwsArgs,
     #[command(flatten)]
+    scopes: super::scopes::ScopeArgs,
+    #[command(flatten)]
     sinks: SinkArgs,
 }
 
@@ -191,7 +208,7 @@ struct Ticker(Option<tokio::task::JoinHandle<()>>);
 
 impl Ticker {
     fn start(
-        progress: Arc<Progress>,
+        progress: Vec<Arc<Progress>>,
         groups: usize,
         done: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Self {
@@ -200,12 +217,13 @@ impl Ticker {
         }
         Ticker(Some(tokio::spawn(async move {
             loop {
+                let sum = |f: fn(&Progress) -> u64| progress.iter().map(|p| f(p)).sum::<u64>();
                 eprint!(
                     "\rspanline: {}/{groups} log groups, {} events, {} requests, {} throttled ",
                     done.load(Ordering::Relaxed),
-                    progress.events.load(Ordering::Relaxed),
-                    progress.requests.load(Ordering::Relaxed),
-                    progress.throttled.load(Ordering::Relaxed),
+                    sum(|p| p.events.load(Ordering::Relaxed)),
+                    sum(|p| p.requests.load(Ordering::Relaxed)),
+                    sum(|p| p.throttled.load(Ordering::Relaxed)),
                 );
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
@@ -233,8 +251,7 @@ pub(super) async fn aws_setup(
 ) {
     let sdk = aws.options().load().await;
     let region = aws
-        .region
-        .clone()
+        .first_region()
         .or_else(|| sdk.region().map(|r| r.to_string()));
     let client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
     (sdk, region, client)
@@ -252,28 +269,24 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<Exit> {
         filter_pattern: args.groups.pattern(args.opts.logs_on()),
     };
     let sinks = output::sinks_with_aws(&args.sinks, &args.aws.options(), &args.opts, Draw::AtEnd)?;
-    let (_, region, client) = aws_setup(&args.aws).await;
+    let scopes = super::scopes::scopes(&args.aws, &args.scopes, args.groups.max_tps).await?;
+    let region = super::scopes::single_region(&scopes);
     let options = args.opts.options(region, Mode::Batch)?;
-    let budget = Budget::per_second(args.groups.max_tps);
-    let progress = Arc::new(Progress::default());
-    let groups = resolve_groups(&client, &budget, &progress, &sel).await?;
-    if groups.is_empty() {
+    let ranges = super::scopes::ranges(&scopes, &sel, &query).await?;
+    if ranges.is_empty() {
         anyhow::bail!("no log group matches the selection");
     }
-    let total = groups.len();
+    let total = ranges.len();
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let ticker = Ticker::start(progress.clone(), total, done);
-    let ranges = groups
-        .into_iter()
-        .map(|group| GroupRange {
-            group,
-            query: query.clone(),
-        })
-        .collect();
+    let progress: Vec<Arc<Progress>> = scopes.iter().map(|s| s.reader.progress.clone()).collect();
+    let ticker = Ticker::start(progress, total, done);
+    // Every range carries its scope's reader; the source's own is the first scope's.
+    let first = &scopes[0].reader;
+    let per_scope = super::scopes::groups_per_scope(&scopes, &ranges);
     let source = FilterSource::start(
-        client,
-        budget,
-        progress.clone(),
+        first.client.clone(),
+        first.budget.clone(),
+        first.progress.clone(),
         ranges,
         args.groups.parallel,
     );
@@ -287,11 +300,12 @@ pub async fn read(args: ReadArgs) -> anyhow::Result<Exit> {
     )
     .await;
     drop(ticker);
+    let (requests, throttled, empty) = super::scopes::total(&scopes);
+    for line in super::scopes::summary(&scopes, &per_scope) {
+        eprintln!("spanline: {line}");
+    }
     let what = format!(
-        "{total} log groups, {} requests ({} throttled, {} empty pages)",
-        progress.requests.load(Ordering::Relaxed),
-        progress.throttled.load(Ordering::Relaxed),
-        progress.empty_pages.load(Ordering::Relaxed)
+        "{total} log groups, {requests} requests ({throttled} throttled, {empty} empty pages)"
     );
     Ok(output::finish(&report, &what, args.opts.strict))
 }
@@ -306,6 +320,7 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
         &args.opts,
         Draw::Following,
     )?;
+    args.aws.one_region("tail")?;
     let (sdk, region, client) = aws_setup(&args.aws).await;
     let mut options = args.opts.options(region, Mode::Follow)?;
     options.give_up_after = give_up;
@@ -447,6 +462,7 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<Exit> {
     };
     let limits = args.opts.limits()?;
     let sinks = output::sinks_with_aws(&args.sinks, &args.aws.options(), &args.opts, Draw::AtEnd)?;
+    args.aws.one_region("export")?;
     let (_, region, client) = aws_setup(&args.aws).await;
     let options = args.opts.options(region, Mode::Batch)?;
     let s3_client = args.aws.options().s3_client().await;

@@ -19,17 +19,14 @@
 //! 4 backend unreachable or failing (retry later); 5 backend refused spans; 6 another run holds
 //! the checkpoint's lock.
 
-use super::cloudwatch::{aws_setup, duration_arg, time_arg, GroupArgs};
+use super::cloudwatch::{duration_arg, time_arg, GroupArgs};
 use super::output::{self, Draw, SinkArgs};
 use super::{AwsArgs, ConvertOpts, Exit};
 use spanline::convert::checkpoint::{
     Checkpoint, CheckpointError, Forwarding, Location, NoSave, ReadPlan, Store,
 };
 use spanline::convert::pipeline::{self, Mode, Outcome, Report};
-use spanline::convert::source::cloudwatch::budget::Budget;
-use spanline::convert::source::cloudwatch::filter::{
-    resolve_groups, FilterSource, GroupRange, LateCheck, Progress, Query,
-};
+use spanline::convert::source::cloudwatch::filter::{FilterSource, GroupRange, LateCheck, Query};
 use spanline::convert::time::now_ms;
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -80,6 +77,8 @@ pub struct ForwardArgs {
     #[command(flatten)]
     aws: AwsArgs,
     #[command(flatten)]
+    scopes: super::scopes::ScopeArgs,
+    #[command(flatten)]
     sinks: SinkArgs,
 }
 
@@ -88,7 +87,7 @@ struct RunFacts<'a> {
     groups: &'a [GroupRange],
     plans: &'a [ReadPlan],
     failed_groups: u64,
-    progress: &'a Progress,
+    scopes: &'a [super::scopes::Scoped],
     cp: &'a Checkpoint,
     forwarded: &'a BTreeMap<String, u64>,
     dry_run: bool,
@@ -105,7 +104,7 @@ fn stats_line(
         groups,
         plans,
         failed_groups,
-        progress,
+        scopes,
         cp,
         forwarded,
         dry_run,
@@ -113,7 +112,7 @@ fn stats_line(
     let now = now_ms();
     let lag = groups
         .iter()
-        .filter_map(|g| cp.groups.get(&g.group))
+        .filter_map(|g| cp.groups.get(g.key()))
         .map(|st| now - st.cursor_ms)
         .max();
     let per_group: BTreeMap<&str, serde_json::Value> = groups
@@ -121,14 +120,14 @@ fn stats_line(
         .zip(plans)
         .map(|(g, plan)| {
             (
-                g.group.as_str(),
+                g.key(),
                 serde_json::json!({
                     "read_from_ms": g.query.start_ms,
                     "read_to_ms": g.query.end_ms,
                     "swept": plan.sweep,
                     "head_ms": plan.head_ms,
-                    "spans_forwarded": forwarded.get(&g.group).copied().unwrap_or(0),
-                    "next_cursor_ms": cp.groups.get(&g.group).map(|st| st.cursor_ms),
+                    "spans_forwarded": forwarded.get(g.key()).copied().unwrap_or(0),
+                    "next_cursor_ms": cp.groups.get(g.key()).map(|st| st.cursor_ms),
                 }),
             )
         })
@@ -145,6 +144,22 @@ fn stats_line(
     } else {
         0
     };
+    // Requests per account and Region, when several are read (each has its own budget).
+    let scopes_json: Option<BTreeMap<String, serde_json::Value>> = (scopes.len() > 1).then(|| {
+        scopes
+            .iter()
+            .map(|s| {
+                let p = &s.reader.progress;
+                (
+                    s.scope.label(),
+                    serde_json::json!({
+                        "requests": p.requests.load(Ordering::Relaxed),
+                        "throttled": p.throttled.load(Ordering::Relaxed),
+                    }),
+                )
+            })
+            .collect()
+    });
     let sampling = report.sampling.as_ref().map(|c| {
         let kept: std::collections::BTreeMap<&str, u64> =
             c.kept_traces.iter().map(|(r, n)| (r.name(), *n)).collect();
@@ -174,8 +189,9 @@ fn stats_line(
             "malformed": report.summary.malformed,
         },
         "limits": report.summary.limits,
-        "requests": progress.requests.load(Ordering::Relaxed),
-        "throttled": progress.throttled.load(Ordering::Relaxed),
+        "requests": super::scopes::total(scopes).0,
+        "throttled": super::scopes::total(scopes).1,
+        "scopes": scopes_json,
         "send_retries": report.sinks.iter().map(|s| s.retries).sum::<u64>(),
         "lag_ms": lag,
         "sampling": sampling,
@@ -225,7 +241,8 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
         Err(e) => return Err(e.into()),
     };
     let cp = store.load(&aws).await?;
-    let (_, region, client) = aws_setup(&args.aws).await;
+    let scopes = super::scopes::scopes(&args.aws, &args.scopes, args.groups.max_tps).await?;
+    let region = super::scopes::single_region(&scopes);
     let mut options = args.opts.options(region, Mode::Resumable)?;
     options.give_up_after = give_up;
     options.batch_spans = args.batch_spans.max(1);
@@ -233,43 +250,38 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
     if sampling {
         options.kept_traces = cp.kept_trace_ids();
     }
-    let budget = Budget::per_second(args.groups.max_tps);
-    let progress = Arc::new(Progress::default());
-    let names = resolve_groups(&client, &budget, &progress, &sel).await?;
-    if names.is_empty() {
+    let query = Query {
+        log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
+        start_ms: None,
+        end_ms: Some(now),
+        filter_pattern: args.groups.pattern(args.opts.logs_on()),
+    };
+    let mut ranges = super::scopes::ranges(&scopes, &sel, &query).await?;
+    if ranges.is_empty() {
         anyhow::bail!("no log group matches the selection");
     }
-    // A group without state is read whole from --start-time: a sweep.
-    let plans: Vec<ReadPlan> = names
+    // A group without state is read whole from --start-time: a sweep. Groups are keyed in the
+    // checkpoint by name, or by account/region/name when several accounts or Regions are read.
+    let plans: Vec<ReadPlan> = ranges
         .iter()
-        .map(|group| {
+        .map(|r| {
             cp.groups
-                .get(group)
+                .get(r.key())
                 .map_or(ReadPlan::first(first_start), |s| {
                     s.plan(now, lateness, sweep_every)
                 })
         })
         .collect();
-    let ranges: Vec<GroupRange> = names
-        .into_iter()
-        .zip(&plans)
-        .map(|(group, plan)| GroupRange {
-            group,
-            query: Query {
-                log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
-                start_ms: Some(plan.from_ms),
-                end_ms: Some(now),
-                filter_pattern: args.groups.pattern(args.opts.logs_on()),
-            },
-        })
-        .collect();
+    for (r, plan) in ranges.iter_mut().zip(&plans) {
+        r.query.start_ms = Some(plan.from_ms);
+    }
     let sweeps: Vec<String> = ranges
         .iter()
         .zip(&plans)
         .filter(|(_, p)| p.sweep)
-        .map(|(r, _)| r.group.clone())
+        .map(|(r, _)| r.key().to_owned())
         .collect();
-    // Groups one after another, inside one request budget.
+    // Groups one after another, inside one request budget per account and Region.
     // Events that come close to the lateness, or past it, are said before they are lost.
     // Those ingested before the cursor were measured by the previous run (but for the ones
     // under an invocation held back, measured twice); a sweep measures what came in since the
@@ -278,13 +290,13 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
         .iter()
         .zip(&plans)
         .map(|(r, plan)| {
-            let ingested_after_ms =
-                cp.groups
-                    .get(&r.group)
-                    .map_or(i64::MIN, |s| match s.swept_ms {
-                        Some(swept) if plan.sweep => swept.min(s.cursor_ms),
-                        _ => s.cursor_ms,
-                    });
+            let ingested_after_ms = cp
+                .groups
+                .get(r.key())
+                .map_or(i64::MIN, |s| match s.swept_ms {
+                    Some(swept) if plan.sweep => swept.min(s.cursor_ms),
+                    _ => s.cursor_ms,
+                });
             let check = LateCheck {
                 window_ms: lateness,
                 flag: "--lateness",
@@ -293,7 +305,15 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
             (r.clone(), Some(check))
         })
         .collect();
-    let source = FilterSource::start_watching(client, budget, progress.clone(), watched, 1);
+    let per_scope = super::scopes::groups_per_scope(&scopes, &ranges);
+    let first = &scopes[0].reader;
+    let source = FilterSource::start_watching(
+        first.client.clone(),
+        first.budget.clone(),
+        first.progress.clone(),
+        watched,
+        1,
+    );
     let failed_groups = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let observer = {
         let failed_groups = Arc::clone(&failed_groups);
@@ -306,12 +326,14 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
         }) as pipeline::Observer
     };
     let what = format!("{} log groups", ranges.len());
+    let keys: Vec<String> = ranges.iter().map(|r| r.key().to_owned()).collect();
     // A dry run records nothing: its store keeps nothing (and holds no lock), so the run
     // shows what would be forwarded.
     let (report, cp, forwarded, store) = if args.dry_run {
         let committer = Forwarding::new(NoSave, cp, now, lateness)
             .sweeping(sweeps)
-            .sampling(sampling);
+            .sampling(sampling)
+            .input_keys(keys);
         let (report, c) = pipeline::run_committing(
             source,
             sinks,
@@ -325,12 +347,16 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
     } else {
         let committer = Forwarding::new(store, cp, now, lateness)
             .sweeping(sweeps)
-            .sampling(sampling);
+            .sampling(sampling)
+            .input_keys(keys);
         let (report, c) =
             pipeline::run_committing(source, sinks, committer, options, None, Some(observer)).await;
         let (cp, forwarded) = (c.checkpoint().clone(), c.forwarded.clone());
         (report, cp, forwarded, Some(c.into_store()))
     };
+    for line in super::scopes::summary(&scopes, &per_scope) {
+        eprintln!("spanline: {line}");
+    }
     let code = output::finish(&report, &what, args.opts.strict);
     let code = if failed_groups.load(Ordering::Relaxed) > 0 && code == Exit::Ok {
         Exit::Error
@@ -347,7 +373,7 @@ pub async fn forward(args: ForwardArgs) -> anyhow::Result<Exit> {
         groups: &ranges,
         plans: &plans,
         failed_groups: failed_groups.load(Ordering::Relaxed),
-        progress: &progress,
+        scopes: &scopes,
         cp: &cp,
         forwarded: &forwarded,
         dry_run: args.dry_run,

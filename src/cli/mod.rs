@@ -6,6 +6,7 @@ mod forward;
 #[cfg(feature = "lambda")]
 mod lambda;
 mod output;
+mod scopes;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -434,7 +435,8 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<Exit> {
         .partition(|p| p.to_str().is_some_and(|s| s.starts_with("s3://")));
     let limits = opts.limits()?;
     let sinks = output::sinks_with_aws(&sink_args, &aws.options(), &opts, Draw::AtEnd)?;
-    let options = opts.options(aws.region.clone(), pipeline::Mode::Batch)?;
+    aws.one_region("convert")?;
+    let options = opts.options(aws.first_region(), pipeline::Mode::Batch)?;
     let progress = progress_bar(&local);
     let bar = progress.clone();
     let on_bytes: spanline::convert::source::local::OnBytes =

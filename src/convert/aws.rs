@@ -34,7 +34,78 @@ pub fn config_loader() -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest()).http_client(https_client())
 }
 
+/// A role assumed to read another account (`--role-arn`), with aws-config's
+/// `AssumeRoleProvider` (STS AssumeRole, refreshed before expiry) over the base credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Role {
+    /// `arn:aws:iam::<account>:role/<name>`.
+    pub arn: String,
+    /// The external id the role's trust policy requires, if any.
+    pub external_id: Option<String>,
+    /// The session name (CloudTrail shows it).
+    pub session_name: String,
+}
+
+impl Role {
+    /// The account the role belongs to (the ARN's fifth field), if the ARN has one.
+    pub fn account(&self) -> Option<&str> {
+        self.arn.split(':').nth(4).filter(|a| !a.is_empty())
+    }
+}
+
+/// Where reads go: one account (the base credentials, or a role assumed with them) in one
+/// Region (`None`: the configured one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// The role, when not the base credentials.
+    pub role: Option<Role>,
+    /// The Region, when not the configured one.
+    pub region: Option<String>,
+}
+
+impl Scope {
+    /// `account/region`, for keys and summaries: the role's account, else `default`; the
+    /// Region, else `default`.
+    pub fn label(&self) -> String {
+        let account = self
+            .role
+            .as_ref()
+            .and_then(Role::account)
+            .unwrap_or("default");
+        format!("{account}/{}", self.region.as_deref().unwrap_or("default"))
+    }
+}
+
 impl AwsOptions {
+    /// The configuration of `scope`: this one in the scope's Region, with the scope's role
+    /// assumed over the base credentials (STS in that Region, at the same endpoint).
+    pub async fn load_scope(&self, scope: &Scope) -> aws_config::SdkConfig {
+        let base = AwsOptions {
+            region: scope.region.clone().or_else(|| self.region.clone()),
+            ..self.clone()
+        }
+        .load()
+        .await;
+        let Some(role) = &scope.role else {
+            return base;
+        };
+        let mut builder = aws_config::sts::AssumeRoleProvider::builder(role.arn.clone())
+            .session_name(role.session_name.clone())
+            .configure(&base);
+        if let Some(id) = &role.external_id {
+            builder = builder.external_id(id.clone());
+        }
+        if let Some(r) = base.region() {
+            builder = builder.region(r.clone());
+        }
+        let provider = builder.build().await;
+        base.into_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build()
+    }
+
     /// Loads the shared configuration (reads files and the environment; may call IMDS/SSO).
     pub async fn load(&self) -> aws_config::SdkConfig {
         let mut loader = config_loader().retry_config(aws_config::retry::RetryConfig::disabled());

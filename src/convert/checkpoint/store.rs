@@ -524,6 +524,9 @@ pub struct Forwarding<S> {
     lateness_ms: i64,
     sweeps: HashSet<String>,
     sampling: bool,
+    /// The group key of each input (input `i`: the `i`-th range read), when they are named by
+    /// more than the span's log group (several accounts or Regions).
+    input_keys: Vec<String>,
     /// Spans accepted in this run, by log group.
     pub forwarded: BTreeMap<String, u64>,
 }
@@ -556,6 +559,7 @@ impl<S: SaveCheckpoint> Forwarding<S> {
             lateness_ms,
             sweeps: HashSet::new(),
             sampling: false,
+            input_keys: Vec::new(),
             forwarded: BTreeMap::new(),
         }
     }
@@ -571,6 +575,14 @@ impl<S: SaveCheckpoint> Forwarding<S> {
     /// read is committed whole, its `swept_ms` becomes this run's `read_to_ms`.
     pub fn sweeping(mut self, groups: impl IntoIterator<Item = String>) -> Self {
         self.sweeps.extend(groups);
+        self
+    }
+
+    /// The key each input's spans are recorded under (input `i` is `keys[i]`): the range's
+    /// key when groups of several accounts or Regions are read (`account/region/group`);
+    /// without it (or for an input past the list), the span's log group.
+    pub fn input_keys(mut self, keys: Vec<String>) -> Self {
+        self.input_keys = keys;
         self
     }
 
@@ -597,7 +609,10 @@ impl<S: SaveCheckpoint> crate::convert::pipeline::Committer for Forwarding<S> {
         spans: &[crate::convert::assemble::Span],
     ) -> Result<(), CheckpointError> {
         for s in spans {
-            let group = s.log_group().unwrap_or("");
+            let group = match self.input_keys.get(s.input as usize) {
+                Some(k) => k.as_str(),
+                None => s.log_group().unwrap_or(""),
+            };
             self.cp
                 .groups
                 .entry(group.to_owned())

@@ -204,9 +204,15 @@ impl<'a> Pages<'a> {
         while !self.done {
             let (client, group, query, token) = (self.client, self.group, self.query, &self.token);
             let page = with_retries(budget, progress, group, "FilterLogEvents", || {
-                client
-                    .filter_log_events()
-                    .log_group_name(group)
+                let request = client.filter_log_events();
+                // A group given by ARN (another account's, as cross-account observability
+                // shares them) is named by `logGroupIdentifier`, which takes ARNs.
+                let request = if group.starts_with("arn:") {
+                    request.log_group_identifier(group)
+                } else {
+                    request.log_group_name(group)
+                };
+                request
                     .set_log_stream_name_prefix(query.log_stream_name_prefix.clone())
                     .set_start_time(query.start_ms)
                     .set_end_time(query.end_ms)
@@ -301,10 +307,46 @@ pub fn page_batches<'a>(
 /// One group's range, as [`FilterSource`] reads it.
 #[derive(Debug, Clone)]
 pub struct GroupRange {
-    /// The log group.
+    /// The log group: a name, or an ARN (read with `logGroupIdentifier`; its records carry the
+    /// name).
     pub group: String,
     /// What to read.
     pub query: Query,
+    /// Who reads it when not the source's own client: another account or Region, with a
+    /// request budget and counters of its own.
+    pub reader: Option<Reader>,
+    /// The name its end is marked under ([`Position::Group`], `forward`'s checkpoint key);
+    /// `None`: the group.
+    pub key: Option<String>,
+}
+
+impl GroupRange {
+    /// `group` over `query`, read by the source's client, marked under its own name.
+    pub fn new(group: impl Into<String>, query: Query) -> GroupRange {
+        GroupRange {
+            group: group.into(),
+            query,
+            reader: None,
+            key: None,
+        }
+    }
+
+    /// The name its end is marked under.
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.group)
+    }
+}
+
+/// A client of one account and Region, with that account and Region's request budget
+/// (FilterLogEvents' quota is per account and Region) and its own counters.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    /// The client.
+    pub client: aws_sdk_cloudwatchlogs::Client,
+    /// Its budget.
+    pub budget: Budget,
+    /// Its counters.
+    pub progress: Arc<Progress>,
 }
 
 /// Log groups over time ranges (FilterLogEvents), `parallel` groups at a time inside one
@@ -369,19 +411,20 @@ impl FilterSource {
         let permits = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
         let mut tasks = Vec::new();
         for (i, (range, check)) in ranges.into_iter().enumerate() {
-            let (client, budget, progress, tx, permits) = (
-                client.clone(),
-                budget.clone(),
-                progress.clone(),
-                tx.clone(),
-                permits.clone(),
-            );
+            let (client, budget, progress) = match &range.reader {
+                Some(r) => (r.client.clone(), r.budget.clone(), r.progress.clone()),
+                None => (client.clone(), budget.clone(), progress.clone()),
+            };
+            let (tx, permits) = (tx.clone(), permits.clone());
             let input = u32::try_from(i).unwrap_or(u32::MAX);
             tasks.push(tokio::spawn(async move {
                 let Ok(_permit) = permits.acquire_owned().await else {
                     return;
                 };
-                let GroupRange { group, query } = range;
+                let key = range.key().to_owned();
+                let GroupRange { group, query, .. } = range;
+                // Records carry the group's name, whichever way it was named.
+                let name = super::live::group_name_of(&group).to_owned();
                 let mut watch = check.as_ref().map(|c| LateWatch::new(c.window_ms, c.flag));
                 // One page in memory at a time: it goes downstream before the next is asked for.
                 let mut pages = Pages::new(&client, &group, &query);
@@ -395,7 +438,7 @@ impl FilterSource {
                                     }
                                 }
                             }
-                            for b in page_batches(&group, &p, input) {
+                            for b in page_batches(&name, &p, input) {
                                 if tx.send(SourceEvent::Records(b)).await.is_err() {
                                     return;
                                 }
@@ -407,7 +450,7 @@ impl FilterSource {
                 };
                 let ev = match r {
                     Ok(_) => SourceEvent::Mark(Position::Group {
-                        group: Arc::from(group.as_str()),
+                        group: Arc::from(key.as_str()),
                         through_ms: query.end_ms.unwrap_or_else(crate::convert::time::now_ms),
                         lag_p99_ms: watch.as_ref().and_then(|w| w.quantile(990)),
                     }),
