@@ -200,10 +200,13 @@ fn a_group_in_none_of_the_accounts_and_regions_is_an_error() {
     let r = run(
         &dir,
         &[
-            "tail",
-            "--poll",
+            "export",
             "--log-group-name",
             &missing,
+            "--start-time",
+            "1h",
+            "--destination",
+            "s3://nowhere/x",
             "--region",
             "us-east-1",
             "--region",
@@ -211,7 +214,7 @@ fn a_group_in_none_of_the_accounts_and_regions_is_an_error() {
         ],
     );
     assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
-    assert!(r.stderr.contains("tail reads one Region"), "{}", r.stderr);
+    assert!(r.stderr.contains("export reads one Region"), "{}", r.stderr);
 }
 
 /// `forward` keys each group by account and Region in its checkpoint: the same group name in
@@ -340,4 +343,75 @@ fn a_log_group_arn_is_read_by_identifier_and_its_spans_carry_the_name() {
         text.contains(&format!("\"stringValue\":\"{name}\"")),
         "the spans carry the group's name: {text}"
     );
+}
+
+/// `tail --poll` follows each account's groups with a source and a budget of its own, merged
+/// into one run: every span of both accounts once, a line per account.
+#[test]
+fn tail_poll_follows_two_accounts_at_once() {
+    use crate::support::{poll, spawn_spanline, wait_spanline};
+    use std::time::Duration;
+    let moto = service("SPANLINE_TEST_MOTO");
+    let group = format!("/aws/lambda/acct-tail-{}", fresh_id::<4>());
+    let mut want: Vec<String> = Vec::new();
+    for acct in [OWN, OTHER] {
+        want.extend(group_with_spans(
+            &client_of(&moto, acct, "us-east-1"),
+            &group,
+        ));
+    }
+    let dir = scratch("accounts-tail");
+    let out = dir.join("spans.jsonl");
+    let out_arg = out.to_string_lossy().into_owned();
+    let (own, other) = (role(OWN), role(OTHER));
+    let args = [
+        "tail",
+        "--poll",
+        "--interval",
+        "300ms",
+        "--start-time",
+        "10m",
+        "--log-group-name",
+        &group,
+        "--role-arn",
+        &own,
+        "--role-arn",
+        &other,
+        "--region",
+        "us-east-1",
+        "--output",
+        &out_arg,
+    ];
+    let env = aws_env(&moto);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let child = spawn_spanline(&dir, &args, &env);
+    poll(Duration::from_secs(60), || {
+        (file_span_ids(&out).len() >= want.len()).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{:?} of {want:?}\n{}",
+            file_span_ids(&out),
+            std::fs::read_to_string(dir.join("spanline.stderr")).unwrap_or_default()
+        )
+    });
+    // SAFETY: signalling our own child by its id.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let r = wait_spanline(&dir, child, Duration::from_secs(30));
+    assert!(r.status.success(), "{}\n{}", r.status, r.stderr);
+    let ids = file_span_ids(&out);
+    let mut got: Vec<&String> = ids.keys().collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want.iter().collect::<Vec<_>>(), "{}", r.stderr);
+    assert!(ids.values().all(|n| *n == 1), "{ids:?}");
+    for acct in [OWN, OTHER] {
+        let prefix = format!("spanline: {acct}/us-east-1: 1 log groups, ");
+        assert!(
+            r.stderr.lines().any(|l| l.starts_with(&prefix)),
+            "{prefix}\n{}",
+            r.stderr
+        );
+    }
 }

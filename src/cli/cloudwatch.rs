@@ -8,9 +8,10 @@ use spanline::convert::aws::AwsOptions;
 use spanline::convert::pipeline::{self, Mode, NoCommit};
 use spanline::convert::source::cloudwatch::budget::Budget;
 use spanline::convert::source::cloudwatch::filter::{
-    resolve_groups, FilterSource, GroupSelection, Progress, Query, DEFAULT_FILTER_PATTERN,
+    FilterSource, GroupSelection, Progress, Query, DEFAULT_FILTER_PATTERN,
 };
 use spanline::convert::source::cloudwatch::tail::{Poll, PollSource};
+use spanline::convert::source::merge::Merge;
 use spanline::convert::time::{now_ms, parse_duration_ms, parse_time};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -26,8 +27,8 @@ pub struct AwsArgs {
     #[arg(long)]
     pub profile: Option<String>,
     /// AWS Region (default: AWS_REGION, the profile's region); also recorded as
-    /// `cloud.region` on invocation spans. `read` and `forward` take it more than once: each
-    /// Region is read (with each --role-arn).
+    /// `cloud.region` on invocation spans. `read`, `tail` and `forward` take it more than
+    /// once: each Region is read (with each --role-arn).
     #[arg(long, env = "AWS_REGION", value_name = "REGION")]
     pub region: Vec<String>,
     /// Endpoint URL for every AWS call, e.g. a local emulator (default: AWS_ENDPOINT_URL and
@@ -55,7 +56,7 @@ impl AwsArgs {
     pub fn one_region(&self, what: &str) -> anyhow::Result<()> {
         if self.region.len() > 1 {
             anyhow::bail!(
-                "{what} reads one Region: give --region once (read and forward take several)"
+                "{what} reads one Region: give --region once (read, tail and forward take several)"
             );
         }
         Ok(())
@@ -186,6 +187,8 @@ pub struct TailArgs {
     opts: ConvertOpts,
     #[command(flatten)]
     aws: AwsArgs,
+    #[command(flatten)]
+    scopes: super::scopes::ScopeArgs,
     #[command(flatten)]
     sinks: SinkArgs,
 }
@@ -320,40 +323,52 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
         &args.opts,
         Draw::Following,
     )?;
-    args.aws.one_region("tail")?;
-    let (sdk, region, client) = aws_setup(&args.aws).await;
+    let scopes = super::scopes::scopes(&args.aws, &args.scopes, args.groups.max_tps).await?;
+    let region = super::scopes::single_region(&scopes);
     let mut options = args.opts.options(region, Mode::Follow)?;
     options.give_up_after = give_up;
     // Batches as they come: a person is watching.
     options.batch_spans = 1000;
-    let budget = Budget::per_second(args.groups.max_tps);
-    let progress = Arc::new(Progress::default());
-    let names = resolve_groups(&client, &budget, &progress, &sel).await?;
-    if names.is_empty() {
+    let query = Query {
+        log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
+        start_ms: None,
+        end_ms: None,
+        filter_pattern: args.groups.pattern(args.opts.logs_on()),
+    };
+    let ranges = super::scopes::ranges(&scopes, &sel, &query).await?;
+    if ranges.is_empty() {
         anyhow::bail!("no log group matches the selection");
     }
-    let what = format!("{} log groups", names.len());
+    let what = format!("{} log groups", ranges.len());
+    let per_scope = super::scopes::groups_per_scope(&scopes, &ranges);
+    // Each account and Region is followed by a source of its own, with its own budget.
+    let by_scope: Vec<(&super::scopes::Scoped, Vec<String>)> = scopes
+        .iter()
+        .zip(super::scopes::groups_by_scope(&scopes, &ranges))
+        .filter(|(_, groups)| !groups.is_empty())
+        .collect();
     let report = if args.poll {
         let interval = duration_arg("interval", &args.interval)?;
         let overlap = duration_arg("overlap", &args.overlap)?;
         let overlap_ms = i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX);
         let now = now_ms();
         let start = time_arg("start-time", &args.start_time, now)?.unwrap_or(now - overlap_ms);
-        let poll = Poll {
-            groups: names,
-            query: Query {
-                log_stream_name_prefix: args.groups.log_stream_name_prefix.clone(),
-                start_ms: None,
-                end_ms: None,
-                filter_pattern: args.groups.pattern(args.opts.logs_on()),
-            },
-            start_ms: start,
-            overlap_ms,
-            interval,
-        };
-        let source = PollSource::start(client, budget, progress.clone(), poll);
+        let sources = by_scope
+            .into_iter()
+            .map(|(s, groups)| {
+                let poll = Poll {
+                    groups,
+                    query: query.clone(),
+                    start_ms: start,
+                    overlap_ms,
+                    interval,
+                };
+                let r = &s.reader;
+                PollSource::start(r.client.clone(), r.budget.clone(), r.progress.clone(), poll)
+            })
+            .collect();
         let report = pipeline::run(
-            source,
+            Merge::new(sources),
             sinks,
             NoCommit,
             options,
@@ -362,11 +377,17 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
         )
         .await;
         // What the schedule costs: each event is returned by a few reads, once delivered.
-        let returned = progress.events.load(Ordering::Relaxed);
+        let returned: u64 = scopes
+            .iter()
+            .map(|s| s.reader.progress.events.load(Ordering::Relaxed))
+            .sum();
         let per_record = returned as f64 / report.summary.records.max(1) as f64;
+        for line in super::scopes::summary(&scopes, &per_scope) {
+            eprintln!("spanline: {line}");
+        }
         let what = format!(
             "{what}, {} requests, {returned} events returned ({per_record:.2} per record)",
-            progress.requests.load(Ordering::Relaxed)
+            super::scopes::total(&scopes).0
         );
         return Ok(output::finish(&report, &what, args.opts.strict));
     } else {
@@ -375,29 +396,32 @@ pub async fn tail(args: TailArgs) -> anyhow::Result<Exit> {
         };
         let dedup_window = duration_arg("dedup-window", &args.dedup_window)?;
         let prefix = args.groups.log_stream_name_prefix.clone();
-        if prefix.is_some() && names.len() > 1 {
+        if prefix.is_some() && ranges.len() > 1 {
             anyhow::bail!(
                 "--log-stream-name-prefix: Live Tail takes a stream prefix for a single log group only ({} selected); use --poll",
-                names.len()
+                ranges.len()
             );
         }
-        let groups = resolve_arns(&client, &budget, &progress, &names).await?;
-        let filter_pattern =
-            Some(args.groups.pattern(args.opts.logs_on())).filter(|p| !p.trim().is_empty());
-        let connector = SdkConnector::new(
-            live_tail_client(&sdk),
-            LiveQuery {
-                log_stream_name_prefix: prefix,
-                filter_pattern,
-            },
-        );
+        let filter_pattern = Some(query.filter_pattern.clone()).filter(|p| !p.trim().is_empty());
         let policy = Policy {
             dedup_window,
             ..Policy::default()
         };
-        let source = LiveSource::start(connector, groups, policy);
+        let mut sources = Vec::new();
+        for (s, names) in by_scope {
+            let r = &s.reader;
+            let groups = resolve_arns(&r.client, &r.budget, &r.progress, &names).await?;
+            let connector = SdkConnector::new(
+                live_tail_client(&s.sdk),
+                LiveQuery {
+                    log_stream_name_prefix: prefix.clone(),
+                    filter_pattern: filter_pattern.clone(),
+                },
+            );
+            sources.push(LiveSource::start(connector, groups, policy.clone()));
+        }
         pipeline::run(
-            source,
+            Merge::new(sources),
             sinks,
             NoCommit,
             options,

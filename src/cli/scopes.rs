@@ -1,4 +1,4 @@
-//! Many accounts and Regions for `read` and `forward`: `--role-arn` (repeatable, assumed with
+//! Many accounts and Regions for `read`, `tail` and `forward`: `--role-arn` (repeatable, assumed with
 //! aws-config's `AssumeRoleProvider`), `--region` (repeatable) and log group ARNs. Each account
 //! and Region is a [`Scope`] with a client, a FilterLogEvents budget and counters of its own (the
 //! quota is per account and Region); the selected groups are found in every scope and read as
@@ -44,6 +44,8 @@ pub struct Scoped {
     pub scope: Scope,
     /// Its client, budget and counters.
     pub reader: Reader,
+    /// Its configuration (Live Tail builds a client of its own from it).
+    pub sdk: aws_config::SdkConfig,
 }
 
 /// The scopes the flags name: every role (or the base credentials) in every Region (or the
@@ -99,6 +101,7 @@ pub async fn scopes(aws: &AwsArgs, args: &ScopeArgs, max_tps: f64) -> anyhow::Re
                     budget: Budget::per_second(max_tps),
                     progress: Arc::new(Progress::default()),
                 },
+                sdk,
             });
         }
     }
@@ -204,6 +207,24 @@ pub fn single_region(scopes: &[Scoped]) -> Option<String> {
     } else {
         None
     }
+}
+
+/// The groups of `ranges` each scope reads, by scope.
+pub fn groups_by_scope(scopes: &[Scoped], ranges: &[GroupRange]) -> Vec<Vec<String>> {
+    scopes
+        .iter()
+        .map(|s| {
+            ranges
+                .iter()
+                .filter(|r| {
+                    r.reader
+                        .as_ref()
+                        .is_some_and(|x| Arc::ptr_eq(&x.progress, &s.reader.progress))
+                })
+                .map(|r| r.group.clone())
+                .collect()
+        })
+        .collect()
 }
 
 /// How many of `ranges` each scope reads.

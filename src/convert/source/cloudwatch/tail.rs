@@ -464,7 +464,11 @@ impl PollSource {
                                         return;
                                     }
                                 }
-                                for b in page_batches(group, &taken.fresh, input) {
+                                for b in page_batches(
+                                    super::live::group_name_of(group),
+                                    &taken.fresh,
+                                    input,
+                                ) {
                                     if tx.send(SourceEvent::Records(b)).await.is_err() {
                                         return;
                                     }
