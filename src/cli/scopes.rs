@@ -79,7 +79,7 @@ pub async fn scopes(aws: &AwsArgs, args: &ScopeArgs, max_tps: f64) -> anyhow::Re
             .collect()
     };
     let options = aws.options();
-    let mut out = Vec::new();
+    let mut out: Vec<Scoped> = Vec::new();
     for role in &roles {
         for region in &regions {
             let scope = Scope {
@@ -94,11 +94,16 @@ pub async fn scopes(aws: &AwsArgs, args: &ScopeArgs, max_tps: f64) -> anyhow::Re
                     .or_else(|| sdk.region().map(|r| r.to_string())),
                 ..scope
             };
+            // The quota is the account's in a Region: two roles into one account share it.
+            let budget = out
+                .iter()
+                .find(|s| s.scope.label() == scope.label())
+                .map_or_else(|| Budget::per_second(max_tps), |s| s.reader.budget.clone());
             out.push(Scoped {
                 scope,
                 reader: Reader {
                     client: aws_sdk_cloudwatchlogs::Client::new(&sdk),
-                    budget: Budget::per_second(max_tps),
+                    budget,
                     progress: Arc::new(Progress::default()),
                 },
                 sdk,
@@ -298,5 +303,56 @@ mod tests {
         };
         assert_eq!(s.label(), "222222222222/eu-west-1");
         assert_eq!(Scope::default().label(), "default/default");
+    }
+
+    /// FilterLogEvents' quota is the account's in a Region: two roles into one account share a
+    /// budget there, other accounts and Regions have their own.
+    #[tokio::test]
+    async fn a_budget_per_account_and_region() {
+        let aws = AwsArgs {
+            region: vec!["us-east-1".into(), "eu-west-1".into()],
+            ..AwsArgs::default()
+        };
+        let args = ScopeArgs {
+            role_arn: vec![
+                "arn:aws:iam::111111111111:role/a".into(),
+                "arn:aws:iam::111111111111:role/b".into(),
+                "arn:aws:iam::222222222222:role/a".into(),
+            ],
+            external_id: None,
+            role_session_name: "spanline".into(),
+        };
+        let s = scopes(&aws, &args, 5.0).await.expect("scopes");
+        let labels: Vec<String> = s.iter().map(|x| x.scope.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "111111111111/us-east-1",
+                "111111111111/eu-west-1",
+                "111111111111/us-east-1",
+                "111111111111/eu-west-1",
+                "222222222222/us-east-1",
+                "222222222222/eu-west-1",
+            ]
+        );
+        let shared = |i: usize, j: usize| s[i].reader.budget.shares(&s[j].reader.budget);
+        assert!(shared(0, 2) && shared(1, 3), "two roles, one account");
+        assert!(
+            !shared(0, 1) && !shared(0, 4) && !shared(1, 5),
+            "Regions and accounts apart"
+        );
+        assert!(
+            scopes(
+                &aws,
+                &ScopeArgs {
+                    role_arn: vec!["reader".into()],
+                    ..args.clone()
+                },
+                5.0
+            )
+            .await
+            .is_err(),
+            "a role that is not an ARN"
+        );
     }
 }

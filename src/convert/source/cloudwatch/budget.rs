@@ -55,6 +55,11 @@ impl TokenBucket {
 pub struct Budget(Arc<tokio::sync::Mutex<TokenBucket>>);
 
 impl Budget {
+    /// Whether `other` is this budget (a clone of it), not merely one of the same rate.
+    pub fn shares(&self, other: &Budget) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// `rate` requests per second, evenly: no burst beyond one request, so that no second
     /// holds more than `rate` of them (plus the one at its very edge). A saved-up burst let a
     /// single second hold twice the rate (the poll bench measured 10 in one second at 5 per
