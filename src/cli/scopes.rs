@@ -234,18 +234,9 @@ pub fn groups_by_scope(scopes: &[Scoped], ranges: &[GroupRange]) -> Vec<Vec<Stri
 
 /// How many of `ranges` each scope reads.
 pub fn groups_per_scope(scopes: &[Scoped], ranges: &[GroupRange]) -> Vec<usize> {
-    scopes
+    groups_by_scope(scopes, ranges)
         .iter()
-        .map(|s| {
-            ranges
-                .iter()
-                .filter(|r| {
-                    r.reader
-                        .as_ref()
-                        .is_some_and(|x| Arc::ptr_eq(&x.progress, &s.reader.progress))
-                })
-                .count()
-        })
+        .map(Vec::len)
         .collect()
 }
 
