@@ -39,8 +39,13 @@ pub enum Position {
     /// committer the time is lowered to the earliest line of that group the converter still
     /// holds back (an invocation whose REPORT has not come).
     Group {
-        /// The log group.
+        /// The log group, by the name its records carry (what the converter holds back is
+        /// found by it).
         group: Arc<str>,
+        /// The name the position is recorded under when it is not `group` (`forward`'s
+        /// checkpoint key: `account/region/group` when several accounts or Regions are read,
+        /// the ARN of a group named by ARN).
+        key: Option<Arc<str>>,
         /// Read (and, once committed, delivered) through this event time, ms.
         through_ms: i64,
         /// The 99th percentile of the ingestion lag of the events the read found new, when
@@ -680,6 +685,7 @@ async fn convert(
                 let pos = match pos {
                     Position::Group {
                         group,
+                        key,
                         through_ms,
                         lag_p99_ms,
                     } => {
@@ -690,6 +696,7 @@ async fn convert(
                         Position::Group {
                             through_ms: held.map_or(through_ms, |h| h.min(through_ms)),
                             group,
+                            key,
                             lag_p99_ms,
                         }
                     }
@@ -703,6 +710,7 @@ async fn convert(
                     (
                         Position::Group {
                             group,
+                            key,
                             through_ms,
                             lag_p99_ms,
                         },
@@ -713,6 +721,7 @@ async fn convert(
                             .oldest_held_ms(&group)
                             .map_or(through_ms, |h| h.min(through_ms)),
                         group,
+                        key,
                         lag_p99_ms,
                     },
                     (pos, _) => pos,

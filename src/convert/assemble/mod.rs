@@ -274,6 +274,11 @@ fn attach_logs(
     };
     let (mut put, mut dropped) = (0, 0);
     let mut counts = vec![0usize; own.len() + 1];
+    // Records are gathered per span and set once each (a span's list is a boxed slice).
+    let mut records: Vec<Vec<SpanLog>> = Vec::new();
+    if as_records {
+        records.resize_with(own.len() + 1, Vec::new);
+    }
     let mut fallback = fallback;
     for l in logs {
         let t_ns = u64::try_from(l.t_ms).unwrap_or(0).saturating_mul(1_000_000);
@@ -301,13 +306,13 @@ fn attach_logs(
             continue;
         }
         counts[slot] += 1;
+        put += 1;
         if as_records {
-            span.push_log(SpanLog {
+            records[slot].push(SpanLog {
                 time_unix_nano: t_ns,
                 level: l.level.unwrap_or_default(),
                 message: l.message,
             });
-            put += 1;
             continue;
         }
         let level = l.level.as_deref().unwrap_or("");
@@ -316,7 +321,19 @@ fn attach_logs(
             attrs.push(("level", level));
         }
         span.push_event(t_ns, "log", &attrs);
-        put += 1;
+    }
+    for (slot, recs) in records.into_iter().enumerate() {
+        if recs.is_empty() {
+            continue;
+        }
+        match own.get_mut(slot) {
+            Some(s) => s.extend_logs(recs),
+            None => {
+                if let Some(f) = fallback.as_deref_mut() {
+                    f.extend_logs(recs);
+                }
+            }
+        }
     }
     (put, dropped)
 }

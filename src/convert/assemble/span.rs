@@ -712,11 +712,12 @@ impl Span {
         &self.logs
     }
 
-    /// Keeps one of the function's log lines beside this span (`--logs otlp`).
-    pub fn push_log(&mut self, log: SpanLog) {
-        let mut logs = std::mem::take(&mut self.logs).into_vec();
-        logs.push(log);
-        self.logs = logs.into_boxed_slice();
+    /// Keeps the function's log lines `logs` beside this span, after those it has
+    /// (`--logs otlp`).
+    pub fn extend_logs(&mut self, logs: impl IntoIterator<Item = SpanLog>) {
+        let mut all = std::mem::take(&mut self.logs).into_vec();
+        all.extend(logs);
+        self.logs = all.into_boxed_slice();
     }
 
     /// Every field, owned.

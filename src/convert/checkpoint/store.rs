@@ -638,12 +638,14 @@ impl<S: SaveCheckpoint> crate::convert::pipeline::Committer for Forwarding<S> {
     ) -> Result<(), CheckpointError> {
         let crate::convert::pipeline::Position::Group {
             group,
+            key,
             through_ms,
             lag_p99_ms,
         } = position
         else {
             return Ok(());
         };
+        let group = key.as_ref().unwrap_or(group);
         let st = self.cp.groups.entry(group.to_string()).or_default();
         // The whole range was read and everything in it accepted or held back (held lines
         // keep the cursor, so the head reads them again).
@@ -732,6 +734,7 @@ mod forwarding_tests {
         }
         out.push(SourceEvent::Mark(Position::Group {
             group: GROUP.into(),
+            key: None,
             through_ms: to,
             lag_p99_ms: None,
         }));
@@ -837,6 +840,57 @@ mod forwarding_tests {
         assert!(ok);
         assert_eq!(cp.groups[GROUP].swept_ms, Some(to + 1));
         assert!(cp.groups[GROUP].accepted().is_disjoint(&first));
+    }
+
+    /// Several accounts or Regions: the position is recorded under its key, and an invocation
+    /// whose REPORT has not come still holds it back (found by the group's name, which the
+    /// records carry), as in a run of one account.
+    #[test]
+    fn a_keyed_group_keeps_its_cursor_before_an_unfinished_invocation() {
+        const KEY: &str = "222222222222/eu-west-1//aws/lambda/fwd";
+        let mut log = log(2, 0);
+        // The second invocation's REPORT has not come.
+        let report = log.pop().expect("REPORT");
+        assert!(report.1.starts_with("REPORT"));
+        let start = log[4].0;
+        assert!(log[4].1.starts_with("START"));
+        let to = report.0 + 1000;
+        let mut events = events(&log, i64::MIN, to);
+        if let Some(SourceEvent::Mark(Position::Group { key, .. })) = events.last_mut() {
+            *key = Some(KEY.into());
+        }
+        let store = MemoryStore::default();
+        let committer = Forwarding::new(store.clone(), Checkpoint::default(), to, LATENESS)
+            .input_keys(vec![KEY.to_owned()]);
+        let options = Options {
+            mode: Mode::Resumable,
+            batch_spans: BATCH,
+            ..Options::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let report = rt.block_on(pipeline::run(
+            MemorySource::new(events),
+            vec![AnySink::Memory(MemorySink::new())],
+            committer,
+            options,
+            None,
+            None,
+        ));
+        assert!(matches!(report.outcome, Outcome::Completed));
+        let saved = store.saved.lock().unwrap().clone();
+        let cp = saved.last().expect("a checkpoint");
+        assert_eq!(cp.groups.keys().collect::<Vec<_>>(), [KEY], "{cp:?}");
+        let g = &cp.groups[KEY];
+        assert!(
+            g.cursor_ms <= start,
+            "the cursor passed the unfinished invocation: {} > {start}",
+            g.cursor_ms
+        );
+        // The first invocation's spans are filed under the key too.
+        assert!(!g.accepted().is_empty());
     }
 
     /// A span line of no invocation at event time `t_s` (seconds past a base), ending then.

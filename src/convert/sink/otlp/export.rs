@@ -111,9 +111,6 @@ impl Transport {
 
 /// What the batches of one `send` share. Deliberately not `Debug`: it holds the secrets.
 struct Exporter {
-    /// Log records: most in one request, most bytes in one request before compression.
-    max_records: usize,
-    max_request_bytes: Option<usize>,
     transport: Transport,
     /// The endpoint without credentials, for errors.
     endpoint: String,
@@ -130,7 +127,7 @@ struct Exporter {
 pub struct OtlpSink {
     exporter: Option<Arc<Exporter>>,
     /// Where log records go (`--logs otlp`), when configured.
-    logs: Option<Arc<Exporter>>,
+    logs: Option<Arc<LogsExporter>>,
     config: Arc<OtlpConfig>,
     /// X-Ray's limits, applied before sending, when the requests are signed for X-Ray.
     xray: Option<XrayLimits>,
@@ -157,9 +154,13 @@ impl OtlpSink {
             .signing()
             .filter(|s| s.service == XRAY_SERVICE)
             .map(|_| XRAY_LIMITS);
-        let exporter = Exporter::new(&config, None)?;
+        let exporter = Exporter::new(&config)?;
         let logs = match (config.logs_config(), &config.logs) {
-            (Some(c), Some(target)) => Some(Arc::new(Exporter::new(&c, Some(target))?)),
+            (Some(c), Some(target)) => Some(Arc::new(LogsExporter {
+                exporter: Exporter::new(&c)?,
+                max_records: target.max_records.max(1),
+                max_request_bytes: target.max_request_bytes,
+            })),
             _ => None,
         };
         Ok(OtlpSink {
@@ -215,13 +216,7 @@ impl Sink for OtlpSink {
                 self.count(&prepared.counts);
                 (&prepared.spans, prepared.batches.iter().cloned().collect())
             }
-            None => (
-                spans,
-                (0..spans.len())
-                    .step_by(max_batch)
-                    .map(|i| i..(i + max_batch).min(spans.len()))
-                    .collect(),
-            ),
+            None => (spans, chunks(spans.len(), max_batch)),
         };
         let mut in_flight: JoinSet<(u64, Result<Accepted, SinkError>)> = JoinSet::new();
         let mut failure: Option<SinkError> = None;
@@ -236,13 +231,9 @@ impl Sink for OtlpSink {
                     .payload(Request::Traces(encode_request(batch)))?;
                 // The plan sized requests by their protobuf; an OTLP/JSON body is larger. One
                 // over the endpoint's limit is halved until it fits.
-                if let (Some(limits), Some(raw)) = (&self.xray, raw_len) {
-                    if raw > limits.max_request_bytes && range.len() > 1 {
-                        let mid = range.start + range.len() / 2;
-                        batches.push_front(mid..range.end);
-                        batches.push_front(range.start..mid);
-                        continue;
-                    }
+                let limit = self.xray.as_ref().map(|l| l.max_request_bytes);
+                if halve_if_over(limit, raw_len, &range, &mut batches) {
+                    continue;
                 }
                 let exporter = Arc::clone(&exporter);
                 let n = batch.len() as u64;
@@ -312,26 +303,57 @@ impl Sink for OtlpSink {
     }
 }
 
+/// Where log records go: an exporter, and how much one request may hold.
+struct LogsExporter {
+    exporter: Exporter,
+    /// Most records in one request.
+    max_records: usize,
+    /// Most bytes of one request before compression, when the endpoint has a limit.
+    max_request_bytes: Option<usize>,
+}
+
+/// `0..n` in consecutive ranges of at most `max` (at least 1).
+fn chunks(n: usize, max: usize) -> VecDeque<Range<usize>> {
+    let max = max.max(1);
+    (0..n).step_by(max).map(|i| i..(i + max).min(n)).collect()
+}
+
+/// When a request for `range` is over `limit` bytes (`raw`: its size before compression) and
+/// can be split, puts its two halves at the front of `batches` and says so.
+fn halve_if_over(
+    limit: Option<usize>,
+    raw: Option<usize>,
+    range: &Range<usize>,
+    batches: &mut VecDeque<Range<usize>>,
+) -> bool {
+    let (Some(limit), Some(raw)) = (limit, raw) else {
+        return false;
+    };
+    if raw <= limit || range.len() < 2 {
+        return false;
+    }
+    let mid = range.start + range.len() / 2;
+    batches.push_front(mid..range.end);
+    batches.push_front(range.start..mid);
+    true
+}
+
 /// Sends the log records kept beside `spans` to the logs endpoint, one request at a time, at
 /// most `max_records` each and, when the endpoint has a byte limit, halved until each fits.
 /// Returns the records accepted, rejected and the backend's message.
-async fn send_logs(ex: &Exporter, spans: &[Span]) -> Result<(u64, u64, Option<String>), SinkError> {
+async fn send_logs(
+    logs: &LogsExporter,
+    spans: &[Span],
+) -> Result<(u64, u64, Option<String>), SinkError> {
+    let ex = &logs.exporter;
     let items = log_items(spans);
-    let mut batches: VecDeque<Range<usize>> = (0..items.len())
-        .step_by(ex.max_records.max(1))
-        .map(|i| i..(i + ex.max_records.max(1)).min(items.len()))
-        .collect();
+    let mut batches = chunks(items.len(), logs.max_records);
     let (mut accepted, mut rejected, mut message) = (0u64, 0u64, None::<String>);
     while let Some(range) = batches.pop_front() {
         let request = logs_request(&items[range.clone()]);
         let (payload, raw_len) = ex.transport.payload(Request::Logs(request))?;
-        if let (Some(max), Some(raw)) = (ex.max_request_bytes, raw_len) {
-            if raw > max && range.len() > 1 {
-                let mid = range.start + range.len() / 2;
-                batches.push_front(mid..range.end);
-                batches.push_front(range.start..mid);
-                continue;
-            }
+        if halve_if_over(logs.max_request_bytes, raw_len, &range, &mut batches) {
+            continue;
         }
         let a = export_batch(ex, payload).await?;
         let n = range.len() as u64;
@@ -438,10 +460,7 @@ async fn export_batch(ex: &Exporter, payload: Payload) -> Result<Accepted, SinkE
 }
 
 impl Exporter {
-    fn new(
-        config: &OtlpConfig,
-        logs: Option<&super::config::LogsTarget>,
-    ) -> Result<Exporter, SinkError> {
+    fn new(config: &OtlpConfig) -> Result<Exporter, SinkError> {
         Ok(Exporter {
             transport: Transport::new(config)?,
             endpoint: config.endpoint_redacted(),
@@ -449,8 +468,6 @@ impl Exporter {
             timeout: config.timeout,
             retry_deadline: config.retry_deadline,
             backoff: Backoff::new(config.backoff.base, config.backoff.cap),
-            max_records: logs.map_or(0, |l| l.max_records.max(1)),
-            max_request_bytes: logs.and_then(|l| l.max_request_bytes),
         })
     }
 

@@ -31,11 +31,6 @@ pub fn severity(level: &str) -> SeverityNumber {
     }
 }
 
-/// Log records kept beside `spans`.
-pub fn log_count(spans: &[Span]) -> usize {
-    spans.iter().map(|s| s.logs().len()).sum()
-}
-
 fn str_kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.to_owned(),
@@ -123,19 +118,6 @@ pub fn logs_request(items: &[(&Span, &SpanLog)]) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest { resource_logs }
 }
 
-/// The requests for the log records kept beside `spans`, each with at most `max_records`
-/// records (at least 1), and how many each holds ([`logs_request`] of each chunk). Empty when
-/// no span has records.
-pub fn encode_logs_requests(
-    spans: &[Span],
-    max_records: usize,
-) -> Vec<(ExportLogsServiceRequest, usize)> {
-    log_items(spans)
-        .chunks(max_records.max(1))
-        .map(|c| (logs_request(c), c.len()))
-        .collect()
-}
-
 /// The partial success of an OTLP logs response.
 pub fn partial_success_of_logs(
     resp: opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse,
@@ -178,14 +160,24 @@ mod tests {
             dropped: (0, 0, 0),
         };
         let mut s = Span::from_data(&d);
-        for (i, (level, message)) in logs.iter().enumerate() {
-            s.push_log(SpanLog {
-                time_unix_nano: 1_000 + i as u64,
-                level: (*level).into(),
-                message: (*message).into(),
-            });
-        }
+        s.extend_logs(
+            logs.iter()
+                .enumerate()
+                .map(|(i, (level, message))| SpanLog {
+                    time_unix_nano: 1_000 + i as u64,
+                    level: (*level).into(),
+                    message: (*message).into(),
+                }),
+        );
         s
+    }
+
+    /// The requests the sink makes of `spans`, at most `max` records each, and their sizes.
+    fn encode_logs_requests(spans: &[Span], max: usize) -> Vec<(ExportLogsServiceRequest, usize)> {
+        log_items(spans)
+            .chunks(max)
+            .map(|c| (logs_request(c), c.len()))
+            .collect()
     }
 
     #[test]
@@ -284,6 +276,6 @@ mod tests {
             .collect();
         assert_eq!(bodies, ["1", "2", "3", "4", "5"]);
         assert!(encode_logs_requests(&[span(9, "g", &[])], 10).is_empty());
-        assert_eq!(log_count(&[span(9, "g", &[("", "x")])]), 1);
+        assert_eq!(log_items(&[span(9, "g", &[("", "x")])]).len(), 1);
     }
 }

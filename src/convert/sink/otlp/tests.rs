@@ -1008,13 +1008,11 @@ async fn grpc_to_an_http1_server_is_unreachable_not_rejected() {
 fn spans_with_logs(n: usize, per_span: usize, message_len: usize) -> Vec<Span> {
     let mut out = spans(n);
     for (i, s) in out.iter_mut().enumerate() {
-        for j in 0..per_span {
-            s.push_log(crate::convert::assemble::SpanLog {
-                time_unix_nano: 1_700_000_000_000_500_000 + j as u64,
-                level: "ERROR".into(),
-                message: format!("{i}-{j}-{}", "x".repeat(message_len)).into(),
-            });
-        }
+        s.extend_logs((0..per_span).map(|j| crate::convert::assemble::SpanLog {
+            time_unix_nano: 1_700_000_000_000_500_000 + j as u64,
+            level: "ERROR".into(),
+            message: format!("{i}-{j}-{}", "x".repeat(message_len)).into(),
+        }));
     }
     out
 }

@@ -450,7 +450,8 @@ impl FilterSource {
                 };
                 let ev = match r {
                     Ok(_) => SourceEvent::Mark(Position::Group {
-                        group: Arc::from(key.as_str()),
+                        key: (key != name).then(|| Arc::from(key.as_str())),
+                        group: Arc::from(name.as_str()),
                         through_ms: query.end_ms.unwrap_or_else(crate::convert::time::now_ms),
                         lag_p99_ms: watch.as_ref().and_then(|w| w.quantile(990)),
                     }),
