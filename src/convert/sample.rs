@@ -544,10 +544,16 @@ impl Sampler {
                 .map(|_| (span.service().to_owned(), span.name().to_owned()))
         });
         self.held_bytes += held_size(&span);
-        let held = self.held.entry(trace).or_insert_with(|| Held {
-            spans: Vec::new(),
-            deadline_ms: now_ms.saturating_add(self.policy.max_wait_ms),
-            root: None,
+        // The trace's deadline is indexed when it is first held and when its root moves it;
+        // its other spans leave the index as it is.
+        let mut index = false;
+        let held = self.held.entry(trace).or_insert_with(|| {
+            index = true;
+            Held {
+                spans: Vec::new(),
+                deadline_ms: now_ms.saturating_add(self.policy.max_wait_ms),
+                root: None,
+            }
         });
         held.spans.push(span);
         self.held_spans += 1;
@@ -556,8 +562,11 @@ impl Sampler {
             let old = held.deadline_ms;
             held.deadline_ms = now_ms.saturating_add(self.policy.wait_ms);
             self.deadlines.remove(&(old, trace));
+            index = true;
         }
-        self.deadlines.insert((held.deadline_ms, trace));
+        if index {
+            self.deadlines.insert((held.deadline_ms, trace));
+        }
         while self.held_bytes > MAX_HELD_BYTES {
             let Some((_, first)) = self.deadlines.first().copied() else {
                 break;
