@@ -33,6 +33,7 @@
 //! decision) is kept with the rest of the trace from then on, and counted as `sample_late`: the
 //! spans dropped before it are gone.
 
+use crate::convert::assemble::Map;
 use crate::convert::assemble::Span;
 use crate::span_line::{StatusCode, TraceId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -377,12 +378,15 @@ struct Held {
 #[derive(Debug)]
 pub struct Sampler {
     policy: Policy,
-    held: HashMap<TraceId, Held>,
+    /// `round(rate × 2⁶⁴)` of the lowest rate any trace has: a trace id whose low bits are
+    /// below it is kept whatever its root.
+    min_bound: Option<u128>,
+    held: Map<TraceId, Held>,
     held_spans: usize,
     held_bytes: usize,
     /// (deadline, trace) of every held trace.
     deadlines: BTreeSet<(i64, TraceId)>,
-    decided: HashMap<TraceId, Decision>,
+    decided: Map<TraceId, Decision>,
     decided_order: VecDeque<TraceId>,
     /// (service, operation) → when a trace of it was last kept.
     last_kept: HashMap<(String, String), i64>,
@@ -398,12 +402,13 @@ impl Sampler {
     /// A sampler with `policy` (validated by the caller).
     pub fn new(policy: Policy) -> Self {
         Sampler {
+            min_bound: ratio_bound(policy.min_rate()),
             policy,
-            held: HashMap::new(),
+            held: Map::default(),
             held_spans: 0,
             held_bytes: 0,
             deadlines: BTreeSet::new(),
-            decided: HashMap::new(),
+            decided: Map::default(),
             decided_order: VecDeque::new(),
             last_kept: HashMap::new(),
             counts: SampleCounts::default(),
@@ -491,10 +496,13 @@ impl Sampler {
         if self.policy.slow(span) {
             return Some(Reason::Slow);
         }
-        if ratio_keeps(&span.trace_id, self.policy.min_rate()) {
+        let low = u128::from(low_bits(&span.trace_id));
+        if self.min_bound.is_some_and(|bound| low < bound) {
             return Some(Reason::Ratio);
         }
+        // Without rules every trace has the lowest rate, just checked.
         if span.parent_span_id.is_none()
+            && !self.policy.rules.is_empty()
             && ratio_keeps(
                 &span.trace_id,
                 self.policy.rate_for(span.service(), span.name()),
@@ -622,12 +630,16 @@ impl Sampler {
         let Some(h) = self.held.get(&trace) else {
             return;
         };
-        let key = h.root.clone().or_else(|| {
-            h.spans
-                .first()
-                .map(|s| (s.service().to_owned(), s.name().to_owned()))
+        // The trace's kind is looked up only when the policy keeps the first of each.
+        let kind = self.policy.at_least_one_per_ms.and_then(|interval| {
+            let key = h.root.clone().or_else(|| {
+                h.spans
+                    .first()
+                    .map(|s| (s.service().to_owned(), s.name().to_owned()))
+            })?;
+            Some((interval, key))
         });
-        if let (Some(interval), Some(key)) = (self.policy.at_least_one_per_ms, key) {
+        if let Some((interval, key)) = kind {
             let due = self
                 .last_kept
                 .get(&key)
