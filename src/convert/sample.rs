@@ -36,6 +36,7 @@
 use crate::convert::assemble::Map;
 use crate::convert::assemble::Span;
 use crate::span_line::{StatusCode, TraceId};
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Most bytes of spans held while their traces are undecided.
@@ -284,6 +285,12 @@ impl Policy {
         self.rules.iter().map(|r| r.rate).fold(self.rate, f64::min)
     }
 
+    /// The root's (service, operation), when the policy keeps the first trace of each.
+    fn kind_of_root(&self, span: &Span) -> Option<(String, String)> {
+        self.at_least_one_per_ms
+            .map(|_| (span.service().to_owned(), span.name().to_owned()))
+    }
+
     fn slow(&self, span: &Span) -> bool {
         self.slower_than_ms.is_some_and(|t| {
             let took = span.end_unix_nano.saturating_sub(span.start_unix_nano) / 1_000_000;
@@ -370,8 +377,16 @@ struct Held {
     spans: Vec<Span>,
     /// When it is decided (the caller's clock).
     deadline_ms: i64,
-    /// The root's service and operation, once seen (when the policy keeps the first of each).
-    root: Option<(String, String)>,
+    /// The root's service and operation, once seen (when the policy keeps the first of each;
+    /// boxed, for the table's entries to stay small).
+    root: Option<Box<(String, String)>>,
+}
+
+/// What the sampler knows of a trace: one table, so a span costs one look-up.
+#[derive(Debug)]
+enum Slot {
+    Held(Held),
+    Decided(Decision),
 }
 
 /// The sampling stage: spans in, the spans of kept traces out.
@@ -381,12 +396,13 @@ pub struct Sampler {
     /// `round(rate × 2⁶⁴)` of the lowest rate any trace has: a trace id whose low bits are
     /// below it is kept whatever its root.
     min_bound: Option<u128>,
-    held: Map<TraceId, Held>,
+    /// Every trace held or decided (the decided ones bounded by [`MAX_DECISIONS`]).
+    traces: Map<TraceId, Slot>,
     held_spans: usize,
     held_bytes: usize,
     /// (deadline, trace) of every held trace.
     deadlines: BTreeSet<(i64, TraceId)>,
-    decided: Map<TraceId, Decision>,
+    /// The decided traces, oldest first.
     decided_order: VecDeque<TraceId>,
     /// (service, operation) → when a trace of it was last kept.
     last_kept: HashMap<(String, String), i64>,
@@ -404,11 +420,10 @@ impl Sampler {
         Sampler {
             min_bound: ratio_bound(policy.min_rate()),
             policy,
-            held: Map::default(),
+            traces: Map::default(),
             held_spans: 0,
             held_bytes: 0,
             deadlines: BTreeSet::new(),
-            decided: Map::default(),
             decided_order: VecDeque::new(),
             last_kept: HashMap::new(),
             counts: SampleCounts::default(),
@@ -436,22 +451,42 @@ impl Sampler {
         self.deadlines.clear();
         self.held_spans = 0;
         self.held_bytes = 0;
-        self.held.drain().flat_map(|(_, h)| h.spans).collect()
+        let mut spans = Vec::new();
+        self.traces.retain(|_, slot| match slot {
+            Slot::Held(h) => {
+                spans.append(&mut h.spans);
+                false
+            }
+            Slot::Decided(_) => true,
+        });
+        spans
     }
 
-    /// Traces an earlier run kept: their spans are kept now too (not counted again).
+    /// Traces an earlier run kept, before the first span of this one: their spans are kept
+    /// now too (not counted again).
     pub fn known_kept(&mut self, traces: impl IntoIterator<Item = TraceId>) {
         for t in traces {
-            self.remember(t, Decision::Keep);
+            match self.traces.get_mut(&t) {
+                Some(Slot::Decided(d)) => *d = Decision::Keep,
+                // Held: decided by this run's spans.
+                Some(Slot::Held(_)) => {}
+                None => {
+                    self.remember(t, Decision::Keep);
+                }
+            }
         }
     }
 
     /// The earliest start of the spans held from log group `group`, ms (a resumable run
     /// must read them again).
     pub fn oldest_held_ms(&self, group: &str) -> Option<i64> {
-        self.held
+        self.traces
             .values()
-            .flat_map(|h| h.spans.iter())
+            .filter_map(|slot| match slot {
+                Slot::Held(h) => Some(h.spans.iter()),
+                Slot::Decided(_) => None,
+            })
+            .flatten()
             .filter(|s| s.log_group() == Some(group))
             .map(|s| i64::try_from(s.start_unix_nano / 1_000_000).unwrap_or(i64::MAX))
             .min()
@@ -476,16 +511,25 @@ impl Sampler {
         *self.limits.entry(name).or_default() += 1;
     }
 
-    fn remember(&mut self, trace: TraceId, d: Decision) {
-        if self.decided.insert(trace, d).is_none() {
-            self.decided_order.push_back(trace);
-            while self.decided_order.len() > MAX_DECISIONS {
-                if let Some(old) = self.decided_order.pop_front() {
-                    self.decided.remove(&old);
-                    self.limit("sample_decisions");
+    /// Records the decision on `trace`; what was held of it comes back.
+    fn remember(&mut self, trace: TraceId, d: Decision) -> Option<Held> {
+        let held = match self.traces.insert(trace, Slot::Decided(d)) {
+            Some(Slot::Decided(_)) => return None,
+            Some(Slot::Held(h)) => Some(h),
+            None => None,
+        };
+        self.decided_order.push_back(trace);
+        while self.decided_order.len() > MAX_DECISIONS {
+            if let Some(old) = self.decided_order.pop_front() {
+                if let Entry::Occupied(o) = self.traces.entry(old) {
+                    if matches!(o.get(), Slot::Decided(_)) {
+                        o.remove();
+                    }
                 }
+                self.limit("sample_decisions");
             }
         }
+        held
     }
 
     /// Why `span` alone keeps its trace, if it does.
@@ -516,67 +560,86 @@ impl Sampler {
     /// Takes one span at `now_ms`; the spans to send now go to `out`.
     pub fn push(&mut self, span: Span, now_ms: i64, out: &mut Vec<Span>) {
         let trace = span.trace_id;
-        match self.decided.get(&trace) {
-            Some(Decision::Keep) => {
+        let cause = self.keeps(&span);
+        let is_root = span.parent_span_id.is_none();
+        match self.traces.get_mut(&trace) {
+            Some(Slot::Decided(Decision::Keep)) => {
                 self.counts.kept_spans += 1;
                 out.push(span);
                 return;
             }
-            Some(Decision::Drop) => {
-                if let Some(reason) = self.keeps(&span).filter(|r| *r != Reason::Ratio) {
-                    // Decided too early: the rest of the trace is kept, what was dropped is gone.
-                    self.limit("sample_late");
-                    self.decided.insert(trace, Decision::Keep);
-                    if let Some(c) = self.caused.as_mut() {
-                        c.push((trace, reason));
+            Some(Slot::Decided(decision)) => {
+                match cause.filter(|r| *r != Reason::Ratio) {
+                    Some(reason) => {
+                        // Decided too early: the rest of the trace is kept, what was dropped
+                        // is gone.
+                        *decision = Decision::Keep;
+                        self.limit("sample_late");
+                        if let Some(c) = self.caused.as_mut() {
+                            c.push((trace, reason));
+                        }
+                        *self.counts.kept_traces.entry(reason).or_default() += 1;
+                        self.counts.kept_spans += 1;
+                        out.push(span);
                     }
-                    *self.counts.kept_traces.entry(reason).or_default() += 1;
-                    self.counts.kept_spans += 1;
-                    out.push(span);
-                } else {
-                    self.counts.dropped_spans += 1;
+                    None => self.counts.dropped_spans += 1,
                 }
                 return;
             }
-            None => {}
-        }
-        if let Some(reason) = self.keeps(&span) {
-            self.keep(trace, reason, now_ms, Some(span), out);
-            return;
-        }
-        let is_root = span.parent_span_id.is_none();
-        // The root's name is needed only to find the first of its kind.
-        let root = is_root.then(|| {
-            self.policy
-                .at_least_one_per_ms
-                .map(|_| (span.service().to_owned(), span.name().to_owned()))
-        });
-        self.held_bytes += held_size(&span);
-        // The trace's deadline is indexed when it is first held and when its root moves it;
-        // its other spans leave the index as it is.
-        let mut index = false;
-        let held = self.held.entry(trace).or_insert_with(|| {
-            index = true;
-            Held {
-                spans: Vec::new(),
-                deadline_ms: now_ms.saturating_add(self.policy.max_wait_ms),
-                root: None,
+            Some(Slot::Held(h)) => {
+                if cause.is_none() {
+                    // The trace's deadline moves when its root comes; its other spans leave
+                    // the index as it is.
+                    if is_root {
+                        h.root = self.policy.kind_of_root(&span).map(Box::new);
+                        let old = h.deadline_ms;
+                        h.deadline_ms = now_ms.saturating_add(self.policy.wait_ms);
+                        self.deadlines.remove(&(old, trace));
+                        self.deadlines.insert((h.deadline_ms, trace));
+                    }
+                    self.held_bytes += held_size(&span);
+                    self.held_spans += 1;
+                    h.spans.push(span);
+                    self.shed(now_ms, out);
+                    return;
+                }
             }
-        });
-        held.spans.push(span);
-        self.held_spans += 1;
-        if let Some(root) = root {
-            held.root = root;
-            let old = held.deadline_ms;
-            held.deadline_ms = now_ms.saturating_add(self.policy.wait_ms);
-            self.deadlines.remove(&(old, trace));
-            index = true;
+            None => {
+                if cause.is_none() {
+                    let (wait, root) = if is_root {
+                        (
+                            self.policy.wait_ms,
+                            self.policy.kind_of_root(&span).map(Box::new),
+                        )
+                    } else {
+                        (self.policy.max_wait_ms, None)
+                    };
+                    let deadline_ms = now_ms.saturating_add(wait);
+                    self.held_bytes += held_size(&span);
+                    self.held_spans += 1;
+                    self.traces.insert(
+                        trace,
+                        Slot::Held(Held {
+                            spans: vec![span],
+                            deadline_ms,
+                            root,
+                        }),
+                    );
+                    self.deadlines.insert((deadline_ms, trace));
+                    self.shed(now_ms, out);
+                    return;
+                }
+            }
         }
-        if index {
-            self.deadlines.insert((held.deadline_ms, trace));
+        if let Some(reason) = cause {
+            self.keep(trace, reason, now_ms, Some(span), out);
         }
+    }
+
+    /// Past [`MAX_HELD_BYTES`], decides the traces due soonest now.
+    fn shed(&mut self, now_ms: i64, out: &mut Vec<Span>) {
         while self.held_bytes > MAX_HELD_BYTES {
-            let Some((_, first)) = self.deadlines.first().copied() else {
+            let Some((_, first)) = self.deadlines.pop_first() else {
                 break;
             };
             self.limit("sample_held");
@@ -584,9 +647,11 @@ impl Sampler {
         }
     }
 
-    fn release(&mut self, h: &Held) {
+    /// What was held of a trace no longer is.
+    fn release(&mut self, trace: TraceId, h: &Held) {
         self.held_spans -= h.spans.len();
         self.held_bytes -= h.spans.iter().map(held_size).sum::<usize>();
+        self.deadlines.remove(&(h.deadline_ms, trace));
     }
 
     /// Keeps `trace` for `reason`: what was held of it, and `span`, go out.
@@ -599,23 +664,21 @@ impl Sampler {
         out: &mut Vec<Span>,
     ) {
         *self.counts.kept_traces.entry(reason).or_default() += 1;
-        self.remember(trace, Decision::Keep);
         if matches!(reason, Reason::Error | Reason::Slow) {
             if let Some(c) = self.caused.as_mut() {
                 c.push((trace, reason));
             }
         }
         let mut root = None;
-        if let Some(h) = self.held.remove(&trace) {
-            self.release(&h);
-            self.deadlines.remove(&(h.deadline_ms, trace));
+        if let Some(h) = self.remember(trace, Decision::Keep) {
+            self.release(trace, &h);
             self.counts.kept_spans += h.spans.len() as u64;
-            root = h.root;
+            root = h.root.map(|r| *r);
             out.extend(h.spans);
         }
         if let Some(s) = span {
             if s.parent_span_id.is_none() {
-                root = Some((s.service().to_owned(), s.name().to_owned()));
+                root = self.policy.kind_of_root(&s);
             }
             self.counts.kept_spans += 1;
             out.push(s);
@@ -625,14 +688,15 @@ impl Sampler {
         }
     }
 
-    /// Decides a held trace now: dropped, unless it is the first of its kind in the interval.
+    /// Decides a held trace now (its deadline may be out of the index already): dropped,
+    /// unless it is the first of its kind in the interval.
     fn decide(&mut self, trace: TraceId, now_ms: i64, out: &mut Vec<Span>) {
-        let Some(h) = self.held.get(&trace) else {
+        let Some(Slot::Held(h)) = self.traces.get(&trace) else {
             return;
         };
         // The trace's kind is looked up only when the policy keeps the first of each.
         let kind = self.policy.at_least_one_per_ms.and_then(|interval| {
-            let key = h.root.clone().or_else(|| {
+            let key = h.root.as_deref().cloned().or_else(|| {
                 h.spans
                     .first()
                     .map(|s| (s.service().to_owned(), s.name().to_owned()))
@@ -650,12 +714,10 @@ impl Sampler {
                 return;
             }
         }
-        if let Some(h) = self.held.remove(&trace) {
-            self.release(&h);
-            self.deadlines.remove(&(h.deadline_ms, trace));
+        if let Some(h) = self.remember(trace, Decision::Drop) {
+            self.release(trace, &h);
             self.counts.dropped_spans += h.spans.len() as u64;
             self.counts.dropped_traces += 1;
-            self.remember(trace, Decision::Drop);
         }
     }
 
@@ -665,13 +727,14 @@ impl Sampler {
             if deadline > now_ms {
                 break;
             }
+            self.deadlines.pop_first();
             self.decide(trace, now_ms, out);
         }
     }
 
     /// The end of the input: every trace still held is decided.
     pub fn finish(&mut self, now_ms: i64, out: &mut Vec<Span>) {
-        while let Some((_, trace)) = self.deadlines.first().copied() {
+        while let Some((_, trace)) = self.deadlines.pop_first() {
             self.decide(trace, now_ms, out);
         }
     }

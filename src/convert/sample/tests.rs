@@ -392,3 +392,67 @@ fn traces_kept_for_cause_are_remembered_only_when_asked() {
     assert_eq!(s.take_caused(), [(t, Reason::Error)]);
     assert!(s.take_caused().is_empty());
 }
+
+#[test]
+fn decisions_are_bounded_and_a_forgotten_trace_is_decided_again() {
+    let mut s = Sampler::new(at_10());
+    let mut out = Vec::new();
+    let n = MAX_DECISIONS as u64 + 3;
+    // n roots the ratio drops, each decided at its deadline.
+    for i in 0..n {
+        s.push(
+            span(trace(i + 1, u64::MAX - i), i + 1, None, (0, 1), false),
+            0,
+            &mut out,
+        );
+    }
+    s.expire(30_000, &mut out);
+    assert_eq!(s.counts().dropped_traces, n);
+    assert_eq!(s.limits().get("sample_decisions"), Some(&3));
+    // The newest decision is remembered: a late child of that trace is dropped at once.
+    let newest = trace(n, u64::MAX - (n - 1));
+    s.push(
+        span(newest, 1 << 40, Some(n), (0, 1), false),
+        30_000,
+        &mut out,
+    );
+    assert_eq!(s.held_spans(), 0);
+    assert_eq!(s.counts().dropped_spans, n + 1);
+    // The oldest was forgotten: a late child of it is held and decided again by the rules.
+    let oldest = trace(1, u64::MAX);
+    s.push(
+        span(oldest, 1 << 41, Some(1), (0, 1), false),
+        30_000,
+        &mut out,
+    );
+    assert_eq!(s.held_spans(), 1);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn traces_an_earlier_run_kept_are_kept_and_undecided_spans_can_be_taken_back() {
+    let mut s = Sampler::new(at_10());
+    let mut out = Vec::new();
+    let known = dropped_at_10();
+    s.known_kept([known]);
+    s.push(span(known, 7, Some(1), (0, 1), false), 0, &mut out);
+    assert_eq!(ids(&out), [7]);
+    // Kept before this run: its trace is not counted again, its span is.
+    assert_eq!(s.counts().kept_total(), 0);
+    assert_eq!(s.counts().kept_spans, 1);
+    // An undecided trace's spans are handed back whole, not counted as dropped, and its later
+    // spans are held afresh.
+    let other = trace(3, u64::MAX - 3);
+    s.push(span(other, 8, Some(1), (0, 1), false), 0, &mut out);
+    s.push(span(other, 9, Some(1), (0, 1), false), 0, &mut out);
+    let mut back = s.take_undecided();
+    back.sort_by_key(|s| s.span_id);
+    assert_eq!(ids(&back), [8, 9]);
+    assert_eq!(s.held_spans(), 0);
+    assert_eq!(s.counts().dropped_spans, 0);
+    s.push(span(other, 10, Some(1), (0, 1), false), 0, &mut out);
+    assert_eq!(s.held_spans(), 1);
+    // The kept trace's decision stayed.
+    s.push(span(known, 11, Some(1), (0, 1), false), 0, &mut out);
+    assert_eq!(ids(&out), [7, 11]);
+}
