@@ -3,9 +3,10 @@
 //! account, so each role sees only its account's log groups), `--region` is repeated, and
 //! every account and Region has a request budget and counters of its own.
 
-use crate::cloudwatch::{aws_env, file_span_ids, now_ms, rt, span_line};
+use crate::cloudwatch::{
+    aws_env, create_group, file_span_ids, now_ms, put_events, rt, span_line, Put,
+};
 use crate::support::{fresh_id, run_spanline, scratch, service, Run};
-use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use serde_json::Value;
 use std::path::Path;
 
@@ -46,47 +47,23 @@ fn client_of(moto: &str, account: &str, region: &'static str) -> aws_sdk_cloudwa
 /// Creates `group` in `client`'s account and Region with two span lines of fresh ids; returns
 /// their span ids.
 fn group_with_spans(client: &aws_sdk_cloudwatchlogs::Client, group: &str) -> Vec<String> {
-    rt().block_on(async {
-        client
-            .create_log_group()
-            .log_group_name(group)
-            .send()
-            .await
-            .expect("CreateLogGroup");
-        let stream = format!("2026/12/03/[$LATEST]{}", fresh_id::<16>());
-        client
-            .create_log_stream()
-            .log_group_name(group)
-            .log_stream_name(&stream)
-            .send()
-            .await
-            .expect("CreateLogStream");
-        let t = now_ms() - 120_000;
-        let mut ids = Vec::new();
-        let mut events = Vec::new();
-        for i in 0..2 {
-            let (trace, span) = (fresh_id::<16>(), fresh_id::<8>());
-            let parent = fresh_id::<8>();
-            let line = span_line(&trace, &span, &parent, t + i, 1_000, "s", "handler");
-            events.push(
-                InputLogEvent::builder()
-                    .timestamp(t + i)
-                    .message(line)
-                    .build()
-                    .expect("event"),
-            );
-            ids.push(span);
-        }
-        client
-            .put_log_events()
-            .log_group_name(group)
-            .log_stream_name(&stream)
-            .set_log_events(Some(events))
-            .send()
-            .await
-            .expect("PutLogEvents");
-        ids
-    })
+    let stream = format!("2026/12/03/[$LATEST]{}", fresh_id::<16>());
+    create_group(client, group, &[&stream]);
+    let t = now_ms() - 120_000;
+    let mut ids = Vec::new();
+    let mut puts = Vec::new();
+    for i in 0..2 {
+        let (trace, span) = (fresh_id::<16>(), fresh_id::<8>());
+        let parent = fresh_id::<8>();
+        puts.push(Put {
+            stream: stream.clone(),
+            ts: t + i,
+            message: span_line(&trace, &span, &parent, t + i, 1_000, "s", "handler"),
+        });
+        ids.push(span);
+    }
+    put_events(client, group, &puts);
+    ids
 }
 
 fn run(dir: &Path, args: &[&str]) -> Run {
@@ -106,6 +83,17 @@ fn scope_args() -> Vec<String> {
         a.extend(["--region".to_owned(), r.to_owned()]);
     }
     a
+}
+
+/// Runs the binary with `args` followed by the flags of both accounts and both Regions.
+fn run_scoped(dir: &Path, args: &[&str]) -> Run {
+    let scopes = scope_args();
+    let all: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(scopes.iter().map(String::as_str))
+        .collect();
+    run(dir, &all)
 }
 
 /// One group name in two accounts × two Regions (four groups), and a group in one of them
@@ -128,7 +116,7 @@ fn read_reads_each_accounts_and_regions_groups_once_within_their_own_budgets() {
     let dir = scratch("accounts-read");
     let out = dir.join("spans.jsonl");
     let out_arg = out.to_string_lossy().into_owned();
-    let mut args: Vec<String> = [
+    let args = [
         "read",
         "--log-group-name",
         &group,
@@ -138,13 +126,8 @@ fn read_reads_each_accounts_and_regions_groups_once_within_their_own_budgets() {
         "1h",
         "--output",
         &out_arg,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(scope_args());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = run(&dir, &args);
+    ];
+    let r = run_scoped(&dir, &args);
     assert!(r.status.success(), "{}\n{}", r.status, r.stderr);
     let ids = file_span_ids(&out);
     let mut got: Vec<&String> = ids.keys().collect();
@@ -182,13 +165,8 @@ fn read_reads_each_accounts_and_regions_groups_once_within_their_own_budgets() {
 fn a_group_in_none_of_the_accounts_and_regions_is_an_error() {
     let dir = scratch("accounts-missing");
     let missing = format!("/aws/lambda/none-{}", fresh_id::<4>());
-    let mut args: Vec<String> = ["read", "--log-group-name", &missing, "--output", "-"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-    args.extend(scope_args());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = run(&dir, &args);
+    let args = ["read", "--log-group-name", &missing, "--output", "-"];
+    let r = run_scoped(&dir, &args);
     assert_eq!(r.status.code(), Some(1), "{}", r.stderr);
     assert!(
         r.stderr
@@ -233,7 +211,7 @@ fn forward_keeps_a_cursor_per_account_and_region() {
     let checkpoint = dir.join("checkpoint.json").to_string_lossy().into_owned();
     let out = dir.join("spans.jsonl");
     let out_arg = out.to_string_lossy().into_owned();
-    let mut args: Vec<String> = [
+    let args = [
         "forward",
         "--log-group-name",
         &group,
@@ -243,13 +221,8 @@ fn forward_keeps_a_cursor_per_account_and_region() {
         "1h",
         "--output",
         &out_arg,
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(scope_args());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let first = run(&dir, &args);
+    ];
+    let first = run_scoped(&dir, &args);
     assert!(first.status.success(), "{}", first.stderr);
     let stats: Value =
         serde_json::from_str(first.stdout.lines().last().unwrap_or("")).expect("stats");
@@ -281,7 +254,7 @@ fn forward_keeps_a_cursor_per_account_and_region() {
     for k in &expected {
         assert!(saved["groups"][k]["cursor_ms"].is_i64(), "{k}: {saved}");
     }
-    let second = run(&dir, &args);
+    let second = run_scoped(&dir, &args);
     assert!(second.status.success(), "{}", second.stderr);
     let stats: Value =
         serde_json::from_str(second.stdout.lines().last().unwrap_or("")).expect("stats");

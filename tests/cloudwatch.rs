@@ -86,6 +86,27 @@ pub(crate) fn iso(ms: i64) -> String {
     )
 }
 
+/// Creates `group` and its `streams`.
+pub(crate) fn create_group(client: &aws_sdk_cloudwatchlogs::Client, group: &str, streams: &[&str]) {
+    rt().block_on(async {
+        client
+            .create_log_group()
+            .log_group_name(group)
+            .send()
+            .await
+            .expect("CreateLogGroup");
+        for s in streams {
+            client
+                .create_log_stream()
+                .log_group_name(group)
+                .log_stream_name(*s)
+                .send()
+                .await
+                .expect("CreateLogStream");
+        }
+    });
+}
+
 /// Puts `puts` into `group` stream by stream (chronological within a call, as PutLogEvents
 /// requires).
 pub(crate) fn put_events(client: &aws_sdk_cloudwatchlogs::Client, group: &str, puts: &[Put]) {
@@ -264,26 +285,10 @@ impl Logs {
     }
 
     fn create(&self, client: &aws_sdk_cloudwatchlogs::Client) {
-        rt().block_on(async {
-            client
-                .create_log_group()
-                .log_group_name(&self.group)
-                .send()
-                .await
-                .expect("CreateLogGroup");
-            let mut streams: Vec<&str> = self.puts.iter().map(|p| p.stream.as_str()).collect();
-            streams.sort();
-            streams.dedup();
-            for s in streams {
-                client
-                    .create_log_stream()
-                    .log_group_name(&self.group)
-                    .log_stream_name(s)
-                    .send()
-                    .await
-                    .expect("CreateLogStream");
-            }
-        });
+        let mut streams: Vec<&str> = self.puts.iter().map(|p| p.stream.as_str()).collect();
+        streams.sort();
+        streams.dedup();
+        create_group(client, &self.group, &streams);
     }
 
     /// Puts `puts` into the group (see [`put_events`]).

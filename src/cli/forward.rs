@@ -144,6 +144,7 @@ fn stats_line(
     } else {
         0
     };
+    let (requests, throttled, _) = super::scopes::total(scopes);
     // Requests per account and Region, when several are read (each has its own budget).
     let scopes_json: Option<BTreeMap<String, serde_json::Value>> = (scopes.len() > 1).then(|| {
         scopes
@@ -189,8 +190,8 @@ fn stats_line(
             "malformed": report.summary.malformed,
         },
         "limits": report.summary.limits,
-        "requests": super::scopes::total(scopes).0,
-        "throttled": super::scopes::total(scopes).1,
+        "requests": requests,
+        "throttled": throttled,
         "scopes": scopes_json,
         "send_retries": report.sinks.iter().map(|s| s.retries).sum::<u64>(),
         "lag_ms": lag,

@@ -8,6 +8,7 @@ use spanline::convert::aws::AwsOptions;
 use spanline::convert::pipeline::{Outcome, Report, RunEvent};
 use spanline::convert::printable::Visible;
 use spanline::convert::sink::file::FileSink;
+use spanline::convert::sink::otlp::config::http_signal_url;
 use spanline::convert::sink::otlp::{
     Compression, LogsTarget, OtlpConfig, OtlpSink, Protocol, SigV4,
 };
@@ -181,7 +182,7 @@ fn otlp_config(
     if let Some(e) = &args.otlp_endpoint {
         config.endpoint = match config.protocol {
             Protocol::Grpc => e.clone(),
-            _ => format!("{}/v1/traces", e.trim_end_matches('/')),
+            _ => http_signal_url(e, "traces"),
         };
     }
     if logs {
@@ -189,7 +190,7 @@ fn otlp_config(
             (Some(l), _) => Some(l.clone()),
             (None, Some(e)) => Some(match config.protocol {
                 Protocol::Grpc => e.clone(),
-                _ => format!("{}/v1/logs", e.trim_end_matches('/')),
+                _ => http_signal_url(e, "logs"),
             }),
             (None, None) => config.logs_endpoint_from_env(env_var),
         };

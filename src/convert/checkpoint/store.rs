@@ -722,6 +722,28 @@ mod forwarding_tests {
         out
     }
 
+    /// Runs the pipeline over `events` into `sink` under `committer`, to the end, on a runtime
+    /// of its own.
+    fn run_pipeline<C: pipeline::Committer + 'static>(
+        events: Vec<SourceEvent>,
+        sink: MemorySink,
+        committer: C,
+        options: Options,
+    ) -> pipeline::Report {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(pipeline::run(
+            MemorySource::new(events),
+            vec![AnySink::Memory(sink)],
+            committer,
+            options,
+            None,
+            None,
+        ))
+    }
+
     /// The events of one run: what a read of `[from, to]` returns, one record per batch, and
     /// the group's mark.
     fn events(log: &[(i64, String)], from: i64, to: i64) -> Vec<SourceEvent> {
@@ -782,18 +804,7 @@ mod forwarding_tests {
             batch_spans: BATCH,
             ..Options::default()
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let report = rt.block_on(pipeline::run(
-            MemorySource::new(events(log, from, to)),
-            vec![AnySink::Memory(sink.clone())],
-            committer,
-            options,
-            None,
-            None,
-        ));
+        let report = run_pipeline(events(log, from, to), sink.clone(), committer, options);
         let ok = matches!(report.outcome, Outcome::Completed);
         let saved = store.saved.lock().unwrap().clone();
         let last = saved.last().cloned().unwrap_or(cp);
@@ -867,18 +878,7 @@ mod forwarding_tests {
             batch_spans: BATCH,
             ..Options::default()
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let report = rt.block_on(pipeline::run(
-            MemorySource::new(events),
-            vec![AnySink::Memory(MemorySink::new())],
-            committer,
-            options,
-            None,
-            None,
-        ));
+        let report = run_pipeline(events, MemorySink::new(), committer, options);
         assert!(matches!(report.outcome, Outcome::Completed));
         let saved = store.saved.lock().unwrap().clone();
         let cp = saved.last().expect("a checkpoint");
@@ -933,18 +933,7 @@ mod forwarding_tests {
             kept_traces: cp.kept_trace_ids(),
             ..Options::default()
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let report = rt.block_on(pipeline::run(
-            MemorySource::new(events(log, from, to)),
-            vec![AnySink::Memory(sink.clone())],
-            committer,
-            options,
-            None,
-            None,
-        ));
+        let report = run_pipeline(events(log, from, to), sink.clone(), committer, options);
         assert!(matches!(report.outcome, Outcome::Completed));
         let last = store.saved.lock().unwrap().last().cloned().unwrap_or(cp);
         let ids = sink

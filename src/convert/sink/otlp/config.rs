@@ -515,8 +515,8 @@ fn http_traces_url(base: &str) -> String {
     http_signal_url(base, "traces")
 }
 
-/// `base` + `v1/<signal>`, as [`http_traces_url`].
-fn http_signal_url(base: &str, signal: &str) -> String {
+/// `base` + `v1/<signal>` (`traces`, `logs`), as [`http_traces_url`].
+pub fn http_signal_url(base: &str, signal: &str) -> String {
     match reqwest::Url::parse(base) {
         Ok(mut u) => {
             let path = u.path().trim_end_matches('/').to_owned();
